@@ -1,0 +1,110 @@
+//! The entry point of the library: a bus is a data file path plus the options
+//! every participant on it must agree on (the mode) or may tune (waiting).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::consume::Consumer;
+use crate::error::Result;
+use crate::paths::BusPaths;
+use crate::publish::Producer;
+
+/// The delivery guarantee of a bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Multicast, latest value wins: every consumer sees the latest chunk and
+    /// slow consumers skip chunks. Producers never wait.
+    #[default]
+    Lossy,
+    /// Back pressure: each chunk goes to exactly one consumer, producers wait
+    /// until the previous chunk was consumed, and an empty chunk marks the
+    /// end of the stream (`--back-pressure` / `--lossless`).
+    Lossless,
+}
+
+/// How participants on a bus behave.
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    /// Lossy multicast or lossless back pressure.
+    pub mode: Mode,
+    /// Polling period: the longest any wait lasts before re-checking, even
+    /// when filesystem events are being monitored.
+    pub sleep_interval: Duration,
+    /// Whether to wake on inotify events in addition to polling.
+    pub file_monitoring: bool,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions {
+            mode: Mode::Lossy,
+            sleep_interval: Duration::from_millis(100),
+            file_monitoring: true,
+        }
+    }
+}
+
+/// A bus on one data file. Creating it touches nothing on disk; producers
+/// and consumers made from it do.
+///
+/// ```
+/// use filebus::{Bus, BusOptions, Mode};
+///
+/// let dir = tempfile::tempdir()?;
+/// let options = BusOptions { mode: Mode::Lossless, ..BusOptions::default() };
+/// let bus = Bus::new(dir.path().join("bus"), options);
+///
+/// let producer_bus = bus.clone();
+/// let producer = std::thread::spawn(move || -> filebus::Result<()> {
+///     let mut producer = producer_bus.producer()?;
+///     producer.publish(b"hello ")?;
+///     producer.publish(b"world")?;
+///     producer.finish()
+/// });
+///
+/// let received: Vec<Vec<u8>> = bus.consumer()?.collect::<filebus::Result<_>>()?;
+/// producer.join().unwrap()?;
+/// assert_eq!(received.concat(), b"hello world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bus {
+    paths: BusPaths,
+    options: BusOptions,
+}
+
+impl Bus {
+    /// A bus whose data file is `path`.
+    pub fn new(path: impl Into<PathBuf>, options: BusOptions) -> Self {
+        Bus {
+            paths: BusPaths::new(path),
+            options,
+        }
+    }
+
+    /// The data file path.
+    pub fn path(&self) -> &Path {
+        self.paths.data()
+    }
+
+    /// The paths of the bus files.
+    pub fn paths(&self) -> &BusPaths {
+        &self.paths
+    }
+
+    /// The options this bus was opened with.
+    pub fn options(&self) -> &BusOptions {
+        &self.options
+    }
+
+    /// A producer on this bus; creates the data file's directory if missing.
+    pub fn producer(&self) -> Result<Producer> {
+        Producer::new(self.paths.clone(), self.options.clone())
+    }
+
+    /// A consumer on this bus. It waits for the data file (and its
+    /// directory) to appear.
+    pub fn consumer(&self) -> Result<Consumer> {
+        Ok(Consumer::new(self.paths.clone(), self.options.clone()))
+    }
+}

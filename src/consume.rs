@@ -1,0 +1,258 @@
+//! Consuming chunks.
+//!
+//! Lossy consumers take no lock at all: `F` only ever names a whole,
+//! never-modified chunk (it is replaced by rename), so opening it is enough to
+//! read one consistent chunk. They decide "new chunk" by comparing more of the
+//! stat result than the peers do (device and inode numbers alone are reused
+//! by tmpfs and ext4, which makes the peers miss chunks).
+//!
+//! Lossless consumers follow the peers' protocol: under the lock, deliver `F`
+//! and then remove it, so that a chunk whose delivery failed stays for another
+//! consumer. See [`crate::output`] for how the lock is kept off a blocked
+//! reader.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::time::Duration;
+
+use nix::libc;
+
+use crate::bus::{BusOptions, Mode};
+use crate::error::{Error, Result};
+use crate::lock::BusLock;
+use crate::output::Output;
+use crate::paths::BusPaths;
+use crate::watch::Watcher;
+
+/// What one call to [`Consumer::deliver_to`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A chunk of this many bytes was written to the output.
+    Chunk(u64),
+    /// The lossless end-of-stream marker was consumed; nothing more will come.
+    End,
+}
+
+/// Identifies one published chunk file. Inode numbers alone are recycled, so
+/// the change and modification times (to the nanosecond) and the size are
+/// part of the identity too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkId {
+    dev: u64,
+    ino: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+    size: u64,
+}
+
+impl From<&Metadata> for ChunkId {
+    fn from(m: &Metadata) -> Self {
+        ChunkId {
+            dev: m.dev(),
+            ino: m.ino(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            size: m.size(),
+        }
+    }
+}
+
+/// Where a consumer puts the chunks it takes.
+trait Sink {
+    /// Waits, holding no lock, until `size` bytes can be taken at once.
+    fn wait_for_room(&mut self, size: u64, interval: Duration);
+    /// Whether `size` bytes can be taken without blocking.
+    fn has_room(&mut self, size: u64) -> bool;
+    /// Takes the whole chunk.
+    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()>;
+}
+
+impl Sink for Output<'_> {
+    fn wait_for_room(&mut self, size: u64, interval: Duration) {
+        Output::wait_for_room(self, to_usize(size), interval);
+    }
+    fn has_room(&mut self, size: u64) -> bool {
+        Output::has_room(self, to_usize(size))
+    }
+    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+        self.copy_from(file, size)
+    }
+}
+
+/// Collects a chunk in memory, for [`Consumer::recv`].
+struct Collect(Vec<u8>);
+
+impl Sink for Collect {
+    fn wait_for_room(&mut self, _: u64, _: Duration) {}
+    fn has_room(&mut self, _: u64) -> bool {
+        true
+    }
+    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+        self.0.clear();
+        self.0.reserve(to_usize(size));
+        file.read_to_end(&mut self.0).map(drop)
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// The reading side of a bus. Obtained from [`crate::Bus::consumer`].
+///
+/// As an [`Iterator`] it yields chunks as byte vectors and ends at the
+/// lossless end-of-stream marker (a lossy bus never ends).
+#[derive(Debug)]
+pub struct Consumer {
+    paths: BusPaths,
+    options: BusOptions,
+    lock: BusLock,
+    watcher: Watcher,
+    last: Option<ChunkId>,
+    ended: bool,
+}
+
+impl Consumer {
+    pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Self {
+        Consumer {
+            lock: BusLock::new(paths.lock().to_path_buf()),
+            watcher: Watcher::new(&paths, options.sleep_interval, options.file_monitoring),
+            paths,
+            options,
+            last: None,
+            ended: false,
+        }
+    }
+
+    /// Blocks until the next chunk and writes it to `out` (a file, pipe,
+    /// socket or terminal descriptor, such as standard output) without
+    /// copying it through user space.
+    ///
+    /// Lossy: the first call delivers the current chunk if there is one, then
+    /// each call delivers the newest chunk not yet delivered; empty chunks
+    /// (end markers of lossless producers) are skipped. Lossless: each chunk
+    /// is removed from the bus only after it was written to `out`; if writing
+    /// fails it stays for another consumer.
+    pub fn deliver_to(&mut self, out: impl AsFd) -> Result<Delivery> {
+        let mut output = Output::new(out.as_fd());
+        Ok(match self.next_into(&mut output)? {
+            Some(size) => Delivery::Chunk(size),
+            None => Delivery::End,
+        })
+    }
+
+    /// Blocks until the next chunk and returns it, or `None` once the
+    /// lossless end-of-stream marker has been consumed.
+    pub fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut collect = Collect(Vec::new());
+        Ok(self.next_into(&mut collect)?.map(|_| collect.0))
+    }
+
+    fn next_into(&mut self, sink: &mut impl Sink) -> Result<Option<u64>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let taken = match self.options.mode {
+            Mode::Lossy => self.next_lossy(sink).map(Some),
+            Mode::Lossless => self.next_lossless(sink),
+        }?;
+        self.ended = taken.is_none();
+        Ok(taken)
+    }
+
+    fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
+        loop {
+            self.watcher.arm();
+            if let Some((mut file, meta)) = open_data(&self.paths)? {
+                let id = ChunkId::from(&meta);
+                if self.last != Some(id) {
+                    self.last = Some(id);
+                    if meta.size() > 0 {
+                        sink.take(&mut file, meta.size()).map_err(Error::Output)?;
+                        return Ok(meta.size());
+                    }
+                }
+            }
+            self.watcher.wait();
+        }
+    }
+
+    fn next_lossless(&mut self, sink: &mut impl Sink) -> Result<Option<u64>> {
+        loop {
+            self.watcher.arm();
+            let announced = match std::fs::symlink_metadata(self.paths.data()) {
+                Ok(meta) => Some(meta.size()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("stat", self.paths.data())(e)),
+            };
+            let Some(announced) = announced else {
+                self.watcher.wait();
+                continue;
+            };
+            sink.wait_for_room(announced, self.options.sleep_interval);
+            let _held = self.lock.acquire()?;
+            let Some((mut file, meta)) = open_data(&self.paths)? else {
+                continue;
+            };
+            let size = meta.size();
+            if size == 0 {
+                remove_data(&self.paths)?;
+                return Ok(None);
+            }
+            if !sink.has_room(size) {
+                // Another chunk took this one's place with a larger size;
+                // wait for room again without the lock.
+                continue;
+            }
+            sink.take(&mut file, size).map_err(Error::Output)?;
+            remove_data(&self.paths)?;
+            return Ok(Some(size));
+        }
+    }
+}
+
+/// Opens `F` if it exists, refusing anything but a regular file.
+fn open_data(paths: &BusPaths) -> Result<Option<(File, Metadata)>> {
+    let path = paths.data();
+    let file = OpenOptions::new()
+        .read(true)
+        // O_NONBLOCK: opening a FIFO planted at F must not hang.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path)(e)),
+    };
+    let meta = file.metadata().map_err(Error::io("stat", path))?;
+    let kind = meta.file_type();
+    let other = if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "device"
+    } else {
+        return Ok(Some((file, meta)));
+    };
+    Err(Error::NotRegularFile {
+        path: path.to_path_buf(),
+        kind: other,
+    })
+}
+
+fn remove_data(paths: &BusPaths) -> Result<()> {
+    std::fs::remove_file(paths.data()).map_err(Error::io("remove", paths.data()))
+}
+
+impl Iterator for Consumer {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.recv().transpose()
+    }
+}

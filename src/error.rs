@@ -1,0 +1,72 @@
+//! One error type for the whole library, so that every failure reaches the
+//! user as a single line naming the path involved and the cause.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong while operating a bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call on one of the bus files failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being attempted, as a verb phrase ("open", "rename to").
+        action: &'static str,
+        /// The file it was attempted on.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// A bus file exists but is not a regular file (a directory, a FIFO, ...).
+    #[error("{} is a {kind}, not a regular file", path.display())]
+    NotRegularFile {
+        /// The offending path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A bus file is a symbolic link; filebus never follows links in a
+    /// shared directory, since a neighbour could aim them at any file.
+    #[error("{} is a symbolic link; refusing to follow it", path.display())]
+    Symlink {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// Reading the producer's input failed.
+    #[error("cannot read input: {0}")]
+    Input(#[source] io::Error),
+    /// Writing to the consumer's output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| {
+            if source.raw_os_error() == Some(nix::libc::ELOOP) {
+                Error::Symlink { path }
+            } else {
+                Error::Io {
+                    action,
+                    path,
+                    source,
+                }
+            }
+        }
+    }
+
+    /// The underlying I/O error kind, when there is one.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } | Error::Input(source) | Error::Output(source) => {
+                Some(source.kind())
+            }
+            _ => None,
+        }
+    }
+}

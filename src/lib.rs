@@ -1,0 +1,61 @@
+//! A userspace multicast named pipe backed by a regular file.
+//!
+//! A bus is one data file `F`. Producers publish chunks by writing
+//! `F.__new__` and renaming it over `F` under a `flock(2)` on `F.lock`;
+//! consumers read `F` whenever it names a chunk they have not seen. Disk use
+//! stays bounded at one chunk. This crate speaks the same protocol as the
+//! Python and bash implementations of `filebus` 0.3.5, so all of them can
+//! share one bus.
+//!
+//! * [`Mode::Lossy`] (default): multicast, every consumer sees the latest
+//!   chunk, slow consumers skip.
+//! * [`Mode::Lossless`]: each chunk goes to exactly one consumer, producers
+//!   wait for it to be consumed, and an empty chunk ends the stream.
+//!
+//! ```
+//! use filebus::{Bus, BusOptions, Mode};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let bus = Bus::new(dir.path().join("bus"), BusOptions { mode: Mode::Lossless, ..Default::default() });
+//! let mut consumer = bus.consumer()?;
+//! let writer = {
+//!     let bus = bus.clone();
+//!     std::thread::spawn(move || -> filebus::Result<()> {
+//!         let mut producer = bus.producer()?;
+//!         for word in ["one", "two", "three"] {
+//!             producer.publish(word.as_bytes())?;
+//!         }
+//!         producer.finish()
+//!     })
+//! };
+//! let mut words = Vec::new();
+//! while let Some(chunk) = consumer.recv()? {
+//!     words.push(String::from_utf8(chunk)?);
+//! }
+//! writer.join().unwrap()?;
+//! assert_eq!(words, ["one", "two", "three"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The `filebus` binary is a thin layer over this crate: it cuts standard
+//! input into chunks with a [`Chunker`] and hands each to a [`Producer`], or
+//! copies each chunk a [`Consumer`] takes to standard output.
+
+#![warn(missing_docs)]
+
+mod bus;
+mod chunker;
+mod consume;
+mod error;
+mod lock;
+mod output;
+mod paths;
+mod publish;
+mod watch;
+
+pub use bus::{Bus, BusOptions, Mode};
+pub use chunker::{Chunker, Chunking, FdSource, Source};
+pub use consume::{Consumer, Delivery};
+pub use error::{Error, Result};
+pub use paths::BusPaths;
+pub use publish::Producer;

@@ -1,0 +1,117 @@
+//! The `filebus` command: argument parsing and the wiring of standard input
+//! and output to the library. The protocol itself lives in the library.
+
+mod cli;
+mod logger;
+
+use std::io;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use filebus::{Bus, BusOptions, Chunker, Chunking, Delivery, Error, FdSource, Mode};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+use cli::{Cli, Command, Impl};
+
+fn main() -> ExitCode {
+    let (cli, filename) = Cli::parse_or_exit();
+    logger::init(cli.verbose);
+    install_signal_handlers();
+    let options = BusOptions {
+        mode: if cli.back_pressure {
+            Mode::Lossless
+        } else {
+            Mode::Lossy
+        },
+        sleep_interval: cli.sleep_interval,
+        file_monitoring: !cli.no_file_monitoring,
+    };
+    let bus = Bus::new(filename, options);
+    let result = match cli.command {
+        Command::Producer { blocking_read } => {
+            let chunking = if cli.lines || cli.implementation == Impl::Bash {
+                Chunking::Lines
+            } else {
+                Chunking::Bytes
+            };
+            produce(&bus, chunking, cli.block_size, blocking_read)
+        }
+        Command::Consumer => consume(&bus),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("filebus: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn produce(
+    bus: &Bus,
+    chunking: Chunking,
+    block_size: usize,
+    blocking_read: bool,
+) -> filebus::Result<()> {
+    let stdin = io::stdin();
+    if blocking_read {
+        clear_nonblocking(&stdin);
+    }
+    let mut producer = bus.producer()?;
+    let mut chunker = Chunker::new(FdSource(stdin.as_fd()), chunking, block_size);
+    while let Some(chunk) = chunker.next_chunk().map_err(Error::Input)? {
+        producer.publish(chunk)?;
+    }
+    log::info!("end of input");
+    producer.finish()
+}
+
+fn consume(bus: &Bus) -> filebus::Result<()> {
+    let stdout = io::stdout();
+    let mut consumer = bus.consumer()?;
+    while let Delivery::Chunk(size) = consumer.deliver_to(&stdout)? {
+        log::debug!("delivered {size} bytes");
+    }
+    log::info!("end of stream");
+    Ok(())
+}
+
+fn clear_nonblocking(fd: &impl AsFd) {
+    if let Ok(flags) = fcntl(fd.as_fd(), FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+        let _ = fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags));
+    }
+}
+
+/// SIGINT and SIGTERM end the process at once with 128 + the signal number.
+/// That is safe at any instant because the bus never depends on a clean exit:
+/// the kernel releases the lock with the process, a chunk becomes visible
+/// only through an atomic rename, and a half-written `F.__new__` is replaced
+/// by the next producer. SIGPIPE keeps its default so that a consumer whose
+/// reader went away ends quietly, as `cat` does; SIGXFSZ is ignored so that
+/// hitting a file size limit is an error to report, not a crash.
+fn install_signal_handlers() {
+    extern "C" fn exit_now(signal: nix::libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { nix::libc::_exit(128 + signal) }
+    }
+    let exit = SigAction::new(
+        SigHandler::Handler(exit_now),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for (signal, action) in [
+        (Signal::SIGINT, &exit),
+        (Signal::SIGTERM, &exit),
+        (Signal::SIGPIPE, &default),
+        (Signal::SIGXFSZ, &ignore),
+    ] {
+        // SAFETY: the handlers only call async-signal-safe functions.
+        if let Err(e) = unsafe { sigaction(signal, action) } {
+            log::warn!("cannot set handler for {signal}: {e}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Publishing chunks: stage the chunk in `F.__new__` and rename it over `F`,
+//! all under the bus lock, so that `F` always names one whole chunk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::libc;
+
+use crate::bus::{BusOptions, Mode};
+use crate::error::{Error, Result};
+use crate::lock::BusLock;
+use crate::paths::BusPaths;
+use crate::watch::Watcher;
+
+/// The writing side of a bus. Obtained from [`crate::Bus::producer`].
+#[derive(Debug)]
+pub struct Producer {
+    paths: BusPaths,
+    options: BusOptions,
+    lock: BusLock,
+    watcher: Watcher,
+}
+
+impl Producer {
+    pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Result<Self> {
+        std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
+        Ok(Producer {
+            lock: BusLock::new(paths.lock().to_path_buf()),
+            watcher: Watcher::new(&paths, options.sleep_interval, options.file_monitoring),
+            paths,
+            options,
+        })
+    }
+
+    /// Publishes one chunk. In lossless mode this first waits until the
+    /// previous chunk has been consumed.
+    ///
+    /// An empty chunk is the end-of-stream marker in lossless mode; use
+    /// [`Producer::finish`] for that.
+    pub fn publish(&mut self, chunk: &[u8]) -> Result<()> {
+        match self.options.mode {
+            Mode::Lossy => {
+                let _held = self.lock.acquire()?;
+                stage_and_rename(&self.paths, chunk)
+            }
+            Mode::Lossless => loop {
+                self.watcher.arm();
+                if !exists(&self.paths)? {
+                    let _held = self.lock.acquire()?;
+                    if !exists(&self.paths)? {
+                        return stage_and_rename(&self.paths, chunk);
+                    }
+                }
+                self.watcher.wait();
+            },
+        }
+    }
+
+    /// Ends the stream: in lossless mode publishes the empty end-of-stream
+    /// marker (waiting for the last chunk to be consumed first); in lossy
+    /// mode there is no marker and this does nothing.
+    pub fn finish(mut self) -> Result<()> {
+        match self.options.mode {
+            Mode::Lossy => Ok(()),
+            Mode::Lossless => self.publish(&[]),
+        }
+    }
+}
+
+fn exists(paths: &BusPaths) -> Result<bool> {
+    match std::fs::symlink_metadata(paths.data()) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat", paths.data())(e)),
+    }
+}
+
+/// Writes the chunk to `F.__new__` and renames it to `F`. Must be called
+/// with the bus lock held.
+fn stage_and_rename(paths: &BusPaths, chunk: &[u8]) -> Result<()> {
+    let staging = paths.staging();
+    let mut file = create_staging(paths)?;
+    let written = file.write_all(chunk);
+    drop(file);
+    let renamed = written.map_err(Error::io("write", staging)).and_then(|()| {
+        std::fs::rename(staging, paths.data()).map_err(Error::io("rename", staging))
+    });
+    if renamed.is_err() {
+        // Leave no partial chunk behind; `F` still names the previous one.
+        let _ = std::fs::remove_file(staging);
+    }
+    renamed
+}
+
+/// Creates `F.__new__` afresh. `O_EXCL` never follows a symlink and never
+/// reuses an inode a neighbour planted (a hard link to someone else's file
+/// would otherwise be truncated), so a leftover entry is removed, not opened.
+fn create_staging(paths: &BusPaths) -> Result<File> {
+    let staging = paths.staging();
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(staging)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            log::debug!("removing stale {}", staging.display());
+            std::fs::remove_file(staging).map_err(Error::io("remove stale", staging))?;
+            open()
+        }
+        other => other,
+    }
+    .map_err(Error::io("create", staging))
+}
