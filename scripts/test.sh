@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the project: style and lints, the unit, integration,
+# cross-implementation and documentation tests, and the smoke runs of the
+# tools that have one. This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+# The cross-implementation tests need the reference peers; installing them
+# up front keeps the download out of the tests' deadlines.
+scripts/setup-peers.sh >/dev/null
+cargo test --locked
