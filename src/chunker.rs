@@ -168,3 +168,166 @@ impl<S: Source> Chunker<S> {
         self.line_end = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A source replaying pieces of input; each piece is flagged with whether
+    /// it is already available when the previous one has been read.
+    struct Scripted(VecDeque<(Vec<u8>, bool)>);
+
+    impl Source for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((mut piece, _)) = self.0.pop_front() else {
+                return Ok(0);
+            };
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            if n < piece.len() {
+                self.0.push_front((piece.split_off(n), true));
+            }
+            Ok(n)
+        }
+        fn ready(&mut self) -> io::Result<bool> {
+            Ok(self.0.front().is_none_or(|(_, ready)| *ready))
+        }
+    }
+
+    fn chunks(mode: Chunking, block: usize, pieces: &[(&[u8], bool)]) -> Vec<Vec<u8>> {
+        let source = Scripted(pieces.iter().map(|(p, r)| (p.to_vec(), *r)).collect());
+        let mut chunker = Chunker::new(source, mode, block);
+        let mut out = Vec::new();
+        while let Some(chunk) = chunker.next_chunk().unwrap() {
+            out.push(chunk.to_vec());
+        }
+        out
+    }
+
+    /// Deterministic pseudo-random pieces (text with newlines, varying
+    /// lengths and arrival patterns), so the property tests cover many shapes
+    /// without a random-number dependency.
+    fn pieces(seed: u64, count: usize) -> Vec<(Vec<u8>, bool)> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        (0..count)
+            .map(|_| {
+                let len = 1 + next() % 300;
+                let bytes = (0..len)
+                    .map(|_| {
+                        if next() % 17 == 0 {
+                            b'\n'
+                        } else {
+                            b'a' + (next() % 26) as u8
+                        }
+                    })
+                    .collect();
+                (bytes, next() % 3 != 0)
+            })
+            .collect()
+    }
+
+    fn check_properties(mode: Chunking, block: usize, seed: u64) {
+        let input = pieces(seed, 200);
+        let borrowed: Vec<(&[u8], bool)> = input.iter().map(|(p, r)| (p.as_slice(), *r)).collect();
+        let out = chunks(mode, block, &borrowed);
+        let expected: Vec<u8> = input.iter().flat_map(|(p, _)| p.clone()).collect();
+        assert_eq!(
+            out.concat(),
+            expected,
+            "chunks must concatenate to the input"
+        );
+        for (i, chunk) in out.iter().enumerate() {
+            assert!(!chunk.is_empty());
+            assert!(
+                chunk.len() <= block,
+                "chunk of {} > block {block}",
+                chunk.len()
+            );
+            let last = i == out.len() - 1;
+            if mode == Chunking::Lines && !last && chunk.len() < block {
+                assert_eq!(
+                    chunk.last(),
+                    Some(&b'\n'),
+                    "line chunk must end at a newline"
+                );
+            }
+            if mode == Chunking::Lines && chunk.len() == block && chunk.last() != Some(&b'\n') {
+                assert!(
+                    !chunk.contains(&b'\n'),
+                    "only a line longer than the block may be split"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn byte_chunks_concatenate_and_respect_block_size() {
+        for (seed, block) in [(1, 1), (2, 7), (3, 64), (4, 4096), (5, 100)] {
+            check_properties(Chunking::Bytes, block, seed);
+        }
+    }
+
+    #[test]
+    fn line_chunks_end_at_newlines() {
+        for (seed, block) in [(6, 1), (7, 10), (8, 64), (9, 4096), (10, 33)] {
+            check_properties(Chunking::Lines, block, seed);
+        }
+    }
+
+    #[test]
+    fn publishes_what_is_ready_without_waiting_for_more() {
+        let out = chunks(
+            Chunking::Bytes,
+            100,
+            &[(b"ab", false), (b"cd", true), (b"ef", false)],
+        );
+        assert_eq!(out, [b"abcd".to_vec(), b"ef".to_vec()]);
+    }
+
+    #[test]
+    fn full_block_is_published_even_if_more_is_ready() {
+        let out = chunks(Chunking::Bytes, 3, &[(b"abcdefg", false)]);
+        assert_eq!(out, [b"abc".to_vec(), b"def".to_vec(), b"g".to_vec()]);
+    }
+
+    #[test]
+    fn line_mode_waits_for_the_end_of_a_line() {
+        let out = chunks(
+            Chunking::Lines,
+            100,
+            &[(b"ab", false), (b"c\nd", false), (b"e\n", false)],
+        );
+        assert_eq!(out, [b"abc\n".to_vec(), b"de\n".to_vec()]);
+    }
+
+    #[test]
+    fn line_mode_carries_a_partial_line_over_a_full_block() {
+        let out = chunks(Chunking::Lines, 8, &[(b"one\ntwo\nthree\n", false)]);
+        assert_eq!(out, [b"one\ntwo\n".to_vec(), b"three\n".to_vec()]);
+    }
+
+    #[test]
+    fn line_mode_splits_only_an_oversized_line() {
+        let out = chunks(Chunking::Lines, 4, &[(b"abcdefgh\nij", false)]);
+        assert_eq!(out, [b"abcd".to_vec(), b"efgh".to_vec(), b"\nij".to_vec()]);
+    }
+
+    #[test]
+    fn final_bytes_without_newline_are_published_at_end_of_input() {
+        let out = chunks(Chunking::Lines, 100, &[(b"a\nno newline", false)]);
+        assert_eq!(out.concat(), b"a\nno newline");
+    }
+
+    #[test]
+    fn empty_input_yields_no_chunk() {
+        assert!(chunks(Chunking::Bytes, 10, &[]).is_empty());
+        assert!(chunks(Chunking::Lines, 10, &[]).is_empty());
+    }
+}

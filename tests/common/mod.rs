@@ -134,13 +134,31 @@ pub fn consumer(mut cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> 
     cmd.spawn().expect("spawn consumer")
 }
 
-/// Writes `lines` numbered, tagged records (`tag-000123\n`) to `path`.
-pub fn write_records(path: &Path, tag: &str, lines: usize) {
+/// Length of every record: a divisor of the default block size, so that
+/// byte-mode producers (which cut anywhere) never split a record when they
+/// read full blocks from a regular file.
+pub const RECORD_LEN: usize = 16;
+
+/// The `i`th record tagged `tag`: `tag-000…0i\n`, [`RECORD_LEN`] bytes.
+pub fn record(tag: &str, i: usize) -> String {
+    let width = RECORD_LEN - tag.len() - 2;
+    format!("{tag}-{i:0width$}\n")
+}
+
+/// Writes `count` numbered, tagged records to `path`.
+pub fn write_records(path: &Path, tag: &str, count: usize) {
     let mut f = std::io::BufWriter::new(File::create(path).unwrap());
-    for i in 0..lines {
-        writeln!(f, "{tag}-{i:06}").unwrap();
+    for i in 0..count {
+        f.write_all(record(tag, i).as_bytes()).unwrap();
     }
     f.flush().unwrap();
+}
+
+/// Reads a file as records, failing on a torn one.
+pub fn read_records(path: &Path) -> Vec<String> {
+    let data = std::fs::read_to_string(path).unwrap();
+    assert!(data.len() % RECORD_LEN == 0, "{}: torn record", path.display());
+    data.split_terminator('\n').map(str::to_owned).collect()
 }
 
 /// Asserts that a child exited successfully, showing its stderr otherwise.
