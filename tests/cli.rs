@@ -1,0 +1,142 @@
+//! The command line as a user meets it: help and version, and one clear line
+//! with the right exit status for every kind of bad input.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+
+use assert_cmd::Command;
+use common::Scratch;
+use predicates::prelude::*;
+
+fn filebus() -> Command {
+    Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
+}
+
+#[test]
+fn help_and_version_at_every_level() {
+    filebus().arg("--help").assert().success().stdout(predicate::str::contains("--back-pressure"));
+    for sub in ["producer", "consumer"] {
+        filebus().args([sub, "--help"]).assert().success().stdout(predicate::str::contains("Usage"));
+    }
+    filebus().args(["producer", "-h"]).assert().success().stdout(predicate::str::contains("--blocking-read"));
+    filebus()
+        .arg("-V")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(format!("filebus {}", env!("CARGO_PKG_VERSION"))));
+}
+
+/// Runs filebus with `args` and checks the usage failure: status 2, a line
+/// naming the problem and a hint, no panic.
+fn usage_error(args: &[&str], says: &str) {
+    let out = filebus().args(args).write_stdin("").assert().code(2).get_output().stderr.clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(err.contains(says), "stderr for {args:?} should mention {says:?}: {err}");
+    assert!(err.contains("--help"), "stderr for {args:?} should hint at --help: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    usage_error(&["producer"], "--filename");
+    usage_error(&["--filename", "x"], "subcommand");
+    usage_error(&["--filename", "x", "producer", "--bogus"], "--bogus");
+    usage_error(&["--filename", "x", "--block-size", "abc", "producer"], "--block-size");
+    usage_error(&["--filename", "x", "--block-size", "0", "producer"], "--block-size");
+    usage_error(&["--filename", "x", "--block-size", "-4", "producer"], "--block-size");
+    usage_error(&["--filename", "x", "--sleep-interval", "abc", "consumer"], "--sleep-interval");
+    usage_error(&["--filename", "x", "--sleep-interval", "0", "consumer"], "--sleep-interval");
+    usage_error(&["--filename", "x", "--sleep-interval", "-1", "consumer"], "--sleep-interval");
+    usage_error(&["--filename", "x", "--impl", "perl", "consumer"], "--impl");
+    usage_error(&["--filename", "x", "frobnicate"], "frobnicate");
+}
+
+#[test]
+fn global_options_are_accepted_after_the_subcommand() {
+    let s = Scratch::new();
+    let bus = s.path("created/on/demand/bus");
+    filebus()
+        .arg("producer")
+        .arg("--filename")
+        .arg(&bus)
+        .args(["--block-size", "3", "-v"])
+        .write_stdin("abcdefgh")
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+    // Cut into blocks of 3, the last chunk published is the remainder.
+    assert_eq!(std::fs::read(&bus).unwrap(), b"gh");
+}
+
+/// Runs a one-shot producer with `args` and checks the runtime failure:
+/// status 1 and one line naming `path`.
+fn runtime_error(cmd: &mut Command, path: &std::path::Path, says: &str) {
+    let out = cmd.timeout(common::DEADLINE).assert().code(1).get_output().stderr.clone();
+    let err = String::from_utf8(out).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("filebus: "), "{err}");
+    assert!(err.contains(&path.display().to_string()), "should name {}: {err}", path.display());
+    assert!(err.contains(says), "should say {says:?}: {err}");
+}
+
+#[test]
+fn data_file_that_is_a_directory_is_a_runtime_error() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    std::fs::create_dir(&bus).unwrap();
+    runtime_error(
+        filebus().arg("--filename").arg(&bus).arg("consumer"),
+        &bus,
+        "directory",
+    );
+    runtime_error(
+        filebus().arg("--filename").arg(&bus).arg("producer").write_stdin("x"),
+        &s.path("bus.__new__"),
+        "rename",
+    );
+}
+
+#[test]
+fn lock_that_cannot_be_taken_is_a_runtime_error() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    std::fs::create_dir(s.path("bus.lock")).unwrap();
+    runtime_error(
+        filebus().arg("--filename").arg(&bus).arg("producer").write_stdin("x"),
+        &s.path("bus.lock"),
+        "Is a directory",
+    );
+}
+
+#[test]
+fn directory_that_cannot_be_created_is_a_runtime_error() {
+    let s = Scratch::new();
+    std::fs::write(s.path("plain"), "").unwrap();
+    let bus = s.path("plain/sub/bus");
+    runtime_error(
+        filebus().arg("--filename").arg(&bus).arg("producer").write_stdin("x"),
+        &s.path("plain/sub"),
+        "Not a directory",
+    );
+}
+
+#[test]
+fn unwritable_directory_is_a_runtime_error() {
+    let s = Scratch::new();
+    let dir = s.path("ro");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bus = dir.join("bus");
+    let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("filebus"));
+    std_cmd.arg("--filename").arg(&bus).arg("producer");
+    if nix::unistd::geteuid().is_root() {
+        // Root ignores permission bits; run as an unprivileged user instead.
+        std_cmd.uid(65534).gid(65534);
+    }
+    let mut cmd = Command::from_std(std_cmd);
+    cmd.write_stdin("x");
+    runtime_error(&mut cmd, &dir, "Permission denied");
+}
