@@ -16,25 +16,53 @@ fn filebus() -> Command {
 
 #[test]
 fn help_and_version_at_every_level() {
-    filebus().arg("--help").assert().success().stdout(predicate::str::contains("--back-pressure"));
+    filebus()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--back-pressure"));
     for sub in ["producer", "consumer"] {
-        filebus().args([sub, "--help"]).assert().success().stdout(predicate::str::contains("Usage"));
+        filebus()
+            .args([sub, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage"));
     }
-    filebus().args(["producer", "-h"]).assert().success().stdout(predicate::str::contains("--blocking-read"));
+    filebus()
+        .args(["producer", "-h"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--blocking-read"));
     filebus()
         .arg("-V")
         .assert()
         .success()
-        .stdout(predicate::str::starts_with(format!("filebus {}", env!("CARGO_PKG_VERSION"))));
+        .stdout(predicate::str::starts_with(format!(
+            "filebus {}",
+            env!("CARGO_PKG_VERSION")
+        )));
 }
 
 /// Runs filebus with `args` and checks the usage failure: status 2, a line
 /// naming the problem and a hint, no panic.
 fn usage_error(args: &[&str], says: &str) {
-    let out = filebus().args(args).write_stdin("").assert().code(2).get_output().stderr.clone();
+    let out = filebus()
+        .args(args)
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     let err = String::from_utf8(out).unwrap();
-    assert!(err.contains(says), "stderr for {args:?} should mention {says:?}: {err}");
-    assert!(err.contains("--help"), "stderr for {args:?} should hint at --help: {err}");
+    assert!(
+        err.contains(says),
+        "stderr for {args:?} should mention {says:?}: {err}"
+    );
+    assert!(
+        err.contains("--help"),
+        "stderr for {args:?} should hint at --help: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -43,12 +71,30 @@ fn usage_errors_exit_2_with_a_clear_message() {
     usage_error(&["producer"], "--filename");
     usage_error(&["--filename", "x"], "subcommand");
     usage_error(&["--filename", "x", "producer", "--bogus"], "--bogus");
-    usage_error(&["--filename", "x", "--block-size", "abc", "producer"], "--block-size");
-    usage_error(&["--filename", "x", "--block-size", "0", "producer"], "--block-size");
-    usage_error(&["--filename", "x", "--block-size", "-4", "producer"], "--block-size");
-    usage_error(&["--filename", "x", "--sleep-interval", "abc", "consumer"], "--sleep-interval");
-    usage_error(&["--filename", "x", "--sleep-interval", "0", "consumer"], "--sleep-interval");
-    usage_error(&["--filename", "x", "--sleep-interval", "-1", "consumer"], "--sleep-interval");
+    usage_error(
+        &["--filename", "x", "--block-size", "abc", "producer"],
+        "--block-size",
+    );
+    usage_error(
+        &["--filename", "x", "--block-size", "0", "producer"],
+        "--block-size",
+    );
+    usage_error(
+        &["--filename", "x", "--block-size", "-4", "producer"],
+        "--block-size",
+    );
+    usage_error(
+        &["--filename", "x", "--sleep-interval", "abc", "consumer"],
+        "--sleep-interval",
+    );
+    usage_error(
+        &["--filename", "x", "--sleep-interval", "0", "consumer"],
+        "--sleep-interval",
+    );
+    usage_error(
+        &["--filename", "x", "--sleep-interval", "-1", "consumer"],
+        "--sleep-interval",
+    );
     usage_error(&["--filename", "x", "--impl", "perl", "consumer"], "--impl");
     usage_error(&["--filename", "x", "frobnicate"], "frobnicate");
 }
@@ -73,11 +119,25 @@ fn global_options_are_accepted_after_the_subcommand() {
 /// Runs a one-shot producer with `args` and checks the runtime failure:
 /// status 1 and one line naming `path`.
 fn runtime_error(cmd: &mut Command, path: &std::path::Path, says: &str) {
-    let out = cmd.timeout(common::DEADLINE).assert().code(1).get_output().stderr.clone();
+    let out = cmd
+        .timeout(common::DEADLINE)
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
     let err = String::from_utf8(out).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
     assert!(err.starts_with("filebus: "), "{err}");
-    assert!(err.contains(&path.display().to_string()), "should name {}: {err}", path.display());
+    assert!(
+        err.contains(&path.display().to_string()),
+        "should name {}: {err}",
+        path.display()
+    );
     assert!(err.contains(says), "should say {says:?}: {err}");
 }
 
@@ -92,7 +152,11 @@ fn data_file_that_is_a_directory_is_a_runtime_error() {
         "directory",
     );
     runtime_error(
-        filebus().arg("--filename").arg(&bus).arg("producer").write_stdin("x"),
+        filebus()
+            .arg("--filename")
+            .arg(&bus)
+            .arg("producer")
+            .write_stdin("x"),
         &s.path("bus.__new__"),
         "rename",
     );
@@ -104,7 +168,11 @@ fn lock_that_cannot_be_taken_is_a_runtime_error() {
     let bus = s.bus();
     std::fs::create_dir(s.path("bus.lock")).unwrap();
     runtime_error(
-        filebus().arg("--filename").arg(&bus).arg("producer").write_stdin("x"),
+        filebus()
+            .arg("--filename")
+            .arg(&bus)
+            .arg("producer")
+            .write_stdin("x"),
         &s.path("bus.lock"),
         "Is a directory",
     );
@@ -116,7 +184,11 @@ fn directory_that_cannot_be_created_is_a_runtime_error() {
     std::fs::write(s.path("plain"), "").unwrap();
     let bus = s.path("plain/sub/bus");
     runtime_error(
-        filebus().arg("--filename").arg(&bus).arg("producer").write_stdin("x"),
+        filebus()
+            .arg("--filename")
+            .arg(&bus)
+            .arg("producer")
+            .write_stdin("x"),
         &s.path("plain/sub"),
         "Not a directory",
     );

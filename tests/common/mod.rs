@@ -68,7 +68,10 @@ impl Scratch {
     pub fn new() -> Self {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         Scratch {
-            dir: tempfile::Builder::new().prefix("filebus-test-").tempdir_in(base).unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("filebus-test-")
+                .tempdir_in(base)
+                .unwrap(),
         }
     }
 
@@ -77,7 +80,10 @@ impl Scratch {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() {
             Scratch {
-                dir: tempfile::Builder::new().prefix("filebus-test-").tempdir_in(shm).unwrap(),
+                dir: tempfile::Builder::new()
+                    .prefix("filebus-test-")
+                    .tempdir_in(shm)
+                    .unwrap(),
             }
         } else {
             Scratch::new()
@@ -123,14 +129,18 @@ pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
 /// Configures `cmd` as a producer on `bus` reading from `input`.
 pub fn producer(mut cmd: Command, bus: &Path, extra: &[&str], input: &Path) -> Child {
     cmd.arg("--filename").arg(bus).args(extra).arg("producer");
-    cmd.stdin(File::open(input).unwrap()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(File::open(input).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd.spawn().expect("spawn producer")
 }
 
 /// Configures `cmd` as a consumer on `bus` writing into `output`.
 pub fn consumer(mut cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Child {
     cmd.arg("--filename").arg(bus).args(extra).arg("consumer");
-    cmd.stdin(Stdio::null()).stdout(File::create(output).unwrap()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(output).unwrap())
+        .stderr(Stdio::piped());
     cmd.spawn().expect("spawn consumer")
 }
 
@@ -157,7 +167,11 @@ pub fn write_records(path: &Path, tag: &str, count: usize) {
 /// Reads a file as records, failing on a torn one.
 pub fn read_records(path: &Path) -> Vec<String> {
     let data = std::fs::read_to_string(path).unwrap();
-    assert!(data.len() % RECORD_LEN == 0, "{}: torn record", path.display());
+    assert!(
+        data.len() % RECORD_LEN == 0,
+        "{}: torn record",
+        path.display()
+    );
     data.split_terminator('\n').map(str::to_owned).collect()
 }
 
@@ -171,5 +185,146 @@ pub fn assert_success(child: &mut Child, what: &str) {
             let _ = e.read_to_string(&mut err);
         }
         panic!("{what} failed with {status}: {err}");
+    }
+}
+
+/// One participant: which implementation, with which extra options.
+pub struct Side {
+    pub cmd: Command,
+    pub extra: Vec<String>,
+}
+
+impl Side {
+    pub fn new(cmd: Command, extra: &[&str]) -> Self {
+        Side {
+            cmd,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Starts this side as a consumer on `bus` writing into `out`.
+    pub fn consume(self, bus: &Path, out: &Path) -> Child {
+        let args: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        consumer(self.cmd, bus, &args, out)
+    }
+
+    /// Starts this side as a producer on `bus` reading `input`.
+    pub fn produce(self, bus: &Path, input: &Path) -> Child {
+        let args: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        producer(self.cmd, bus, &args, input)
+    }
+}
+
+/// Runs a lossless bus with one producer per entry of `producers` (each
+/// sending `count` records tagged `P<k>`) and the given consumers, which must
+/// be as many as the producers, since each producer's end marker stops one
+/// consumer. Consumers start first. Returns what each consumer delivered,
+/// after checking that every record arrived exactly once and that the bus
+/// left no data file behind.
+pub fn run_lossless(
+    s: &Scratch,
+    producers: Vec<Side>,
+    consumers: Vec<Side>,
+    count: usize,
+) -> Vec<Vec<String>> {
+    assert_eq!(producers.len(), consumers.len());
+    let bus = s.bus();
+    let mut outs = Vec::new();
+    let mut running_consumers = Vec::new();
+    for (k, side) in consumers.into_iter().enumerate() {
+        let out = s.path(&format!("out{k}"));
+        running_consumers.push(side.consume(&bus, &out));
+        outs.push(out);
+    }
+    let mut expected = Vec::new();
+    let mut running_producers = Vec::new();
+    for (k, side) in producers.into_iter().enumerate() {
+        let tag = format!("P{k}");
+        let input = s.path(&format!("in{k}"));
+        write_records(&input, &tag, count);
+        expected.extend((0..count).map(|i| record(&tag, i).trim_end().to_owned()));
+        running_producers.push(side.produce(&bus, &input));
+    }
+    for (k, p) in running_producers.iter_mut().enumerate() {
+        assert_success(p, &format!("producer {k}"));
+    }
+    for (k, c) in running_consumers.iter_mut().enumerate() {
+        assert_success(c, &format!("consumer {k}"));
+    }
+    let delivered: Vec<Vec<String>> = outs.iter().map(|o| read_records(o)).collect();
+    let mut all: Vec<String> = delivered.concat();
+    all.sort();
+    expected.sort();
+    assert_eq!(all.len(), expected.len(), "records lost or duplicated");
+    assert!(all == expected, "delivered records differ from those sent");
+    assert!(!bus.exists(), "lossless bus must end with no data file");
+    delivered
+}
+
+/// Drives a lossy bus in lock step: writes one record at a time into the
+/// producer's standard input and waits until every consumer has delivered
+/// it. `late` consumers join after the first record was published and must
+/// start with it (a newcomer sees the latest value). Checks that each
+/// consumer delivered exactly the records, in order.
+pub fn run_lossy_lockstep(
+    s: &Scratch,
+    producer_side: Side,
+    early: Vec<Side>,
+    late: Vec<Side>,
+    count: usize,
+) {
+    let bus = s.bus();
+    let mut outs = Vec::new();
+    let mut consumers = Vec::new();
+    let mut start = |sides: Vec<Side>, outs: &mut Vec<PathBuf>| {
+        for side in sides {
+            let out = s.path(&format!("out{}", outs.len()));
+            consumers.push(side.consume(&bus, &out));
+            outs.push(out);
+        }
+    };
+    start(early, &mut outs);
+    let mut cmd = producer_side.cmd;
+    cmd.arg("--filename")
+        .arg(&bus)
+        .args(&producer_side.extra)
+        .arg("producer");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut producer = cmd.spawn().expect("spawn producer");
+    let mut stdin = producer.stdin.take().unwrap();
+    let mut late = Some(late);
+    let mut sent = String::new();
+    for i in 0..count {
+        let rec = record("L", i);
+        stdin.write_all(rec.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        sent.push_str(&rec);
+        if let Some(late) = late.take() {
+            wait_until("the first chunk", || {
+                std::fs::read(&bus).is_ok_and(|d| d == rec.as_bytes())
+            });
+            start(late, &mut outs);
+        }
+        for out in &outs {
+            wait_until(&format!("record {i} in {}", out.display()), || {
+                std::fs::read(out).is_ok_and(|d| d.ends_with(rec.as_bytes()))
+            });
+        }
+    }
+    drop(stdin);
+    assert_success(&mut producer, "lossy producer");
+    for mut c in consumers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for out in &outs {
+        assert_eq!(
+            std::fs::read_to_string(out).unwrap(),
+            sent,
+            "{}",
+            out.display()
+        );
     }
 }
