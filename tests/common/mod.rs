@@ -168,7 +168,7 @@ pub fn write_records(path: &Path, tag: &str, count: usize) {
 pub fn read_records(path: &Path) -> Vec<String> {
     let data = std::fs::read_to_string(path).unwrap();
     assert!(
-        data.len() % RECORD_LEN == 0,
+        data.len().is_multiple_of(RECORD_LEN),
         "{}: torn record",
         path.display()
     );
