@@ -68,34 +68,21 @@ fn usage_error(args: &[&str], says: &str) {
 
 #[test]
 fn usage_errors_exit_2_with_a_clear_message() {
+    let bad_values = [
+        ("--block-size", "abc"),
+        ("--block-size", "0"),
+        ("--block-size", "-4"),
+        ("--sleep-interval", "abc"),
+        ("--sleep-interval", "0"),
+        ("--sleep-interval", "-1"),
+        ("--impl", "perl"),
+    ];
+    for (option, value) in bad_values {
+        usage_error(&["--filename", "x", option, value, "consumer"], option);
+    }
     usage_error(&["producer"], "--filename");
     usage_error(&["--filename", "x"], "subcommand");
     usage_error(&["--filename", "x", "producer", "--bogus"], "--bogus");
-    usage_error(
-        &["--filename", "x", "--block-size", "abc", "producer"],
-        "--block-size",
-    );
-    usage_error(
-        &["--filename", "x", "--block-size", "0", "producer"],
-        "--block-size",
-    );
-    usage_error(
-        &["--filename", "x", "--block-size", "-4", "producer"],
-        "--block-size",
-    );
-    usage_error(
-        &["--filename", "x", "--sleep-interval", "abc", "consumer"],
-        "--sleep-interval",
-    );
-    usage_error(
-        &["--filename", "x", "--sleep-interval", "0", "consumer"],
-        "--sleep-interval",
-    );
-    usage_error(
-        &["--filename", "x", "--sleep-interval", "-1", "consumer"],
-        "--sleep-interval",
-    );
-    usage_error(&["--filename", "x", "--impl", "perl", "consumer"], "--impl");
     usage_error(&["--filename", "x", "frobnicate"], "frobnicate");
 }
 
