@@ -549,6 +549,12 @@ impl HistoryConsumer {
         // Look now, so that "the first chunk published after it started"
         // means after this constructor returned.
         consumer.settle(Some(history.start))?;
+        if let State::Waiting { .. } = consumer.state {
+            log::info!(
+                "no chunks in {} yet; waiting for the first one",
+                consumer.paths.history().display()
+            );
+        }
         Ok(consumer)
     }
 
@@ -707,15 +713,16 @@ impl HistoryConsumer {
                 }
                 Some(_) => continue,
                 None => {
-                    if let Some((_, newest)) = scan.range {
-                        if newest.saturating_add(1) < seq && !*warned_ahead {
-                            log::warn!(
-                                "waiting for chunk {seq}, but the newest in {} is {newest} \
-                                 (was the history removed?)",
-                                dir.path.display()
-                            );
-                            *warned_ahead = true;
-                        }
+                    if let Some((_, newest)) = scan.range
+                        && newest.saturating_add(1) < seq
+                        && !*warned_ahead
+                    {
+                        log::warn!(
+                            "waiting for chunk {seq}, but the newest in {} is {newest} \
+                             (was the history removed?)",
+                            dir.path.display()
+                        );
+                        *warned_ahead = true;
                     }
                     *quiet = published;
                     self.watcher.wait();

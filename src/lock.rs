@@ -60,8 +60,8 @@ impl BusLock {
         {
             // A lock file made by another user may be read-only to us;
             // flock(2) does not need write access.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                opts.read(true).open(&self.path)
+            Err(denied) if denied.kind() == io::ErrorKind::PermissionDenied => {
+                opts.read(true).open(&self.path).map_err(|_| denied)
             }
             other => other,
         }
