@@ -464,9 +464,11 @@ enum State {
     Following {
         dir: HistoryDir,
         next: u64,
-        /// `(dev, ino)` of `F` when it was last known to hold nothing newer
-        /// than `next - 1`: while `F` is unchanged, no listing is needed.
-        quiet: Option<(u64, u64)>,
+        /// An entry before `next` that existed lately. While it still
+        /// exists, `next` cannot have been pruned (pruning goes oldest
+        /// first), so a missing `next` is simply not published yet and no
+        /// listing is needed.
+        witness: Option<u64>,
         warned_ahead: bool,
     },
     /// The bus has no history: following `F` as a lossy consumer.
@@ -630,7 +632,7 @@ impl HistoryConsumer {
         self.state = State::Following {
             dir,
             next,
-            quiet: None,
+            witness: None,
             warned_ahead: false,
         };
         Ok(())
@@ -647,7 +649,7 @@ impl HistoryConsumer {
             let State::Following {
                 dir,
                 next,
-                quiet,
+                witness,
                 warned_ahead,
             } = &mut self.state
             else {
@@ -668,18 +670,15 @@ impl HistoryConsumer {
                     HistoryEvent::Chunk { seq, data }
                 };
                 *next = seq + 1;
-                *quiet = Some((meta.dev(), meta.ino()));
+                *witness = Some(seq);
                 if let Some(position) = &self.position {
                     position.write(seq)?;
                 }
                 return Ok(event);
             }
-            let published = match std::fs::symlink_metadata(self.paths.data()) {
-                Ok(meta) => Some((meta.dev(), meta.ino())),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io("stat", self.paths.data())(e)),
-            };
-            if published.is_some() && published == *quiet {
+            if let Some(witness) = *witness
+                && dir.has(witness)?
+            {
                 self.watcher.wait();
                 continue;
             }
@@ -724,7 +723,7 @@ impl HistoryConsumer {
                         );
                         *warned_ahead = true;
                     }
-                    *quiet = published;
+                    *witness = scan.range.map(|(_, newest)| newest);
                     self.watcher.wait();
                 }
             }
