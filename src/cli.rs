@@ -111,8 +111,9 @@ pub struct HistoryArgs {
     #[arg(long)]
     history: bool,
 
-    /// History: start at the newest retained chunk, the oldest, or sequence
-    /// number SEQ. With no chunk yet, starts at the first one published
+    /// History: start at the newest retained chunk (after it, if it ends a
+    /// finished stream), the oldest, or sequence number SEQ. With no chunk
+    /// yet, starts at the first one published
     #[arg(long, value_name = "newest|oldest|SEQ", value_parser = parse_start, requires = "history")]
     from: Option<Start>,
 

@@ -319,7 +319,8 @@ impl Retention {
 /// Where a history consumer starts when it has no recorded position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Start {
-    /// The newest retained chunk, so that a newcomer sees the latest value.
+    /// The newest retained chunk, so that a newcomer sees the latest value;
+    /// when that is an end chunk, the first chunk after it.
     #[default]
     Newest,
     /// The oldest retained chunk.
@@ -624,7 +625,12 @@ impl HistoryConsumer {
         };
         let next = match (next, start) {
             (Some(next), _) => next,
-            (None, Some(Start::Newest)) => newest,
+            // An end chunk there closed a stream that is over: a newcomer
+            // waits for the next stream instead of ending at once.
+            (None, Some(Start::Newest)) => match dir.open_entry(newest)? {
+                Some((_, meta)) if meta.size() == 0 => newest + 1,
+                _ => newest,
+            },
             // Oldest, or entries that all appeared after the start.
             (None, _) => oldest,
         };

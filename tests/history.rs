@@ -106,7 +106,7 @@ fn sixteen_history_consumers_get_all_of_100_000_chunks_in_order() {
     let input = s.path("input");
     let mut f = std::io::BufWriter::new(File::create(&input).unwrap());
     for i in 0..CHUNKS {
-        write!(f, "{i:06}\n").unwrap();
+        writeln!(f, "{i:06}").unwrap();
     }
     f.into_inner().unwrap();
     // Retaining every chunk makes the result independent of scheduling on a
@@ -314,6 +314,14 @@ fn restart_with_a_position_file_neither_loses_nor_repeats() {
     assert_success(&mut second, "restarted consumer");
     assert_eq!(std::fs::read(&out2).unwrap(), chunks(6..=10));
     assert_eq!(std::fs::read_to_string(&position).unwrap(), "11\n");
+    // A consumer joining at the newest chunk of a finished stream waits
+    // for the next stream instead of ending at once.
+    let late_out = s.path("late");
+    let mut late = history_consumer(&bus, &["--history", "-v"], &late_out);
+    let log = collect_stderr(&mut late);
+    wait_until("the late consumer to settle after the end chunk", || {
+        log.lock().unwrap().contains("from chunk 12\n")
+    });
     // A third start resumes after the end chunk: nothing is delivered again.
     let out3 = s.path("out3");
     let mut third = history_consumer(&bus, &args, &out3);
@@ -322,6 +330,8 @@ fn restart_with_a_position_file_neither_loses_nor_repeats() {
     producer.finish().unwrap();
     assert_success(&mut third, "third consumer");
     assert_eq!(std::fs::read(&out3).unwrap(), chunk(12));
+    assert_success(&mut late, "late consumer");
+    assert_eq!(std::fs::read(&late_out).unwrap(), chunk(12));
 }
 
 #[test]
