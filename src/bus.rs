@@ -1,11 +1,13 @@
 //! The entry point of the library: a bus is a data file path plus the options
 //! every participant on it must agree on (the mode) or may tune (waiting).
 
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::consume::Consumer;
 use crate::error::Result;
+use crate::history::{HistoryConsumer, HistoryOptions};
 use crate::paths::BusPaths;
 use crate::publish::Producer;
 
@@ -32,6 +34,10 @@ pub struct BusOptions {
     pub sleep_interval: Duration,
     /// Whether to wake on inotify events in addition to polling.
     pub file_monitoring: bool,
+    /// Producers: keep the newest `N` chunks as a numbered history in
+    /// `F.history/` for [`Bus::history_consumer`]s, and publish an empty end
+    /// chunk on [`Producer::finish`]. Lossy mode only.
+    pub retain: Option<NonZeroU64>,
 }
 
 impl Default for BusOptions {
@@ -40,6 +46,7 @@ impl Default for BusOptions {
             mode: Mode::Lossy,
             sleep_interval: Duration::from_millis(100),
             file_monitoring: true,
+            retain: None,
         }
     }
 }
@@ -98,6 +105,8 @@ impl Bus {
     }
 
     /// A producer on this bus; creates the data file's directory if missing.
+    /// Fails with [`crate::Error::Incompatible`] when asked to retain
+    /// history in lossless mode.
     pub fn producer(&self) -> Result<Producer> {
         Producer::new(self.paths.clone(), self.options.clone())
     }
@@ -106,5 +115,12 @@ impl Bus {
     /// directory) to appear.
     pub fn consumer(&self) -> Result<Consumer> {
         Ok(Consumer::new(self.paths.clone(), self.options.clone()))
+    }
+
+    /// A consumer of the retained history `F.history/`; see
+    /// [`HistoryConsumer`]. Fails with [`crate::Error::Incompatible`] in
+    /// lossless mode, and when the position file cannot be read.
+    pub fn history_consumer(&self, history: HistoryOptions) -> Result<HistoryConsumer> {
+        HistoryConsumer::new(self.paths.clone(), self.options.clone(), history)
     }
 }

@@ -2,11 +2,13 @@
 //! `filebus` 0.3.5 (so existing scripts keep working), plus `--lines`, and the
 //! global options are accepted after the subcommand as well as before it.
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use filebus::{HistoryOptions, Start};
 
 /// A userspace multicast named pipe backed by a regular file.
 ///
@@ -83,9 +85,59 @@ pub enum Command {
         /// Clear O_NONBLOCK on standard input and read it blocking
         #[arg(long)]
         blocking_read: bool,
+
+        /// Also keep the newest N chunks as a numbered history in
+        /// FILE.history/ (hard links, no copies), for consumers with
+        /// --history, and publish an empty end chunk at end of input.
+        /// Numbering continues from the newest entry across producers and
+        /// restarts, so N is at least 1; removing FILE.history/ restarts it
+        /// at 1. Not with --back-pressure
+        #[arg(long, value_name = "N", value_parser = parse_retain)]
+        retain: Option<NonZeroU64>,
     },
     /// Copy the bus to standard output
-    Consumer,
+    Consumer(HistoryArgs),
+}
+
+/// The history consumer's options.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Follow the retained history in FILE.history/ (kept by producers with
+    /// --retain): every chunk once and in order, while within the newest N.
+    /// Chunks lost by falling further behind are reported on stderr as one
+    /// line, "filebus: lost chunks A-B (fell behind); resuming at C". Exits
+    /// 0 at the end chunk. On a bus without history, says so and follows
+    /// FILE as a lossy consumer. Not with --back-pressure
+    #[arg(long)]
+    history: bool,
+
+    /// History: start at the newest retained chunk (after it, if it ends a
+    /// finished stream), the oldest, or sequence number SEQ. With no chunk
+    /// yet, starts at the first one published
+    #[arg(long, value_name = "newest|oldest|SEQ", value_parser = parse_start, requires = "history")]
+    from: Option<Start>,
+
+    /// History: exit 1 after reporting lost chunks instead of resuming
+    #[arg(long, requires = "history")]
+    strict: bool,
+
+    /// History: keep the sequence number of the last delivered chunk in
+    /// PATH and, if PATH exists, resume after it (overriding --from). It is
+    /// written after the chunk, so a consumer killed in between delivers
+    /// that chunk again on restart (at-least-once)
+    #[arg(long, value_name = "PATH", requires = "history")]
+    position_file: Option<PathBuf>,
+}
+
+impl HistoryArgs {
+    /// The history consumer's options, or `None` for a plain consumer.
+    pub fn options(self) -> Option<HistoryOptions> {
+        self.history.then(|| HistoryOptions {
+            start: self.from.unwrap_or_default(),
+            strict: self.strict,
+            position_file: self.position_file,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,6 +151,19 @@ impl Cli {
     /// and exits with status 2.
     pub fn parse_or_exit() -> (Cli, PathBuf) {
         let cli = Cli::parse();
+        let history = match &cli.command {
+            Command::Producer { retain, .. } => retain.is_some(),
+            Command::Consumer(args) => args.history,
+        };
+        if cli.back_pressure && history {
+            Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    "retained history (--retain, --history) cannot be combined with \
+                     --back-pressure: history is already lossless for every consumer",
+                )
+                .exit();
+        }
         match cli.filename.clone() {
             Some(filename) => (cli, filename),
             None => Cli::command()
@@ -116,6 +181,27 @@ fn parse_block_size(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{s}' is not a positive whole number of bytes")),
+    }
+}
+
+fn parse_retain(s: &str) -> Result<NonZeroU64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1: the newest chunk is where numbering continues".into()),
+        Ok(n) => Ok(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)),
+        Err(_) => Err(format!("'{s}' is not a positive whole number of chunks")),
+    }
+}
+
+fn parse_start(s: &str) -> Result<Start, String> {
+    match s.trim() {
+        "newest" => Ok(Start::Newest),
+        "oldest" => Ok(Start::Oldest),
+        other => match other.parse::<u64>() {
+            Ok(seq) if seq > 0 => Ok(Start::Seq(seq)),
+            _ => Err(format!(
+                "'{s}' is not newest, oldest or a sequence number (1 or more)"
+            )),
+        },
     }
 }
 
@@ -147,6 +233,23 @@ mod tests {
         assert!(parse_interval("x").is_err());
         assert!(parse_interval("1e300").is_err());
         assert_eq!(parse_interval("0.25"), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn retain_rejects_nonsense() {
+        assert!(parse_retain("0").is_err());
+        assert!(parse_retain("-1").is_err());
+        assert!(parse_retain("x").is_err());
+        assert_eq!(parse_retain("5"), Ok(NonZeroU64::new(5).unwrap()));
+    }
+
+    #[test]
+    fn start_positions() {
+        assert_eq!(parse_start("newest"), Ok(Start::Newest));
+        assert_eq!(parse_start("oldest"), Ok(Start::Oldest));
+        assert_eq!(parse_start("42"), Ok(Start::Seq(42)));
+        assert!(parse_start("0").is_err());
+        assert!(parse_start("latest").is_err());
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub enum Error {
         /// The offending path.
         path: PathBuf,
     },
+    /// Options that cannot work together were combined.
+    #[error("{0}")]
+    Incompatible(&'static str),
+    /// A strict history consumer fell behind the retained history.
+    #[error("{loss} on {}; stopping (strict)", path.display())]
+    FellBehind {
+        /// The bus data file.
+        path: PathBuf,
+        /// What was lost.
+        loss: crate::history::Loss,
+    },
+    /// A history consumer's position file holds no sequence number.
+    #[error("{} does not hold a chunk sequence number", path.display())]
+    BadPosition {
+        /// The position file.
+        path: PathBuf,
+    },
     /// Reading the producer's input failed.
     #[error("cannot read input: {0}")]
     Input(#[source] io::Error),

@@ -11,6 +11,10 @@
 //!   chunk, slow consumers skip.
 //! * [`Mode::Lossless`]: each chunk goes to exactly one consumer, producers
 //!   wait for it to be consumed, and an empty chunk ends the stream.
+//! * Retained history ([`BusOptions::retain`] on the producer,
+//!   [`Bus::history_consumer`]): multicast without loss, every consumer gets
+//!   every numbered chunk in order as long as it keeps within the newest
+//!   `N`, and learns exactly which ones it lost otherwise.
 //!
 //! ```
 //! use filebus::{Bus, BusOptions, Mode};
@@ -47,6 +51,7 @@ mod bus;
 mod chunker;
 mod consume;
 mod error;
+mod history;
 mod lock;
 mod output;
 mod paths;
@@ -57,5 +62,6 @@ pub use bus::{Bus, BusOptions, Mode};
 pub use chunker::{Chunker, Chunking, FdSource, Source};
 pub use consume::{Consumer, Delivery};
 pub use error::{Error, Result};
+pub use history::{HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Start};
 pub use paths::BusPaths;
 pub use publish::Producer;

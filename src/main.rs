@@ -8,7 +8,10 @@ use std::io;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use filebus::{Bus, BusOptions, Chunker, Chunking, Delivery, Error, FdSource, Mode};
+use filebus::{
+    Bus, BusOptions, Chunker, Chunking, Delivery, Error, FdSource, HistoryEvent, HistoryOptions,
+    Mode,
+};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
@@ -26,10 +29,14 @@ fn main() -> ExitCode {
         },
         sleep_interval: cli.sleep_interval,
         file_monitoring: !cli.no_file_monitoring,
+        retain: match cli.command {
+            Command::Producer { retain, .. } => retain,
+            Command::Consumer(_) => None,
+        },
     };
     let bus = Bus::new(filename, options);
     let result = match cli.command {
-        Command::Producer { blocking_read } => {
+        Command::Producer { blocking_read, .. } => {
             let chunking = if cli.lines || cli.implementation == Impl::Bash {
                 Chunking::Lines
             } else {
@@ -37,7 +44,10 @@ fn main() -> ExitCode {
             };
             produce(&bus, chunking, cli.block_size, blocking_read)
         }
-        Command::Consumer => consume(&bus),
+        Command::Consumer(history) => match history.options() {
+            Some(options) => consume_history(&bus, options),
+            None => consume(&bus),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +85,24 @@ fn consume(bus: &Bus) -> filebus::Result<()> {
     }
     log::info!("end of stream");
     Ok(())
+}
+
+fn consume_history(bus: &Bus, options: HistoryOptions) -> filebus::Result<()> {
+    let stdout = io::stdout();
+    let mut consumer = bus.history_consumer(options)?;
+    loop {
+        match consumer.deliver_to(&stdout)? {
+            HistoryEvent::Chunk { seq, data } => log::debug!("delivered chunk {seq}: {data} bytes"),
+            HistoryEvent::Unsequenced(size) => log::debug!("delivered {size} bytes"),
+            HistoryEvent::Lost(loss) => {
+                eprintln!("filebus: {loss}; resuming at {}", loss.resume_at)
+            }
+            HistoryEvent::End { seq } => {
+                log::info!("end of stream at chunk {seq}");
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn clear_nonblocking(fd: &impl AsFd) {

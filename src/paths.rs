@@ -11,6 +11,7 @@ pub struct BusPaths {
     data: PathBuf,
     lock: PathBuf,
     new: PathBuf,
+    history: PathBuf,
     dir: PathBuf,
     name: OsString,
 }
@@ -35,6 +36,7 @@ impl BusPaths {
         BusPaths {
             lock: with_suffix(".lock"),
             new: with_suffix(".__new__"),
+            history: with_suffix(".history"),
             data,
             dir,
             name,
@@ -54,6 +56,11 @@ impl BusPaths {
     /// `F.__new__`: where a producer stages a chunk before renaming it to `F`.
     pub fn staging(&self) -> &Path {
         &self.new
+    }
+
+    /// `F.history/`: the retained chunks, named by sequence number.
+    pub fn history(&self) -> &Path {
+        &self.history
     }
 
     /// The directory holding `F`, which is what gets watched for events
@@ -77,6 +84,7 @@ mod tests {
         let p = BusPaths::new("/tmp/x/bus");
         assert_eq!(p.lock(), Path::new("/tmp/x/bus.lock"));
         assert_eq!(p.staging(), Path::new("/tmp/x/bus.__new__"));
+        assert_eq!(p.history(), Path::new("/tmp/x/bus.history"));
         assert_eq!(p.dir(), Path::new("/tmp/x"));
         assert_eq!(p.file_name(), "bus");
     }

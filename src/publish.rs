@@ -1,14 +1,18 @@
 //! Publishing chunks: stage the chunk in `F.__new__` and rename it over `F`,
-//! all under the bus lock, so that `F` always names one whole chunk.
+//! all under the bus lock, so that `F` always names one whole chunk. With
+//! retained history the staged chunk is also linked into `F.history/` before
+//! the rename (see [`crate::history`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use nix::libc;
 
 use crate::bus::{BusOptions, Mode};
 use crate::error::{Error, Result};
+use crate::history::Retention;
 use crate::lock::BusLock;
 use crate::paths::BusPaths;
 use crate::watch::Watcher;
@@ -20,17 +24,32 @@ pub struct Producer {
     options: BusOptions,
     lock: BusLock,
     watcher: Watcher,
+    retention: Option<Retention>,
+    last_seq: Option<u64>,
 }
 
 impl Producer {
     pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Result<Self> {
+        if options.retain.is_some() && options.mode == Mode::Lossless {
+            return Err(Error::Incompatible(
+                "retained history cannot be combined with back pressure",
+            ));
+        }
         std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
         Ok(Producer {
             lock: BusLock::new(paths.lock().to_path_buf()),
             watcher: Watcher::new(&paths, options.sleep_interval, options.file_monitoring),
+            retention: options.retain.map(|keep| Retention::new(&paths, keep)),
+            last_seq: None,
             paths,
             options,
         })
+    }
+
+    /// With retained history, the sequence number of the chunk this
+    /// producer published last.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
     }
 
     /// Publishes one chunk. In lossless mode this first waits until the
@@ -42,14 +61,21 @@ impl Producer {
         match self.options.mode {
             Mode::Lossy => {
                 let _held = self.lock.acquire()?;
-                stage_and_rename(&self.paths, chunk)
+                let Some(retention) = &mut self.retention else {
+                    return stage_and_rename(&self.paths, chunk, |_| Ok(()));
+                };
+                stage_and_rename(&self.paths, chunk, |staging| {
+                    self.last_seq = Some(retention.link(staging)?);
+                    Ok(())
+                })?;
+                retention.prune()
             }
             Mode::Lossless => loop {
                 self.watcher.arm();
                 if !exists(&self.paths)? {
                     let _held = self.lock.acquire()?;
                     if !exists(&self.paths)? {
-                        return stage_and_rename(&self.paths, chunk);
+                        return stage_and_rename(&self.paths, chunk, |_| Ok(()));
                     }
                 }
                 self.watcher.wait();
@@ -58,13 +84,14 @@ impl Producer {
     }
 
     /// Ends the stream: in lossless mode publishes the empty end-of-stream
-    /// marker (waiting for the last chunk to be consumed first); in lossy
-    /// mode there is no marker and this does nothing.
+    /// marker (waiting for the last chunk to be consumed first); with
+    /// retained history publishes it too; in plain lossy mode there is no
+    /// marker and this does nothing.
     pub fn finish(mut self) -> Result<()> {
-        match self.options.mode {
-            Mode::Lossy => Ok(()),
-            Mode::Lossless => self.publish(&[]),
+        if self.options.mode == Mode::Lossy && self.retention.is_none() {
+            return Ok(());
         }
+        self.publish(&[])
     }
 }
 
@@ -76,16 +103,23 @@ fn exists(paths: &BusPaths) -> Result<bool> {
     }
 }
 
-/// Writes the chunk to `F.__new__` and renames it to `F`. Must be called
-/// with the bus lock held.
-fn stage_and_rename(paths: &BusPaths, chunk: &[u8]) -> Result<()> {
+/// Writes the chunk to `F.__new__`, hands it to `before_rename` and renames
+/// it to `F`. Must be called with the bus lock held.
+fn stage_and_rename(
+    paths: &BusPaths,
+    chunk: &[u8],
+    before_rename: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let staging = paths.staging();
     let mut file = create_staging(paths)?;
     let written = file.write_all(chunk);
     drop(file);
-    let renamed = written.map_err(Error::io("write", staging)).and_then(|()| {
-        std::fs::rename(staging, paths.data()).map_err(Error::io("rename", staging))
-    });
+    let renamed = written
+        .map_err(Error::io("write", staging))
+        .and_then(|()| before_rename(staging))
+        .and_then(|()| {
+            std::fs::rename(staging, paths.data()).map_err(Error::io("rename", staging))
+        });
     if renamed.is_err() {
         // Leave no partial chunk behind; `F` still names the previous one.
         let _ = std::fs::remove_file(staging);

@@ -1,0 +1,469 @@
+//! Retained history: lossless multicast to many consumers, exact loss
+//! reports, resumable consumers, and coexistence with the peers' lossy
+//! consumers on the same bus.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::num::NonZeroU64;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, Loss, Mode, Producer, Start};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn retaining(bus: &Path, keep: u64) -> Producer {
+    let options = BusOptions {
+        retain: NonZeroU64::new(keep),
+        ..BusOptions::default()
+    };
+    Bus::new(bus, options).producer().unwrap()
+}
+
+/// Our consumer with subcommand options (the harness's `consumer` puts its
+/// extra arguments before the subcommand).
+fn history_consumer(bus: &Path, args: &[&str], out: &Path) -> Child {
+    let mut cmd = ours();
+    cmd.arg("--filename")
+        .arg(bus)
+        .arg("consumer")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(out).unwrap())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("spawn history consumer")
+}
+
+/// Our producer with subcommand options.
+fn history_producer(bus: &Path, global: &[&str], args: &[&str], input: &Path) -> Child {
+    let mut cmd = ours();
+    cmd.arg("--filename")
+        .arg(bus)
+        .args(global)
+        .arg("producer")
+        .args(args)
+        .stdin(File::open(input).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("spawn history producer")
+}
+
+fn chunk(i: u64) -> Vec<u8> {
+    format!("chunk-{i:06}\n").into_bytes()
+}
+
+fn chunks(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+    range.flat_map(chunk).collect()
+}
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+fn read_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+fn output_is(path: &Path, want: &[u8]) -> bool {
+    std::fs::read(path).unwrap() == want
+}
+
+/// Collects a child's stderr in the background, so a test can wait for a
+/// line without blocking on the pipe.
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = BufReader::new(child.stderr.take().unwrap());
+    let sink = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            let mut seen = sink.lock().unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    });
+    seen
+}
+
+#[test]
+fn sixteen_history_consumers_get_all_of_100_000_chunks_in_order() {
+    const CHUNKS: usize = 100_000;
+    const CONSUMERS: usize = 16;
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    // Seven-byte lines with a seven-byte block: one line per chunk.
+    let input = s.path("input");
+    let mut f = std::io::BufWriter::new(File::create(&input).unwrap());
+    for i in 0..CHUNKS {
+        writeln!(f, "{i:06}").unwrap();
+    }
+    f.into_inner().unwrap();
+    // Retaining every chunk makes the result independent of scheduling on a
+    // loaded machine: nobody can fall out of the history. Half the consumers
+    // wake on inotify events, half poll (as on NFS), which covers both ways
+    // of waiting and keeps the test affordable on two cores.
+    let mut consumers: Vec<(Child, std::path::PathBuf)> = (0..CONSUMERS)
+        .map(|k| {
+            let out = s.path(&format!("out{k}"));
+            let mut args = vec!["--history", "--from", "oldest"];
+            if k % 2 == 1 {
+                args.push("--no-file-monitoring");
+            }
+            let child = history_consumer(&bus, &args, &out);
+            (child, out)
+        })
+        .collect();
+    let mut prod = history_producer(
+        &bus,
+        &["--lines", "--block-size", "7"],
+        &["--retain", "200000"],
+        &input,
+    );
+    assert_success(&mut prod, "history producer");
+    let want = std::fs::read(&input).unwrap();
+    for (k, (child, out)) in consumers.iter_mut().enumerate() {
+        assert_success(child, &format!("history consumer {k}"));
+        let got = std::fs::read(&*out).unwrap();
+        assert_eq!(got.len(), want.len(), "consumer {k}: wrong byte count");
+        assert!(
+            got == want,
+            "consumer {k}: chunks missing, repeated or out of order"
+        );
+    }
+    // One entry per chunk plus the end chunk, numbered 1..=CHUNKS + 1.
+    let mut names: Vec<String> = std::fs::read_dir(s.path("bus.history"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), CHUNKS + 1);
+    assert_eq!(names[0], "00000000000000000001");
+    assert_eq!(names[CHUNKS], format!("{:020}", CHUNKS + 1));
+    assert_eq!(
+        std::fs::metadata(&bus).unwrap().len(),
+        0,
+        "F is the end chunk"
+    );
+}
+
+#[test]
+fn slow_consumer_gets_an_exact_loss_report_then_the_right_chunks() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let out = s.path("out");
+    let mut producer = retaining(&bus, 5);
+    for i in 1..=3 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    let mut slow = history_consumer(&bus, &["--history", "--from", "oldest"], &out);
+    wait_until("chunks 1-3 delivered", || output_is(&out, &chunks(1..=3)));
+    // Stopped, it falls behind by more than the 5 retained chunks.
+    signal(&slow, Signal::SIGSTOP);
+    for i in 4..=20 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    producer.finish().unwrap();
+    signal(&slow, Signal::SIGCONT);
+    assert_success(&mut slow, "slow history consumer");
+    // Retained: 17..=20 and the end chunk 21.
+    assert_eq!(
+        read_stderr(&mut slow),
+        "filebus: lost chunks 4-16 (fell behind); resuming at 17\n"
+    );
+    let mut want = chunks(1..=3);
+    want.extend(chunks(17..=20));
+    assert_eq!(std::fs::read(&out).unwrap(), want);
+}
+
+#[test]
+fn strict_consumer_exits_1_after_the_loss_report() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let out = s.path("out");
+    let mut producer = retaining(&bus, 2);
+    producer.publish(&chunk(1)).unwrap();
+    let mut strict = history_consumer(&bus, &["--history", "--strict"], &out);
+    wait_until("chunk 1 delivered", || output_is(&out, &chunk(1)));
+    signal(&strict, Signal::SIGSTOP);
+    for i in 2..=9 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    signal(&strict, Signal::SIGCONT);
+    let status = wait_exit(&mut strict, "strict history consumer");
+    assert_eq!(status.code(), Some(1));
+    let err = read_stderr(&mut strict);
+    assert!(
+        err.starts_with("filebus: lost chunks 2-7 (fell behind)") && err.contains("strict"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), chunk(1));
+}
+
+#[test]
+fn library_reports_loss_with_sequence_numbers() {
+    let s = Scratch::in_memory();
+    let bus = Bus::new(s.bus(), BusOptions::default());
+    let mut producer = retaining(&s.bus(), 3);
+    let mut consumer = bus.history_consumer(HistoryOptions::default()).unwrap();
+    producer.publish(b"a").unwrap();
+    assert_eq!(producer.last_seq(), Some(1));
+    assert_eq!(
+        consumer.recv().unwrap(),
+        Some(HistoryEvent::Chunk {
+            seq: 1,
+            data: b"a".to_vec()
+        })
+    );
+    for word in ["b", "c", "d", "e", "f"] {
+        producer.publish(word.as_bytes()).unwrap();
+    }
+    producer.finish().unwrap();
+    let rest: Vec<_> = consumer.collect::<filebus::Result<_>>().unwrap();
+    assert_eq!(
+        rest,
+        [
+            HistoryEvent::Lost(Loss {
+                first: 2,
+                last: 4,
+                resume_at: 5
+            }),
+            HistoryEvent::Chunk {
+                seq: 5,
+                data: b"e".to_vec()
+            },
+            HistoryEvent::Chunk {
+                seq: 6,
+                data: b"f".to_vec()
+            },
+            HistoryEvent::End { seq: 7 },
+        ]
+    );
+}
+
+#[test]
+fn numbering_continues_across_producers_and_restarts() {
+    let s = Scratch::new();
+    let mut first = retaining(&s.bus(), 4);
+    let mut second = retaining(&s.bus(), 4);
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        let producer = if i % 3 == 0 { &mut second } else { &mut first };
+        producer.publish(&chunk(i)).unwrap();
+        seqs.push(producer.last_seq().unwrap());
+    }
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    drop((first, second));
+    let mut restarted = retaining(&s.bus(), 4);
+    restarted.publish(b"later").unwrap();
+    assert_eq!(restarted.last_seq(), Some(11));
+    let mut names: Vec<String> = std::fs::read_dir(s.path("bus.history"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let kept: Vec<String> = (8..=11).map(|n| format!("{n:020}")).collect();
+    assert_eq!(names, kept, "only the newest 4 are kept");
+    // An entry is the published file itself, not a copy.
+    let entry = std::fs::metadata(s.path("bus.history").join(&kept[3])).unwrap();
+    let data = std::fs::metadata(s.bus()).unwrap();
+    assert_eq!((entry.dev(), entry.ino()), (data.dev(), data.ino()));
+}
+
+#[test]
+fn restart_with_a_position_file_neither_loses_nor_repeats() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let position = s.path("position");
+    let (out1, out2) = (s.path("out1"), s.path("out2"));
+    let args = [
+        "--history",
+        "--from",
+        "oldest",
+        "--position-file",
+        position.to_str().unwrap(),
+    ];
+    let mut producer = retaining(&bus, 100);
+    for i in 1..=5 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    let mut first = history_consumer(&bus, &args, &out1);
+    wait_until("chunks 1-5 delivered and recorded", || {
+        output_is(&out1, &chunks(1..=5))
+            && std::fs::read_to_string(&position).is_ok_and(|p| p == "5\n")
+    });
+    // A clean stop: the consumer is idle, waiting for chunk 6.
+    signal(&first, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut first, "first consumer").code(), Some(143));
+    for i in 6..=10 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    producer.finish().unwrap();
+    let mut second = history_consumer(&bus, &args, &out2);
+    assert_success(&mut second, "restarted consumer");
+    assert_eq!(std::fs::read(&out2).unwrap(), chunks(6..=10));
+    assert_eq!(std::fs::read_to_string(&position).unwrap(), "11\n");
+    // A consumer joining at the newest chunk of a finished stream waits
+    // for the next stream instead of ending at once.
+    let late_out = s.path("late");
+    let mut late = history_consumer(&bus, &["--history", "-v"], &late_out);
+    let log = collect_stderr(&mut late);
+    wait_until("the late consumer to settle after the end chunk", || {
+        log.lock().unwrap().contains("from chunk 12\n")
+    });
+    // A third start resumes after the end chunk: nothing is delivered again.
+    let out3 = s.path("out3");
+    let mut third = history_consumer(&bus, &args, &out3);
+    let mut producer = retaining(&bus, 100);
+    producer.publish(&chunk(12)).unwrap();
+    producer.finish().unwrap();
+    assert_success(&mut third, "third consumer");
+    assert_eq!(std::fs::read(&out3).unwrap(), chunk(12));
+    assert_success(&mut late, "late consumer");
+    assert_eq!(std::fs::read(&late_out).unwrap(), chunk(12));
+}
+
+#[test]
+fn python_lossy_consumers_still_work_on_a_history_bus() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let (py_out, hist_out) = (s.path("py"), s.path("hist"));
+    let mut hist = history_consumer(&bus, &["--history", "--from", "oldest"], &hist_out);
+    let mut producer = retaining(&bus, 1000);
+    producer.publish(&chunk(0)).unwrap();
+    let mut py = consumer(python_peer(), &bus, &[], &py_out);
+    wait_until("the Python consumer printing the current chunk", || {
+        output_is(&py_out, &chunk(0))
+    });
+    for i in 1..=300 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    wait_until("the Python consumer reaching the last chunk", || {
+        std::fs::read(&py_out).unwrap().ends_with(&chunk(300))
+    });
+    producer.finish().unwrap();
+    assert_success(&mut hist, "history consumer");
+    assert_eq!(std::fs::read(&hist_out).unwrap(), chunks(0..=300));
+    py.kill().unwrap();
+    wait_exit(&mut py, "Python consumer");
+    assert!(!read_stderr(&mut py).contains("Traceback"));
+    // Lossy: whole chunks, in increasing order, possibly with gaps.
+    let text = String::from_utf8(std::fs::read(&py_out).unwrap()).unwrap();
+    let seen: Vec<u64> = text
+        .lines()
+        .map(|l| l.strip_prefix("chunk-").unwrap().parse().unwrap())
+        .collect();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+#[test]
+fn history_consumer_started_first_delivers_from_the_first_chunk() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let out = s.path("out");
+    let mut cmd = ours();
+    cmd.arg("--filename")
+        .arg(&bus)
+        .args(["-v", "consumer", "--history"])
+        .stdout(File::create(&out).unwrap())
+        .stderr(Stdio::piped());
+    let mut early = cmd.spawn().unwrap();
+    let log = collect_stderr(&mut early);
+    wait_until("the consumer waiting for the first chunk", || {
+        log.lock().unwrap().contains("waiting for the first one")
+    });
+    // Several chunks land before it looks again: it still starts at the
+    // first, not the newest.
+    signal(&early, Signal::SIGSTOP);
+    let mut producer = retaining(&bus, 10);
+    for i in 1..=3 {
+        producer.publish(&chunk(i)).unwrap();
+    }
+    producer.finish().unwrap();
+    signal(&early, Signal::SIGCONT);
+    assert_eq!(wait_exit(&mut early, "early consumer").code(), Some(0));
+    assert_eq!(std::fs::read(&out).unwrap(), chunks(1..=3));
+}
+
+#[test]
+fn bus_without_history_is_followed_lossily_with_one_notice() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let out = s.path("out");
+    let mut plain = Bus::new(&bus, BusOptions::default()).producer().unwrap();
+    plain.publish(b"a").unwrap();
+    let mut hist = history_consumer(&bus, &["--history"], &out);
+    wait_until("the current chunk", || output_is(&out, b"a"));
+    plain.publish(b"b").unwrap();
+    wait_until("the next chunk", || output_is(&out, b"ab"));
+    hist.kill().unwrap();
+    wait_exit(&mut hist, "history consumer");
+    let err = read_stderr(&mut hist);
+    assert_eq!(err.matches("has no history").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn retain_with_back_pressure_is_refused() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    for args in [
+        &["--back-pressure", "producer", "--retain", "5"][..],
+        &["--lossless", "consumer", "--history"][..],
+        &["producer", "--retain", "0"][..],
+    ] {
+        let out = ours()
+            .arg("--filename")
+            .arg(&bus)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let out = ours()
+        .arg("--filename")
+        .arg(&bus)
+        .args(["--back-pressure", "producer", "--retain", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--retain") && err.contains("--back-pressure"),
+        "{err}"
+    );
+    assert!(!s.path("bus.history").exists(), "nothing was created");
+    // The library refuses the combination too.
+    let options = BusOptions {
+        mode: Mode::Lossless,
+        retain: NonZeroU64::new(5),
+        ..BusOptions::default()
+    };
+    let lossless = Bus::new(&bus, options);
+    assert!(matches!(
+        lossless.producer(),
+        Err(filebus::Error::Incompatible(_))
+    ));
+    assert!(matches!(
+        lossless.history_consumer(HistoryOptions {
+            start: Start::Oldest,
+            ..HistoryOptions::default()
+        }),
+        Err(filebus::Error::Incompatible(_))
+    ));
+}
