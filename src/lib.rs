@@ -57,5 +57,6 @@ pub use bus::{Bus, BusOptions, Mode};
 pub use chunker::{Chunker, Chunking, FdSource, Source};
 pub use consume::{Consumer, Delivery};
 pub use error::{Error, Result};
+pub use output::Output;
 pub use paths::BusPaths;
 pub use publish::Producer;
