@@ -54,10 +54,10 @@ impl<F: AsFd> FdSource<F> {
             return;
         };
         let want = libc::c_int::try_from(block_size).unwrap_or(libc::c_int::MAX);
-        if want > current {
-            if let Err(e) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(want)) {
-                log::debug!("cannot enlarge the input pipe to {want} bytes: {e}");
-            }
+        if want > current
+            && let Err(e) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(want))
+        {
+            log::debug!("cannot enlarge the input pipe to {want} bytes: {e}");
         }
     }
 
@@ -156,13 +156,12 @@ impl<S: Source> Chunker<S> {
             return Ok(());
         }
         self.filled += n;
-        if self.mode == Chunking::Lines {
-            if let Some(i) = self.buf[start..self.filled]
+        if self.mode == Chunking::Lines
+            && let Some(i) = self.buf[start..self.filled]
                 .iter()
                 .rposition(|&b| b == b'\n')
-            {
-                self.line_end = Some(start + i + 1);
-            }
+        {
+            self.line_end = Some(start + i + 1);
         }
         Ok(())
     }
