@@ -379,9 +379,9 @@ class Bench:
                     if impl.name == "python":
                         total = block * self.size(12, 3)
                     elif block == 4 * KiB:
-                        total = self.size(512 * MiB, 256 * KiB)
+                        total = self.size(128 * MiB, 256 * KiB)
                     else:
-                        total = self.size(2 * GiB, 4 * MiB)
+                        total = self.size(GiB, 4 * MiB)
                     pipeline = Pipeline(impl, self.busdir(root), True, block_size=block)
                     rate, _ = lossless_transfer(pipeline, total, block, self.size(600, 120))
                     rows.append((fs, impl.name, block, total, rate))
@@ -420,7 +420,7 @@ class Bench:
                 for count in (1, 8, 32) if not self.smoke else (1, 3):
                     python = impl.name == "python"
                     samples = self.size(10 if python else 300, 3)
-                    total = self.size(4 * MiB if python else 512 * MiB, 256 * KiB)
+                    total = self.size(MiB if python else 64 * MiB, 256 * KiB)
                     pipeline = Pipeline(impl, self.busdir(root), False, consumers=count)
                     try:
                         values, lost = latencies(pipeline, samples, 5)
