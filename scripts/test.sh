@@ -11,3 +11,7 @@ cargo clippy --all-targets --locked -- -D warnings
 # up front keeps the download out of the tests' deadlines.
 scripts/setup-peers.sh >/dev/null
 cargo test --locked
+# The benchmark's smoke run: tiny sizes, proves the benchmark command works
+# end to end (about a minute, most of it the Python original's start-ups and
+# sleeps); it asserts nothing about timings.
+scripts/bench.sh --smoke

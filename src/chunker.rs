@@ -11,6 +11,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// Where chunk boundaries may fall.
@@ -42,6 +44,23 @@ pub trait Source {
 pub struct FdSource<F: AsFd>(pub F);
 
 impl<F: AsFd> FdSource<F> {
+    /// When the descriptor is a pipe smaller than `block_size`, asks the
+    /// kernel to enlarge it (best effort: the system caps unprivileged pipe
+    /// sizes). A pipe that holds a whole block lets the writer queue one, so
+    /// chunks come out full instead of cut at the pipe's default 64 KiB.
+    pub fn enlarge_pipe(&self, block_size: usize) {
+        let fd = self.0.as_fd();
+        let Ok(current) = fcntl(fd, FcntlArg::F_GETPIPE_SZ) else {
+            return;
+        };
+        let want = libc::c_int::try_from(block_size).unwrap_or(libc::c_int::MAX);
+        if want > current
+            && let Err(e) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(want))
+        {
+            log::debug!("cannot enlarge the input pipe to {want} bytes: {e}");
+        }
+    }
+
     fn poll_in(&self, timeout: PollTimeout) -> io::Result<bool> {
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
         loop {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::lock::BusLock;
 use crate::output::Output;
 use crate::paths::BusPaths;
-use crate::watch::Watcher;
+use crate::watch::{Awaited, Watcher};
 
 /// What one call to [`Consumer::deliver_to`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,12 @@ impl Consumer {
     pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Self {
         Consumer {
             lock: BusLock::new(paths.lock().to_path_buf()),
-            watcher: Watcher::new(&paths, options.sleep_interval, options.file_monitoring),
+            watcher: Watcher::new(
+                &paths,
+                options.sleep_interval,
+                options.file_monitoring,
+                Awaited::Publication,
+            ),
             paths,
             options,
             last: None,
@@ -136,8 +141,13 @@ impl Consumer {
     /// is removed from the bus only after it was written to `out`; if writing
     /// fails it stays for another consumer.
     pub fn deliver_to(&mut self, out: impl AsFd) -> Result<Delivery> {
-        let mut output = Output::new(out.as_fd());
-        Ok(match self.next_into(&mut output)? {
+        self.deliver(&mut Output::new(out.as_fd()))
+    }
+
+    /// [`Consumer::deliver_to`] for an output described once, which saves
+    /// inspecting the descriptor again for every chunk.
+    pub fn deliver(&mut self, output: &mut Output<'_>) -> Result<Delivery> {
+        Ok(match self.next_into(output)? {
             Some(size) => Delivery::Chunk(size),
             None => Delivery::End,
         })

@@ -43,7 +43,7 @@ use crate::consume::{Consumer, Delivery};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::paths::BusPaths;
-use crate::watch::Watcher;
+use crate::watch::{Awaited, Watcher};
 
 /// Digits in a history entry name: enough for every `u64`.
 const NAME_DIGITS: usize = 20;
@@ -541,7 +541,12 @@ impl HistoryConsumer {
             },
         };
         let mut consumer = HistoryConsumer {
-            watcher: Watcher::new(&paths, options.sleep_interval, options.file_monitoring),
+            watcher: Watcher::new(
+                &paths,
+                options.sleep_interval,
+                options.file_monitoring,
+                Awaited::Publication,
+            ),
             paths,
             options,
             strict: history.strict,

@@ -63,5 +63,6 @@ pub use chunker::{Chunker, Chunking, FdSource, Source};
 pub use consume::{Consumer, Delivery};
 pub use error::{Error, Result};
 pub use history::{HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Start};
+pub use output::Output;
 pub use paths::BusPaths;
 pub use publish::Producer;

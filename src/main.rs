@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use filebus::{
     Bus, BusOptions, Chunker, Chunking, Delivery, Error, FdSource, HistoryEvent, HistoryOptions,
-    Mode,
+    Mode, Output,
 };
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -69,7 +69,9 @@ fn produce(
         clear_nonblocking(&stdin);
     }
     let mut producer = bus.producer()?;
-    let mut chunker = Chunker::new(FdSource(stdin.as_fd()), chunking, block_size);
+    let source = FdSource(stdin.as_fd());
+    source.enlarge_pipe(block_size);
+    let mut chunker = Chunker::new(source, chunking, block_size);
     while let Some(chunk) = chunker.next_chunk().map_err(Error::Input)? {
         producer.publish(chunk)?;
     }
@@ -80,7 +82,8 @@ fn produce(
 fn consume(bus: &Bus) -> filebus::Result<()> {
     let stdout = io::stdout();
     let mut consumer = bus.consumer()?;
-    while let Delivery::Chunk(size) = consumer.deliver_to(&stdout)? {
+    let mut output = Output::new(stdout.as_fd());
+    while let Delivery::Chunk(size) = consumer.deliver(&mut output)? {
         log::debug!("delivered {size} bytes");
     }
     log::info!("end of stream");

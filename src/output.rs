@@ -21,8 +21,12 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
 
 /// A consumer's output descriptor, with what is known about its kind.
+///
+/// Learning the kind costs system calls, so a consumer that delivers many
+/// chunks to one descriptor makes one `Output` and passes it to
+/// [`crate::Consumer::deliver`] each time.
 #[derive(Debug)]
-pub(crate) struct Output<'a> {
+pub struct Output<'a> {
     fd: BorrowedFd<'a>,
     /// `Some(capacity)` when the output is a pipe.
     pipe_capacity: Option<usize>,
@@ -30,7 +34,8 @@ pub(crate) struct Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    pub(crate) fn new(fd: BorrowedFd<'a>) -> Self {
+    /// Describes `fd` (a file, pipe, socket or terminal) as it is now.
+    pub fn new(fd: BorrowedFd<'a>) -> Self {
         let is_pipe = nix::sys::stat::fstat(fd)
             .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
             .unwrap_or(false);

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::history::Retention;
 use crate::lock::BusLock;
 use crate::paths::BusPaths;
-use crate::watch::Watcher;
+use crate::watch::{Awaited, Watcher};
 
 /// The writing side of a bus. Obtained from [`crate::Bus::producer`].
 #[derive(Debug)]
@@ -38,7 +38,12 @@ impl Producer {
         std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
         Ok(Producer {
             lock: BusLock::new(paths.lock().to_path_buf()),
-            watcher: Watcher::new(&paths, options.sleep_interval, options.file_monitoring),
+            watcher: Watcher::new(
+                &paths,
+                options.sleep_interval,
+                options.file_monitoring,
+                Awaited::Removal,
+            ),
             retention: options.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,
             paths,

@@ -22,15 +22,28 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::paths::BusPaths;
 
-/// Changes to the directory entry of `F` that may end a wait.
-fn interesting() -> AddWatchFlags {
-    AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_MOVED_FROM
-        | AddWatchFlags::IN_DELETE
-        | AddWatchFlags::IN_DELETE_SELF
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_ONLYDIR
+/// The change to `F` a wait is for. Each process watches only for its own,
+/// because every queued event wakes it: a consumer woken also by the
+/// producer's creation of `F.__new__` pays a second wake-up per chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaited {
+    /// A chunk being published: every implementation renames it into place.
+    Publication,
+    /// The chunk being taken away (lossless consumers remove it).
+    Removal,
+}
+
+impl Awaited {
+    fn events(self) -> AddWatchFlags {
+        let entry = match self {
+            Awaited::Publication => AddWatchFlags::IN_MOVED_TO,
+            Awaited::Removal => AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
+        };
+        entry
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR
+    }
 }
 
 /// Size of `struct inotify_event` without its trailing name.
@@ -45,11 +58,17 @@ pub(crate) struct Watcher {
     dir: PathBuf,
     name: OsString,
     interval: Duration,
+    awaited: Awaited,
 }
 
 impl Watcher {
     /// A watcher for `F`; `monitoring == false` means polling alone.
-    pub(crate) fn new(paths: &BusPaths, interval: Duration, monitoring: bool) -> Self {
+    pub(crate) fn new(
+        paths: &BusPaths,
+        interval: Duration,
+        monitoring: bool,
+        awaited: Awaited,
+    ) -> Self {
         let inotify = if monitoring {
             match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 Ok(inotify) => Some(inotify),
@@ -67,18 +86,27 @@ impl Watcher {
             dir: paths.dir().to_path_buf(),
             name: paths.file_name().to_os_string(),
             interval,
+            awaited,
         }
     }
 
     /// Makes sure events are being collected before the caller checks its
     /// condition. Cheap once the watch is in place; while `F`'s directory
     /// does not exist yet, polling covers the wait.
+    ///
+    /// Events already queued are discarded: the caller's check comes after
+    /// them and sees their effect. Without this, a process is woken by the
+    /// echo of its own publish or removal, once per chunk.
     pub(crate) fn arm(&mut self) {
         if self.watching {
-            return;
+            if self.drain().1 {
+                self.watching = false;
+            } else {
+                return;
+            }
         }
         if let Some(inotify) = &self.inotify {
-            match inotify.add_watch(&self.dir, interesting()) {
+            match inotify.add_watch(&self.dir, self.awaited.events()) {
                 Ok(_) => {
                     self.watching = true;
                     log::debug!("watching {} for events", self.dir.display());

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The benchmark command: filebus vs the Python original vs a raw pipe, on
+# /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
+# chart at the repository root (a full run takes several minutes).
+#
+#   scripts/bench.sh           full run (release build)
+#   scripts/bench.sh --smoke   tiny sizes into target/bench/smoke/: proves the
+#                              benchmark works, measures nothing (run by
+#                              scripts/test.sh)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+smoke=()
+if [ "${1:-}" = "--smoke" ]; then
+    smoke=(--smoke)
+    shift
+fi
+if [ $# -gt 0 ]; then
+    echo "usage: scripts/bench.sh [--smoke]" >&2
+    exit 2
+fi
+
+# matplotlib draws the chart; it lives in its own venv in the build area.
+venv=target/bench/venv
+if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    mkdir -p target/bench
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib >&2
+fi
+peer=$(scripts/setup-peers.sh)
+
+if [ ${#smoke[@]} -gt 0 ]; then
+    cargo build --locked --quiet
+    filebus=target/debug/filebus
+    out=target/bench/smoke
+else
+    cargo build --locked --quiet --release
+    filebus=target/release/filebus
+    out=.
+fi
+exec "$venv/bin/python" scripts/bench.py "${smoke[@]}" \
+    --filebus "$root/$filebus" --python-filebus "$peer" \
+    --disk-dir "$root/target/bench/disk" --out "$out" \
+    --command "scripts/bench.sh${smoke:+ ${smoke[*]}}"
