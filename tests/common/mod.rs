@@ -68,7 +68,10 @@ impl Scratch {
     pub fn new() -> Self {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
         Scratch {
-            dir: tempfile::Builder::new().prefix("filebus-test-").tempdir_in(base).unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("filebus-test-")
+                .tempdir_in(base)
+                .unwrap(),
         }
     }
 
@@ -77,7 +80,10 @@ impl Scratch {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() {
             Scratch {
-                dir: tempfile::Builder::new().prefix("filebus-test-").tempdir_in(shm).unwrap(),
+                dir: tempfile::Builder::new()
+                    .prefix("filebus-test-")
+                    .tempdir_in(shm)
+                    .unwrap(),
             }
         } else {
             Scratch::new()
@@ -123,14 +129,18 @@ pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
 /// Configures `cmd` as a producer on `bus` reading from `input`.
 pub fn producer(mut cmd: Command, bus: &Path, extra: &[&str], input: &Path) -> Child {
     cmd.arg("--filename").arg(bus).args(extra).arg("producer");
-    cmd.stdin(File::open(input).unwrap()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(File::open(input).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd.spawn().expect("spawn producer")
 }
 
 /// Configures `cmd` as a consumer on `bus` writing into `output`.
 pub fn consumer(mut cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Child {
     cmd.arg("--filename").arg(bus).args(extra).arg("consumer");
-    cmd.stdin(Stdio::null()).stdout(File::create(output).unwrap()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(output).unwrap())
+        .stderr(Stdio::piped());
     cmd.spawn().expect("spawn consumer")
 }
 
