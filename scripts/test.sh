@@ -11,3 +11,5 @@ cargo clippy --all-targets --locked -- -D warnings
 # up front keeps the download out of the tests' deadlines.
 scripts/setup-peers.sh >/dev/null
 cargo test --locked
+# Promise 9: each fuzz target for a bounded time (FUZZ_SECONDS, default 60).
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
