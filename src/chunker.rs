@@ -137,13 +137,12 @@ impl<S: Source> Chunker<S> {
             return Ok(());
         }
         self.filled += n;
-        if self.mode == Chunking::Lines {
-            if let Some(i) = self.buf[start..self.filled]
+        if self.mode == Chunking::Lines
+            && let Some(i) = self.buf[start..self.filled]
                 .iter()
                 .rposition(|&b| b == b'\n')
-            {
-                self.line_end = Some(start + i + 1);
-            }
+        {
+            self.line_end = Some(start + i + 1);
         }
         Ok(())
     }

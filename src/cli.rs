@@ -124,7 +124,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err("must be greater than 0".into());
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is too large"))

@@ -58,10 +58,10 @@ impl<'a> Output<'a> {
     /// Whether `size` bytes can be written without blocking. Outputs of
     /// unknown kind answer yes: files and devices do not wait for a reader.
     pub(crate) fn has_room(&mut self, size: usize) -> bool {
-        if let Some(capacity) = self.pipe_capacity {
-            if size > capacity {
-                self.grow(size);
-            }
+        if let Some(capacity) = self.pipe_capacity
+            && size > capacity
+        {
+            self.grow(size);
         }
         match (self.room(), self.pipe_capacity) {
             // A chunk larger than the pipe can ever hold is written under

@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ use common::{
 };
 use nix::sys::signal::Signal;
 use support::{
-    Key, RECORD_LEN, Rng, check_frame, missing, parse_records, signal, tally, write_frames,
-    write_tagged,
+    Key, RECORD_LEN, Rng, check_frame, end_stream, missing, parse_records, signal, tally,
+    write_frames, write_tagged,
 };
 
 const RECORDS: u32 = 20_000;
@@ -71,22 +71,10 @@ fn lossless_consumers_killed_at_random_lose_nothing() {
     // removed from the bus, which a consumer does only after delivering it:
     // every record is in some output now. The consumers still waiting get
     // the end markers that went to killed ones.
-    let mut markers = 0;
-    while slots
-        .iter_mut()
-        .any(|(c, _)| c.try_wait().unwrap().is_none())
-    {
-        markers += 1;
-        let status = ours()
-            .arg("--filename")
-            .arg(&bus)
-            .args(["--back-pressure", "producer"])
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        wait_until("the end marker to be taken", || !bus.exists());
-    }
+    let markers = end_stream(
+        &bus,
+        &mut slots.iter_mut().map(|(c, _)| c).collect::<Vec<_>>(),
+    );
     for (c, _) in &mut slots {
         assert_success(c, "consumer");
     }
@@ -183,11 +171,11 @@ fn watch_frames(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            if let Ok(bytes) = std::fs::read(&bus) {
-                if !bytes.is_empty() {
-                    check_frame(&bytes, FRAME).unwrap_or_else(|e| panic!("F was torn: {e}"));
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Ok(bytes) = std::fs::read(&bus)
+                && !bytes.is_empty()
+            {
+                check_frame(&bytes, FRAME).unwrap_or_else(|e| panic!("F was torn: {e}"));
+                reads.fetch_add(1, Ordering::Relaxed);
             }
         }
     })
@@ -261,7 +249,7 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
 
     wait_until("the consumer to deliver the last frame", || {
         std::fs::metadata(&out)
-            .map(|m| m.len() as usize % FRAME == 0)
+            .map(|m| (m.len() as usize).is_multiple_of(FRAME))
             .unwrap_or(false)
             && frames_in(&out).last() == Some(&2000)
     });

@@ -9,7 +9,7 @@ use std::process::Child;
 use std::time::Instant;
 
 use common::{Scratch, assert_success, consumer, ours, producer, python_peer, wait_until};
-use support::{RECORD_LEN, missing, parse_records, tally, write_tagged};
+use support::{RECORD_LEN, end_stream, missing, parse_records, tally, write_tagged};
 
 /// Records per producer.
 const RECORDS: u32 = 3000;
@@ -81,25 +81,10 @@ fn exactly_once(producers: usize, consumers: usize) {
             .sum::<u64>()
             >= total
     });
-    let mut extra_markers = 0;
-    loop {
-        let running = still_running(&mut readers);
-        if running == 0 {
-            break;
-        }
-        extra_markers += 1;
-        let mut marker = ours();
-        marker
-            .arg("--filename")
-            .arg(&bus)
-            .args(["--back-pressure", "producer"]);
-        let status = marker.stdin(std::process::Stdio::null()).status().unwrap();
-        assert!(status.success(), "end marker producer");
-        wait_until("the end marker to be consumed", || !bus.exists());
-        wait_until("a consumer to stop at the marker", || {
-            still_running(&mut readers) < running
-        });
-    }
+    let extra_markers = end_stream(
+        &bus,
+        &mut readers.iter_mut().map(|(c, _)| c).collect::<Vec<_>>(),
+    );
     for (child, what) in &mut readers {
         assert_success(child, what);
     }
@@ -138,13 +123,6 @@ fn exactly_once(producers: usize, consumers: usize) {
         seen.len(),
         start.elapsed()
     );
-}
-
-fn still_running(children: &mut [(Child, String)]) -> usize {
-    children
-        .iter_mut()
-        .filter_map(|(c, _)| c.try_wait().unwrap().is_none().then_some(()))
-        .count()
 }
 
 #[test]

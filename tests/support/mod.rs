@@ -284,3 +284,45 @@ impl Drop for TinyTmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
+fn running(consumers: &mut [&mut Child]) -> usize {
+    consumers
+        .iter_mut()
+        .filter_map(|c| c.try_wait().unwrap().is_none().then_some(()))
+        .count()
+}
+
+/// Ends the lossless consumers still waiting on `bus` once their producers
+/// are gone, publishing one end marker at a time (a consumer stops at the
+/// first it takes). Producers each publish one, but a marker can go to a
+/// consumer that was killed, and the Python original skips its own when
+/// another chunk beat it to the file. Returns how many were needed.
+pub fn end_stream(bus: &Path, consumers: &mut [&mut Child]) -> usize {
+    let settled = |consumers: &mut [&mut Child]| {
+        let start = std::time::Instant::now();
+        // A pending marker is taken by a running consumer, or by nobody.
+        while bus.exists() && running(consumers) > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "end marker not taken"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let mut markers = 0;
+    loop {
+        settled(consumers);
+        if running(consumers) == 0 {
+            return markers;
+        }
+        markers += 1;
+        let status = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
+            .arg("--filename")
+            .arg(bus)
+            .args(["--back-pressure", "producer"])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "end marker producer");
+    }
+}
