@@ -171,9 +171,8 @@ fn watch_frames(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            if let Ok(bytes) = std::fs::read(&bus)
-                && !bytes.is_empty()
-            {
+            // Lossy producers publish no empty chunk: an empty F is torn too.
+            if let Ok(bytes) = std::fs::read(&bus) {
                 check_frame(&bytes, FRAME).unwrap_or_else(|e| panic!("F was torn: {e}"));
                 reads.fetch_add(1, Ordering::Relaxed);
             }
