@@ -2,8 +2,8 @@
 # Runs every fuzz target for a bounded time: SECONDS each (default 60).
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP lets the stable
 # toolchain accept them, since no other toolchain can be installed here.
-# A crash fails the run; its input is kept under fuzz/artifacts/TARGET/ and
-# becomes a regression test (tests/fuzz_regressions.rs).
+# A crash fails the run; its input is kept under fuzz/artifacts/TARGET/, to
+# be turned into a regression test beside the tests of the code at fault.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
