@@ -15,3 +15,5 @@ cargo test --locked
 # end to end (about a minute, most of it the Python original's start-ups and
 # sleeps); it asserts nothing about timings.
 scripts/bench.sh --smoke
+# Promise 9: each fuzz target for a bounded time (FUZZ_SECONDS, default 60).
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -14,7 +14,7 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::time::Duration;
 
 use nix::libc;
@@ -237,22 +237,8 @@ fn open_data(paths: &BusPaths) -> Result<Option<(File, Metadata)>> {
         Err(e) => return Err(Error::io("open", path)(e)),
     };
     let meta = file.metadata().map_err(Error::io("stat", path))?;
-    let kind = meta.file_type();
-    let other = if kind.is_dir() {
-        "directory"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_socket() {
-        "socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "device"
-    } else {
-        return Ok(Some((file, meta)));
-    };
-    Err(Error::NotRegularFile {
-        path: path.to_path_buf(),
-        kind: other,
-    })
+    Error::unless_regular(path, meta.file_type())?;
+    Ok(Some((file, meta)))
 }
 
 fn remove_data(paths: &BusPaths) -> Result<()> {

@@ -77,6 +77,32 @@ impl Error {
         }
     }
 
+    /// Refuses a bus file that is not a regular file: only a neighbour puts
+    /// anything else there, and waiting for it to become a chunk would never
+    /// end.
+    pub(crate) fn unless_regular(path: &Path, kind: std::fs::FileType) -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let other = if kind.is_file() {
+            return Ok(());
+        } else if kind.is_symlink() {
+            return Err(Error::Symlink {
+                path: path.to_path_buf(),
+            });
+        } else if kind.is_dir() {
+            "directory"
+        } else if kind.is_fifo() {
+            "FIFO"
+        } else if kind.is_socket() {
+            "socket"
+        } else {
+            "device"
+        };
+        Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: other,
+        })
+    }
+
     /// The underlying I/O error kind, when there is one.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {

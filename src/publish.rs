@@ -100,9 +100,11 @@ impl Producer {
     }
 }
 
+/// Whether `F` holds a chunk not consumed yet. Anything but a regular file
+/// there is an error: no consumer will ever remove it, so waiting would hang.
 fn exists(paths: &BusPaths) -> Result<bool> {
     match std::fs::symlink_metadata(paths.data()) {
-        Ok(_) => Ok(true),
+        Ok(meta) => Error::unless_regular(paths.data(), meta.file_type()).map(|()| true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("stat", paths.data())(e)),
     }

@@ -1,0 +1,321 @@
+//! Promises 2 and 3: SIGKILL loses nothing. Lossless consumers killed at
+//! random moments lose no record (only the one chunk in flight may show up
+//! twice); a producer killed in the middle of a publish leaves `F` whole,
+//! its stale `F.__new__` does not stop the next producer, and no consumer
+//! hangs on the dead process's lock.
+
+mod common;
+mod support;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{
+    DEADLINE, Scratch, assert_success, consumer, ours, producer, python_peer, wait_exit, wait_until,
+};
+use nix::sys::signal::Signal;
+use support::{
+    Key, RECORD_LEN, Rng, check_frame, end_stream, missing, parse_records, signal, tally,
+    write_frames, write_tagged,
+};
+
+const RECORDS: u32 = 20_000;
+const PER_CHUNK: usize = 8;
+
+#[test]
+fn lossless_consumers_killed_at_random_lose_nothing() {
+    let scratch = Scratch::new();
+    let bus = scratch.bus();
+    let mut rng = Rng::new("consumer kills");
+    let args = ["--back-pressure", "--sleep-interval", "0.01"];
+    let block = (RECORD_LEN * PER_CHUNK).to_string();
+
+    let mut serial = 0;
+    let spawn = |serial: &mut usize| {
+        let out = scratch.path(&format!("out{serial}"));
+        *serial += 1;
+        (consumer(ours(), &bus, &args, &out), out)
+    };
+    let mut slots: Vec<(Child, PathBuf)> = (0..3).map(|_| spawn(&mut serial)).collect();
+    let tags: Vec<String> = vec!["aaa".into(), "bbb".into()];
+    let mut writers: Vec<Child> = tags
+        .iter()
+        .map(|tag| {
+            let input = scratch.path(tag);
+            write_tagged(&input, tag, RECORDS);
+            let mut extra = args.to_vec();
+            extra.extend(["--block-size", &block]);
+            producer(ours(), &bus, &extra, &input)
+        })
+        .collect();
+
+    let mut killed: Vec<PathBuf> = Vec::new();
+    let start = Instant::now();
+    while writers.iter_mut().any(|w| w.try_wait().unwrap().is_none()) {
+        assert!(start.elapsed() < DEADLINE, "producers did not finish");
+        std::thread::sleep(rng.millis(4));
+        let slot = rng.below(slots.len() as u64) as usize;
+        let (mut victim, out) = std::mem::replace(&mut slots[slot], spawn(&mut serial));
+        signal(&victim, Signal::SIGKILL);
+        wait_exit(&mut victim, "killed consumer");
+        killed.push(out);
+    }
+    for w in &mut writers {
+        assert_success(w, "producer");
+    }
+    // A producer publishes its end marker only once its last chunk was
+    // removed from the bus, which a consumer does only after delivering it:
+    // every record is in some output now. The consumers still waiting get
+    // the end markers that went to killed ones.
+    let markers = end_stream(
+        &bus,
+        &mut slots.iter_mut().map(|(c, _)| c).collect::<Vec<_>>(),
+    );
+    for (c, _) in &mut slots {
+        assert_success(c, "consumer");
+    }
+
+    let mut outputs: Vec<Vec<Key>> = Vec::new();
+    let mut in_flight: HashSet<Key> = HashSet::new();
+    for i in 0..serial {
+        let path = scratch.path(&format!("out{i}"));
+        let was_killed = killed.contains(&path);
+        let keys = parse_records(&std::fs::read(&path).unwrap(), was_killed)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if was_killed {
+            in_flight.extend(keys.iter().rev().take(PER_CHUNK).cloned());
+        }
+        outputs.push(keys);
+    }
+    let seen = tally(outputs.iter().map(Vec::as_slice));
+    let lost = missing(&seen, &tags, RECORDS);
+    assert!(
+        lost.is_empty(),
+        "{} records lost after {} kills, first {:?}",
+        lost.len(),
+        killed.len(),
+        lost.first()
+    );
+    let twice: Vec<&Key> = seen
+        .iter()
+        .filter(|&(_, &n)| n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    let unexplained: Vec<&&Key> = twice.iter().filter(|k| !in_flight.contains(**k)).collect();
+    assert!(
+        unexplained.is_empty(),
+        "records delivered twice that were not in flight at a kill: {unexplained:?}"
+    );
+    assert_eq!(seen.len(), tags.len() * RECORDS as usize, "foreign records");
+    eprintln!(
+        "{} kills, {} records delivered twice (in flight), {markers} end markers re-sent, {:?}",
+        killed.len(),
+        twice.len(),
+        start.elapsed()
+    );
+}
+
+/// Frames as large as the block size, so that each publish writes one frame.
+const FRAME: usize = 1 << 20;
+
+fn staging(bus: &Path) -> PathBuf {
+    let mut s = bus.as_os_str().to_owned();
+    s.push(".__new__");
+    PathBuf::from(s)
+}
+
+fn process_state(child: &Child) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Runs a producer of many frames and SIGKILLs it while it is stopped with
+/// `F.__new__` in place, that is, in the middle of a publish with the lock
+/// held. Returns whether it was caught there (it may finish first).
+fn kill_mid_publish(bus: &Path, input: &Path, extra: &[&str]) -> bool {
+    let block = FRAME.to_string();
+    let mut args = vec!["--block-size", &block];
+    args.extend(extra);
+    let mut child = producer(ours(), bus, &args, input);
+    let new = staging(bus);
+    loop {
+        let start = Instant::now();
+        while !new.exists() {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            assert!(start.elapsed() < DEADLINE, "producer never staged a chunk");
+        }
+        signal(&child, Signal::SIGSTOP);
+        wait_until("the producer to stop", || {
+            matches!(process_state(&child), Some('T') | Some('Z') | None)
+        });
+        if new.exists() && child.try_wait().unwrap().is_none() {
+            signal(&child, Signal::SIGKILL);
+            wait_exit(&mut child, "killed producer");
+            return true;
+        }
+        signal(&child, Signal::SIGCONT);
+    }
+}
+
+/// Reads `F` over and over, checking that every read is one whole frame.
+fn watch_frames(
+    bus: PathBuf,
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            // Lossy producers publish no empty chunk: an empty F is torn too.
+            if let Ok(bytes) = std::fs::read(&bus) {
+                check_frame(&bytes, FRAME).unwrap_or_else(|e| panic!("F was torn: {e}"));
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+fn frames_in(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        bytes.len() % FRAME,
+        0,
+        "{}: not whole frames",
+        path.display()
+    );
+    bytes
+        .chunks(FRAME)
+        .map(|c| check_frame(c, FRAME).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+#[test]
+fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
+    let scratch = Scratch::new();
+    let bus = scratch.bus();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let checker = watch_frames(bus.clone(), stop.clone(), reads.clone());
+    let out = scratch.path("out");
+    let mut follower = consumer(ours(), &bus, &[], &out);
+
+    let input = scratch.path("in");
+    write_frames(&input, 0, 48, FRAME);
+    let mut caught = 0;
+    for round in 0..3 {
+        if kill_mid_publish(&bus, &input, &[]) {
+            caught += 1;
+            assert!(
+                staging(&bus).exists(),
+                "round {round}: the killed producer left no F.__new__"
+            );
+        }
+        if bus.exists() {
+            check_frame(&std::fs::read(&bus).unwrap(), FRAME).expect("F after the kill");
+        }
+    }
+    assert!(
+        caught > 0,
+        "never caught a producer in the middle of a publish"
+    );
+
+    // The next producers, ours and the original, publish over the stale
+    // F.__new__ the killed one left.
+    let next = scratch.path("next");
+    write_frames(&next, 1000, 3, FRAME);
+    let block = FRAME.to_string();
+    assert_success(
+        &mut producer(ours(), &bus, &["--block-size", &block], &next),
+        "next producer",
+    );
+    assert_eq!(check_frame(&std::fs::read(&bus).unwrap(), FRAME), Ok(1002));
+    let last = scratch.path("last");
+    write_frames(&last, 2000, 1, FRAME);
+    assert_success(
+        &mut producer(python_peer(), &bus, &["--block-size", &block], &last),
+        "python producer",
+    );
+    assert_eq!(check_frame(&std::fs::read(&bus).unwrap(), FRAME), Ok(2000));
+    assert!(
+        !staging(&bus).exists(),
+        "F.__new__ left behind by a live producer"
+    );
+
+    wait_until("the consumer to deliver the last frame", || {
+        std::fs::metadata(&out)
+            .map(|m| (m.len() as usize).is_multiple_of(FRAME))
+            .unwrap_or(false)
+            && frames_in(&out).last() == Some(&2000)
+    });
+    signal(&follower, Signal::SIGTERM);
+    wait_exit(&mut follower, "consumer");
+    stop.store(true, Ordering::Relaxed);
+    checker.join().expect("F was torn");
+    eprintln!(
+        "caught {caught}/3 producers mid-publish; {} reads of F all whole; consumer saw {} whole frames",
+        reads.load(Ordering::Relaxed),
+        frames_in(&out).len()
+    );
+}
+
+#[test]
+fn producer_killed_mid_publish_blocks_nobody_lossless() {
+    let scratch = Scratch::new();
+    let bus = scratch.bus();
+    let args = ["--back-pressure", "--sleep-interval", "0.01"];
+    let out = scratch.path("out");
+    let mut reader = consumer(ours(), &bus, &args, &out);
+
+    let input = scratch.path("in");
+    write_frames(&input, 0, 48, FRAME);
+    assert!(
+        kill_mid_publish(&bus, &input, &args),
+        "never caught the producer mid-publish"
+    );
+    assert!(
+        staging(&bus).exists(),
+        "the killed producer left no F.__new__"
+    );
+
+    // The dead producer held the lock; the consumer and the next producer
+    // must both get past it, and the stream ends normally.
+    let next = scratch.path("next");
+    write_frames(&next, 1000, 3, FRAME);
+    let block = FRAME.to_string();
+    let mut extra = args.to_vec();
+    extra.extend(["--block-size", &block]);
+    assert_success(&mut producer(ours(), &bus, &extra, &next), "next producer");
+    assert_success(&mut reader, "consumer after the killed producer");
+    let frames = frames_in(&out);
+    assert_eq!(frames[frames.len() - 3..], [1000, 1001, 1002]);
+    let unique: HashSet<_> = frames.iter().collect();
+    assert_eq!(
+        unique.len(),
+        frames.len(),
+        "a frame was delivered twice: {frames:?}"
+    );
+    assert!(!bus.exists(), "end marker not consumed");
+    eprintln!(
+        "lossless: {} whole frames delivered across the kill",
+        frames.len()
+    );
+}
+
+#[test]
+fn stale_staging_file_does_not_stop_a_producer() {
+    let scratch = Scratch::in_memory();
+    let bus = scratch.bus();
+    std::fs::write(staging(&bus), b"half a chunk from a dead produ").unwrap();
+    let input = scratch.path("in");
+    std::fs::write(&input, b"fresh\n").unwrap();
+    let started = Instant::now();
+    assert_success(&mut producer(ours(), &bus, &[], &input), "producer");
+    assert_eq!(std::fs::read(&bus).unwrap(), b"fresh\n");
+    assert!(!staging(&bus).exists());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
