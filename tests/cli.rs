@@ -103,6 +103,16 @@ fn global_options_are_accepted_after_the_subcommand() {
     assert_eq!(std::fs::read(&bus).unwrap(), b"gh");
 }
 
+/// A producer publishing one byte on `bus`.
+fn one_shot_producer(bus: &std::path::Path) -> Command {
+    let mut cmd = filebus();
+    cmd.arg("--filename")
+        .arg(bus)
+        .arg("producer")
+        .write_stdin("x");
+    cmd
+}
+
 /// Runs a one-shot producer with `args` and checks the runtime failure:
 /// status 1 and one line naming `path`.
 fn runtime_error(cmd: &mut Command, path: &std::path::Path, says: &str) {
@@ -139,11 +149,7 @@ fn data_file_that_is_a_directory_is_a_runtime_error() {
         "directory",
     );
     runtime_error(
-        filebus()
-            .arg("--filename")
-            .arg(&bus)
-            .arg("producer")
-            .write_stdin("x"),
+        &mut one_shot_producer(&bus),
         &s.path("bus.__new__"),
         "rename",
     );
@@ -155,11 +161,7 @@ fn lock_that_cannot_be_taken_is_a_runtime_error() {
     let bus = s.bus();
     std::fs::create_dir(s.path("bus.lock")).unwrap();
     runtime_error(
-        filebus()
-            .arg("--filename")
-            .arg(&bus)
-            .arg("producer")
-            .write_stdin("x"),
+        &mut one_shot_producer(&bus),
         &s.path("bus.lock"),
         "Is a directory",
     );
@@ -171,11 +173,7 @@ fn directory_that_cannot_be_created_is_a_runtime_error() {
     std::fs::write(s.path("plain"), "").unwrap();
     let bus = s.path("plain/sub/bus");
     runtime_error(
-        filebus()
-            .arg("--filename")
-            .arg(&bus)
-            .arg("producer")
-            .write_stdin("x"),
+        &mut one_shot_producer(&bus),
         &s.path("plain/sub"),
         "Not a directory",
     );
