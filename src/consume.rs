@@ -118,12 +118,7 @@ impl Consumer {
     pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Self {
         Consumer {
             lock: BusLock::new(paths.lock().to_path_buf()),
-            watcher: Watcher::new(
-                &paths,
-                options.sleep_interval,
-                options.file_monitoring,
-                Awaited::Publication,
-            ),
+            watcher: Watcher::new(&paths, &options, Awaited::Publication),
             paths,
             options,
             last: None,

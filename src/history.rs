@@ -541,12 +541,7 @@ impl HistoryConsumer {
             },
         };
         let mut consumer = HistoryConsumer {
-            watcher: Watcher::new(
-                &paths,
-                options.sleep_interval,
-                options.file_monitoring,
-                Awaited::Publication,
-            ),
+            watcher: Watcher::new(&paths, &options, Awaited::Publication),
             paths,
             options,
             strict: history.strict,

@@ -38,12 +38,7 @@ impl Producer {
         std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
         Ok(Producer {
             lock: BusLock::new(paths.lock().to_path_buf()),
-            watcher: Watcher::new(
-                &paths,
-                options.sleep_interval,
-                options.file_monitoring,
-                Awaited::Removal,
-            ),
+            watcher: Watcher::new(&paths, &options, Awaited::Removal),
             retention: options.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,
             paths,

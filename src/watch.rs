@@ -20,6 +20,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::bus::{BusOptions, Mode};
 use crate::paths::BusPaths;
 
 /// The change to `F` a wait is for. Each process watches only for its own,
@@ -49,6 +50,9 @@ impl Awaited {
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
 
+/// How long a lossless wait keeps checking before it sleeps.
+const EAGER: Duration = Duration::from_micros(60);
+
 /// Waits for changes to one bus file, by events when possible and by
 /// polling always.
 #[derive(Debug)]
@@ -59,17 +63,25 @@ pub(crate) struct Watcher {
     name: OsString,
     interval: Duration,
     awaited: Awaited,
+    /// How long to keep checking for the event before going to sleep.
+    eager: Duration,
 }
 
 impl Watcher {
-    /// A watcher for `F`; `monitoring == false` means polling alone.
-    pub(crate) fn new(
-        paths: &BusPaths,
-        interval: Duration,
-        monitoring: bool,
-        awaited: Awaited,
-    ) -> Self {
-        let inotify = if monitoring {
+    /// A watcher for `F`, by the bus's options: polling alone without file
+    /// monitoring, and an eager start in lossless mode.
+    ///
+    /// Lossless chunks go back and forth one at a time, so each one costs a
+    /// sleep and a wake-up on both sides, and on a virtual machine a wake-up
+    /// across CPUs costs tens of microseconds. The other side usually answers
+    /// within that time, so a lossless wait first checks for the event for a
+    /// few tens of microseconds, yielding the CPU in between, and only then
+    /// sleeps (about 40% more throughput at 4 KiB chunks here). Lossy
+    /// consumers never do this: there may be many of them, and their spinning
+    /// would take the CPU from the producer.
+    pub(crate) fn new(paths: &BusPaths, options: &BusOptions, awaited: Awaited) -> Self {
+        let interval = options.sleep_interval;
+        let inotify = if options.file_monitoring {
             match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
                 Ok(inotify) => Some(inotify),
                 Err(e) => {
@@ -87,6 +99,10 @@ impl Watcher {
             name: paths.file_name().to_os_string(),
             interval,
             awaited,
+            eager: match options.mode {
+                Mode::Lossless => EAGER,
+                Mode::Lossy => Duration::ZERO,
+            },
         }
     }
 
@@ -119,8 +135,32 @@ impl Watcher {
     /// Blocks until an event concerning `F` arrives or the sleep interval
     /// passes, whichever is first.
     pub(crate) fn wait(&mut self) {
-        let Some(inotify) = self.inotify.as_ref().filter(|_| self.watching) else {
+        if self.inotify.is_none() || !self.watching {
             std::thread::sleep(self.interval);
+            return;
+        }
+        if !self.caught_eagerly() {
+            self.sleep_until_event();
+        }
+    }
+
+    /// Checks for an event until the eager period ends; reports whether one
+    /// arrived.
+    fn caught_eagerly(&mut self) -> bool {
+        let until = Instant::now() + self.eager;
+        while Instant::now() < until {
+            let (relevant, lost_watch) = self.drain();
+            if relevant || lost_watch {
+                self.watching &= !lost_watch;
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    }
+
+    fn sleep_until_event(&mut self) {
+        let Some(inotify) = self.inotify.as_ref() else {
             return;
         };
         let deadline = Instant::now() + self.interval;
