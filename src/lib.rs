@@ -56,6 +56,7 @@ mod lock;
 mod output;
 mod paths;
 mod publish;
+mod stream;
 mod watch;
 
 pub use bus::{Bus, BusOptions, Mode};

@@ -8,10 +8,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use filebus::{
-    Bus, BusOptions, Chunker, Chunking, Delivery, Error, FdSource, HistoryEvent, HistoryOptions,
-    Mode, Output,
-};
+use filebus::{Bus, BusOptions, Chunking, Delivery, HistoryEvent, HistoryOptions, Mode, Output};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
@@ -69,12 +66,7 @@ fn produce(
         clear_nonblocking(&stdin);
     }
     let mut producer = bus.producer()?;
-    let source = FdSource(stdin.as_fd());
-    source.enlarge_pipe(block_size);
-    let mut chunker = Chunker::new(source, chunking, block_size);
-    while let Some(chunk) = chunker.next_chunk().map_err(Error::Input)? {
-        producer.publish(chunk)?;
-    }
+    producer.publish_stream(&stdin, chunking, block_size)?;
     log::info!("end of input");
     producer.finish()
 }

@@ -20,6 +20,15 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
 
+/// Bytes queued in a pipe (written, not yet read), or `None` if `fd` cannot
+/// tell.
+pub(crate) fn queued_bytes(fd: BorrowedFd<'_>) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer.
+    unsafe { fionread(fd.as_raw_fd(), &mut queued) }.ok()?;
+    usize::try_from(queued).ok()
+}
+
 /// A consumer's output descriptor, with what is known about its kind.
 ///
 /// Learning the kind costs system calls, so a consumer that delivers many
@@ -54,10 +63,7 @@ impl<'a> Output<'a> {
     /// that cannot be known (not a pipe).
     fn room(&self) -> Option<usize> {
         let capacity = self.pipe_capacity?;
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int through the pointer.
-        unsafe { fionread(self.fd.as_raw_fd(), &mut queued) }.ok()?;
-        Some(capacity.saturating_sub(usize::try_from(queued).unwrap_or(0)))
+        Some(capacity.saturating_sub(queued_bytes(self.fd)?))
     }
 
     /// Whether `size` bytes can be written without blocking. Outputs of

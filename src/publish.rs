@@ -58,13 +58,24 @@ impl Producer {
     /// An empty chunk is the end-of-stream marker in lossless mode; use
     /// [`Producer::finish`] for that.
     pub fn publish(&mut self, chunk: &[u8]) -> Result<()> {
+        self.publish_with(|file| file.write_all(chunk))
+    }
+
+    /// Publishes the chunk that `fill` writes into the staging file. `fill`
+    /// runs under the bus lock, so it must not wait for anything outside the
+    /// bus; if it fails, nothing is published and `F` keeps the previous
+    /// chunk.
+    pub(crate) fn publish_with(
+        &mut self,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<()> {
         match self.options.mode {
             Mode::Lossy => {
                 let _held = self.lock.acquire()?;
                 let Some(retention) = &mut self.retention else {
-                    return stage_and_rename(&self.paths, chunk, |_| Ok(()));
+                    return stage_and_rename(&self.paths, fill, |_| Ok(()));
                 };
-                stage_and_rename(&self.paths, chunk, |staging| {
+                stage_and_rename(&self.paths, fill, |staging| {
                     self.last_seq = Some(retention.link(staging)?);
                     Ok(())
                 })?;
@@ -75,7 +86,7 @@ impl Producer {
                 if !exists(&self.paths)? {
                     let _held = self.lock.acquire()?;
                     if !exists(&self.paths)? {
-                        return stage_and_rename(&self.paths, chunk, |_| Ok(()));
+                        return stage_and_rename(&self.paths, fill, |_| Ok(()));
                     }
                 }
                 self.watcher.wait();
@@ -105,16 +116,16 @@ fn exists(paths: &BusPaths) -> Result<bool> {
     }
 }
 
-/// Writes the chunk to `F.__new__`, hands it to `before_rename` and renames
-/// it to `F`. Must be called with the bus lock held.
+/// Has `fill` write the chunk to `F.__new__`, hands it to `before_rename`
+/// and renames it to `F`. Must be called with the bus lock held.
 fn stage_and_rename(
     paths: &BusPaths,
-    chunk: &[u8],
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
     before_rename: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let staging = paths.staging();
     let mut file = create_staging(paths)?;
-    let written = file.write_all(chunk);
+    let written = fill(&mut file);
     drop(file);
     let renamed = written
         .map_err(Error::io("write", staging))

@@ -153,3 +153,42 @@ fn lossy_several_producers() {
     let _ = c.wait();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), sent);
 }
+
+#[test]
+fn lossless_from_a_pipe_is_byte_for_byte() {
+    // A pipe takes the splice path (bytes moved straight into the staging
+    // file), a regular file the chunker's; both must be transparent.
+    for block in ["4096", "1048576"] {
+        let s = Scratch::in_memory();
+        let data: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+            .collect();
+        let out = s.path("out");
+        let mut c = consumer(ours(), &s.bus(), &["--lossless"], &out);
+        let mut p = ours()
+            .args(["--lossless", "--block-size", block, "--filename"])
+            .arg(s.bus())
+            .arg("producer")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = p.stdin.take().unwrap();
+        let writer = {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                // Uneven writes, so chunks are cut at many different places.
+                for piece in data.chunks(77_777) {
+                    stdin.write_all(piece).unwrap();
+                }
+            })
+        };
+        writer.join().unwrap();
+        assert_success(&mut p, "producer");
+        assert_success(&mut c, "consumer");
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "output differs from input (block {block})"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! Feeding a whole byte stream, such as standard input, into a producer.
+//!
+//! Most input is cut by a [`Chunker`] and copied through its buffer. Byte-mode
+//! input from a pipe takes a shorter path: `splice(2)` moves the bytes the
+//! pipe already holds straight into the staging file, saving one copy of
+//! every byte through user space. Only bytes already queued in the pipe
+//! (`FIONREAD`) are moved, and without blocking, so the splice, which runs
+//! under the bus lock, never waits for the writer.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{SpliceFFlags, splice};
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::chunker::{Chunker, Chunking, FdSource};
+use crate::error::{Error, Result};
+use crate::output::queued_bytes;
+use crate::publish::Producer;
+
+impl Producer {
+    /// Publishes everything `input` yields until its end, in chunks of at
+    /// most `block_size` bytes cut as `chunking` says; each chunk goes out
+    /// as soon as the input has no more bytes ready. Does not end the
+    /// stream: call [`Producer::finish`] for that.
+    pub fn publish_stream(
+        &mut self,
+        input: impl AsFd,
+        chunking: Chunking,
+        block_size: usize,
+    ) -> Result<()> {
+        let source = FdSource(input.as_fd());
+        source.enlarge_pipe(block_size);
+        if chunking == Chunking::Bytes && is_pipe(input.as_fd()) {
+            return self.splice_from_pipe(input.as_fd(), block_size);
+        }
+        let mut chunker = Chunker::new(source, chunking, block_size);
+        while let Some(chunk) = chunker.next_chunk().map_err(Error::Input)? {
+            self.publish(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn splice_from_pipe(&mut self, input: BorrowedFd<'_>, block_size: usize) -> Result<()> {
+        loop {
+            let hung_up = wait_readable(input).map_err(Error::Input)?;
+            let ready = queued_bytes(input).unwrap_or(0);
+            if ready == 0 {
+                if hung_up {
+                    return Ok(());
+                }
+                continue;
+            }
+            let published = self.publish_with(|file| {
+                let mut left = ready.min(block_size);
+                let mut moved = 0;
+                while left > 0 {
+                    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+                    match splice(input, None, &*file, None, left, flags) {
+                        Ok(0) | Err(Errno::EAGAIN) => break,
+                        Ok(n) => {
+                            left -= n;
+                            moved += n;
+                        }
+                        Err(Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if moved == 0 {
+                    // Another reader of the same pipe took the bytes; an
+                    // empty chunk would read as an end marker, so publish
+                    // nothing.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match published {
+                Err(e) if e.io_kind() == Some(io::ErrorKind::WouldBlock) => {}
+                other => other?,
+            }
+        }
+    }
+}
+
+fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+}
+
+/// Blocks until `fd` has bytes or its writers are gone; reports the latter.
+fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    loop {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {
+                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                return Ok(revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
