@@ -577,6 +577,63 @@ def targets(results):
     return out
 
 
+def gap_notes(results):
+    """Why the targets this run missed stand, with this run's own figures."""
+    shm = "/dev/shm"
+    tp = {(r[0], r[1], r[2]): r[4] for r in results.get("throughput", [])}
+    fan = {(r[0], r[1], r[2]): r[4] for r in results.get("fanout", [])}
+    lat = {(r[0], r[1], r[2]): (r[5], r[6]) for r in results.get("latency", [])}
+    notes = []
+    fb4 = tp.get((shm, "filebus", 4 * KiB))
+    py4 = tp.get((shm, "python", 4 * KiB))
+    if fb4 and py4 and (fb4 < 100e6 or fb4 < 1000 * py4):
+        per_chunk = 4 * KiB / fb4 * 1e6
+        larger = ", ".join(
+            f"{fmt_size(b)} {tp[(shm, 'filebus', b)] / 1e6:.0f} MB/s"
+            for b in (64 * KiB, MiB) if (shm, "filebus", b) in tp
+        )
+        notes.append(
+            f"- **Lossless at 4 KiB.** The back-pressure protocol allows one chunk in flight, so every "
+            f"4 KiB chunk is a full round trip between the two processes: the producer creates, writes "
+            f"and renames `F.__new__` under the lock, the consumer is woken, locks, copies and removes "
+            f"`F`, and the producer is woken again. That took {per_chunk:.0f} µs per chunk in this run. "
+            f"Profiles (`perf record`) put that time in the kernel: creating, renaming and removing a "
+            f"file, inotify, and two wake-ups across CPUs, which are expensive on this virtual machine; "
+            f"user space is a few percent. Larger blocks amortise the round trip ({larger})."
+            + (
+                f" The gap to the 1000× target follows from the same figure: the original moved "
+                f"{py4 / 1e6:.3f} MB/s at 4 KiB in this run."
+                if fb4 < 1000 * py4 else ""
+            )
+        )
+    one, many = fan.get((shm, "filebus", 1)), fan.get((shm, "filebus", 32))
+    cat1, cat32 = fan.get((shm, "cat", 1)), fan.get((shm, "cat", 32))
+    if one and many and many < 0.8 * one:
+        floor = (
+            f" The floor shows the same effect: `tee` into 32 pipes moved {100 * (1 - cat32 / cat1):.0f}% "
+            f"less than into one ({cat32 / 1e6:.0f} vs {cat1 / 1e6:.0f} MB/s), against "
+            f"{100 * (1 - many / one):.0f}% less for filebus."
+            if cat1 and cat32 else ""
+        )
+        notes.append(
+            "- **Fan-out to 32 consumers.** Every chunk wakes 32 consumer processes, each of which "
+            "copies it to its output, and the benchmark reads 32 outputs; all of them share the "
+            "machine's 2 cores with the producer, so the producer gets a fraction of a core." + floor
+        )
+    for mode in ("lossy", "lossless"):
+        p50, p99 = lat.get((shm, "filebus", mode), (0, 0))
+        if p50 > 100 and p99 <= 1000:
+            notes.append(
+                f"- **{mode.capitalize()} latency p50 ({p50:.0f} µs).** A message needs three wake-ups "
+                f"in a row (producer, consumer, reader) against two through a raw pipe, each tens of "
+                f"µs across CPUs on this virtual machine; the p50 varies by tens of µs between runs "
+                f"on this shared machine, and p99 ({p99:.0f} µs) stays well inside its target."
+            )
+    if not notes:
+        return []
+    return ["### Why the missed targets stand", "", *notes, ""]
+
+
 def report(args, results, chart_name):
     mb = lambda rate: f"{rate / 1e6:,.1f}" if rate >= 10e6 else f"{rate / 1e6:,.3f}"  # noqa: E731
     lines = [
@@ -609,6 +666,7 @@ def report(args, results, chart_name):
             "|---|---|---|",
             *targets(results),
             "",
+            *gap_notes(results),
         ]
     if "throughput" in results:
         lines += [
