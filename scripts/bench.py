@@ -121,9 +121,12 @@ def cpu_seconds(proc):
 class Impl:
     """How to run one implementation as producer and consumers."""
 
-    def __init__(self, name, exe):
+    def __init__(self, name, exe, history=False):
         self.name = name
         self.exe = exe
+        # Retained history: the producer keeps chunks in FILE.history/,
+        # every consumer follows them in order (`--retain` / `--history`).
+        self.history = history
 
     def is_floor(self):
         return self.exe is None
@@ -155,13 +158,15 @@ class Pipeline:
             common.append("--back-pressure")
         if block_size:
             common += ["--block-size", str(block_size)]
+        consumer = ["consumer", "--history"] if impl.history else ["consumer"]
+        producer = ["producer", "--retain", str(HISTORY_RETAIN)] if impl.history else ["producer"]
         for _ in range(consumers):
             r, w = os.pipe()
-            self.consumers.append(spawn([impl.exe, *common, "consumer"], stdout=w))
+            self.consumers.append(spawn([impl.exe, *common, *consumer], stdout=w))
             os.close(w)
             self.outputs.append(r)
         r_in, self.input = os.pipe()
-        self.producers.append(spawn([impl.exe, *common, "producer"], stdin=r_in))
+        self.producers.append(spawn([impl.exe, *common, *producer], stdin=r_in))
         os.close(r_in)
 
     def processes(self):
@@ -182,6 +187,9 @@ class Pipeline:
             os.close(fd)
         self.outputs = []
         return usage
+
+
+HISTORY_RETAIN = 100_000
 
 
 def write_all(fd, view):
@@ -415,9 +423,18 @@ class Bench:
     # 3. fan-out
     def fanout(self):
         rows = []
+        runs = []
+        for impl in self.impls:
+            if impl.name == "filebus":
+                # Lossless multicast beside the plain lossy fan-out, at the
+                # same 16 consumers.
+                runs.append((impl, (1, 8, 16, 32)))
+                runs.append((Impl("filebus --history", impl.exe, history=True), (1, 16)))
+            else:
+                runs.append((impl, (1, 8, 32)))
         for fs, root in self.filesystems:
-            for impl in self.impls:
-                for count in (1, 8, 32) if not self.smoke else (1, 3):
+            for impl, counts in runs:
+                for count in counts if not self.smoke else (1, 3):
                     python = impl.name == "python"
                     samples = self.size(10 if python else 300, 3)
                     total = self.size(MiB if python else 64 * MiB, 256 * KiB)
@@ -703,6 +720,8 @@ def report(args, results, chart_name):
             "Producer throughput: the bytes pushed into its input (64 KiB writes, default",
             "4 KiB blocks) over the time until it exited, all consumers following and their",
             "outputs drained. Latency: one message at a time, its arrival at every consumer.",
+            f"`filebus --history` is retained history (producer `--retain {HISTORY_RETAIN}`,",
+            "consumers `--history`): every consumer gets every chunk, in order.",
             "",
             "| filesystem | implementation | consumers | bytes | producer MB/s | latency samples | lost | consumer p99 µs |",
             "|---|---|---|---|---|---|---|---|",
