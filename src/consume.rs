@@ -117,7 +117,7 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Self {
         Consumer {
-            lock: BusLock::new(paths.lock().to_path_buf()),
+            lock: BusLock::new(paths.lock().to_path_buf(), options.mode),
             watcher: Watcher::new(&paths, &options, Awaited::Publication),
             paths,
             options,

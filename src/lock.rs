@@ -10,18 +10,24 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
+use crate::bus::Mode;
 use crate::error::{Error, Result};
+use crate::watch::EAGER;
 
 /// A reusable handle on `F.lock`.
 #[derive(Debug)]
 pub(crate) struct BusLock {
     path: PathBuf,
     idle: Option<File>,
+    /// How long to retry a held lock without sleeping (see
+    /// [`crate::watch::EAGER`]); zero blocks at once.
+    eager: Duration,
 }
 
 /// Proof that the bus lock is held; releases it on drop.
@@ -43,8 +49,19 @@ impl Drop for LockGuard<'_> {
 }
 
 impl BusLock {
-    pub(crate) fn new(path: PathBuf) -> Self {
-        BusLock { path, idle: None }
+    /// A lock on `path`; in lossless mode a held lock is retried eagerly
+    /// before sleeping, as lossless waits are (the holder is usually the
+    /// other side of the hand-off, about to release it).
+    pub(crate) fn new(path: PathBuf, mode: Mode) -> Self {
+        let eager = match mode {
+            Mode::Lossless => EAGER,
+            Mode::Lossy => Duration::ZERO,
+        };
+        BusLock {
+            path,
+            idle: None,
+            eager,
+        }
     }
 
     fn open(&self) -> Result<File> {
@@ -75,10 +92,20 @@ impl BusLock {
                 Some(file) => file,
                 None => self.open()?,
             };
+            let eager_until = Instant::now() + self.eager;
             let held = loop {
-                match Flock::lock(file, FlockArg::LockExclusive) {
+                let how = if Instant::now() < eager_until {
+                    FlockArg::LockExclusiveNonblock
+                } else {
+                    FlockArg::LockExclusive
+                };
+                match Flock::lock(file, how) {
                     Ok(held) => break held,
                     Err((f, Errno::EINTR)) => file = f,
+                    Err((f, Errno::EWOULDBLOCK)) => {
+                        file = f;
+                        std::thread::yield_now();
+                    }
                     Err((_, errno)) => {
                         return Err(Error::io("lock", &self.path)(io::Error::from(errno)));
                     }

@@ -37,7 +37,7 @@ impl Producer {
         }
         std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
         Ok(Producer {
-            lock: BusLock::new(paths.lock().to_path_buf()),
+            lock: BusLock::new(paths.lock().to_path_buf(), options.mode),
             watcher: Watcher::new(&paths, &options, Awaited::Removal),
             retention: options.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,

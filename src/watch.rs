@@ -51,7 +51,7 @@ impl Awaited {
 const EVENT_HEADER: usize = 16;
 
 /// How long a lossless wait keeps checking before it sleeps.
-const EAGER: Duration = Duration::from_micros(60);
+pub(crate) const EAGER: Duration = Duration::from_micros(60);
 
 /// Waits for changes to one bus file, by events when possible and by
 /// polling always.
