@@ -5,10 +5,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::libc;
+use nix::unistd::linkat;
 
 use crate::bus::{BusOptions, Mode};
 use crate::error::{Error, Result};
@@ -26,6 +29,9 @@ pub struct Producer {
     watcher: Watcher,
     retention: Option<Retention>,
     last_seq: Option<u64>,
+    /// Whether chunks are prepared in unnamed files (`O_TMPFILE`) before the
+    /// lock is taken; false where the filesystem or `/proc` does not allow it.
+    unnamed_staging: bool,
 }
 
 impl Producer {
@@ -41,6 +47,7 @@ impl Producer {
             watcher: Watcher::new(&paths, &options, Awaited::Removal),
             retention: options.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,
+            unnamed_staging: Path::new(PROC_FD).is_dir(),
             paths,
             options,
         })
@@ -61,22 +68,50 @@ impl Producer {
         self.publish_with(|file| file.write_all(chunk))
     }
 
-    /// Publishes the chunk that `fill` writes into the staging file. `fill`
-    /// runs under the bus lock, so it must not wait for anything outside the
-    /// bus; if it fails, nothing is published and `F` keeps the previous
-    /// chunk.
+    /// Publishes the chunk that `fill` writes into a new file. If `fill`
+    /// fails, nothing is published and `F` keeps the previous chunk.
+    ///
+    /// The chunk is written before the lock is taken, into an unnamed file
+    /// in `F`'s directory (`O_TMPFILE`); under the lock it only gets the name
+    /// `F.__new__` and is renamed to `F`, as the protocol has it. So the lock
+    /// is held for a few system calls whatever the chunk's size, a producer
+    /// prepares its next chunk while consumers deliver the current one, and
+    /// a producer killed while writing leaves nothing behind. Where unnamed
+    /// files are not available, `fill` writes `F.__new__` under the lock;
+    /// then it must not wait for anything outside the bus.
     pub(crate) fn publish_with(
         &mut self,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
+        if self.unnamed_staging {
+            match open_unnamed(self.paths.dir()) {
+                Ok(mut file) => {
+                    // Errors name the file the chunk was going to be.
+                    fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
+                    return self.publish_staged(Staging::<WrittenAlready>::Unnamed(file));
+                }
+                Err(e) if unnamed_unsupported(&e) => {
+                    log::debug!("no unnamed files in {}: {e}", self.paths.dir().display());
+                    self.unnamed_staging = false;
+                }
+                Err(e) => return Err(Error::io("create", self.paths.staging())(e)),
+            }
+        }
+        self.publish_staged(Staging::Named(fill))
+    }
+
+    fn publish_staged<F>(&mut self, staging: Staging<F>) -> Result<()>
+    where
+        F: FnOnce(&mut File) -> io::Result<()>,
+    {
         match self.options.mode {
             Mode::Lossy => {
                 let _held = self.lock.acquire()?;
                 let Some(retention) = &mut self.retention else {
-                    return stage_and_rename(&self.paths, fill, |_| Ok(()));
+                    return stage_and_rename(&self.paths, staging, |_| Ok(()));
                 };
-                stage_and_rename(&self.paths, fill, |staging| {
-                    self.last_seq = Some(retention.link(staging)?);
+                stage_and_rename(&self.paths, staging, |staged| {
+                    self.last_seq = Some(retention.link(staged)?);
                     Ok(())
                 })?;
                 retention.prune()
@@ -86,7 +121,7 @@ impl Producer {
                 if !exists(&self.paths)? {
                     let _held = self.lock.acquire()?;
                     if !exists(&self.paths)? {
-                        return stage_and_rename(&self.paths, fill, |_| Ok(()));
+                        return stage_and_rename(&self.paths, staging, |_| Ok(()));
                     }
                 }
                 self.watcher.wait();
@@ -116,28 +151,94 @@ fn exists(paths: &BusPaths) -> Result<bool> {
     }
 }
 
-/// Has `fill` write the chunk to `F.__new__`, hands it to `before_rename`
-/// and renames it to `F`. Must be called with the bus lock held.
-fn stage_and_rename(
+/// The writer of a chunk that is written already.
+type WrittenAlready = fn(&mut File) -> io::Result<()>;
+
+/// Where a chunk is before it becomes `F.__new__`.
+enum Staging<F> {
+    /// Already written to an unnamed file.
+    Unnamed(File),
+    /// To be written by the function, into `F.__new__` itself.
+    Named(F),
+}
+
+/// Where `/proc` shows a process its own descriptors, through which an
+/// unnamed file gets a name (`linkat` with `AT_EMPTY_PATH` would need a
+/// capability).
+const PROC_FD: &str = "/proc/self/fd";
+
+/// An unnamed file in `dir`, to be linked into place once written.
+fn open_unnamed(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .mode(0o666)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+}
+
+/// Whether opening an unnamed file failed because the filesystem (or the
+/// kernel) has none, rather than for a reason worth reporting.
+fn unnamed_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+    )
+}
+
+/// Makes `F.__new__` hold the chunk, hands it to `before_rename` and
+/// renames it to `F`. Must be called with the bus lock held.
+fn stage_and_rename<F>(
     paths: &BusPaths,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
+    staging: Staging<F>,
     before_rename: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
-    let staging = paths.staging();
-    let mut file = create_staging(paths)?;
-    let written = fill(&mut file);
-    drop(file);
-    let renamed = written
-        .map_err(Error::io("write", staging))
-        .and_then(|()| before_rename(staging))
-        .and_then(|()| {
-            std::fs::rename(staging, paths.data()).map_err(Error::io("rename", staging))
-        });
+) -> Result<()>
+where
+    F: FnOnce(&mut File) -> io::Result<()>,
+{
+    let name = paths.staging();
+    let staged = match staging {
+        Staging::Unnamed(file) => link_staging(paths, &file),
+        Staging::Named(fill) => create_staging(paths).and_then(|mut file| {
+            let written = fill(&mut file).map_err(Error::io("write", name));
+            drop(file);
+            written
+        }),
+    };
+    let renamed = staged
+        .and_then(|()| before_rename(name))
+        .and_then(|()| std::fs::rename(name, paths.data()).map_err(Error::io("rename", name)));
     if renamed.is_err() {
         // Leave no partial chunk behind; `F` still names the previous one.
-        let _ = std::fs::remove_file(staging);
+        let _ = std::fs::remove_file(name);
     }
     renamed
+}
+
+/// Gives the unnamed `file` the name `F.__new__`. Like [`create_staging`],
+/// it never reuses what is already there: `linkat` fails on an existing
+/// name, symlink or not, and a leftover entry is removed.
+fn link_staging(paths: &BusPaths, file: &File) -> Result<()> {
+    let name = paths.staging();
+    let source = PathBuf::from(format!("{PROC_FD}/{}", file.as_raw_fd()));
+    let link = || {
+        linkat(
+            AT_FDCWD,
+            &source,
+            AT_FDCWD,
+            name,
+            AtFlags::AT_SYMLINK_FOLLOW,
+        )
+        .map_err(io::Error::from)
+    };
+    match link() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            log::debug!("removing stale {}", name.display());
+            std::fs::remove_file(name).map_err(Error::io("remove stale", name))?;
+            link()
+        }
+        other => other,
+    }
+    .map_err(Error::io("create", name))
 }
 
 /// Creates `F.__new__` afresh. `O_EXCL` never follows a symlink and never
@@ -162,4 +263,52 @@ fn create_staging(paths: &BusPaths) -> Result<File> {
         other => other,
     }
     .map_err(Error::io("create", staging))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Publishes `chunk` through `staging` on a bus in a fresh directory
+    /// where a symlink planted at `F.__new__` points at a victim file.
+    fn publish_over_planted_symlink(staging: impl FnOnce(&[u8]) -> Staging<WrittenAlready>) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, paths.staging()).unwrap();
+        stage_and_rename(&paths, staging(b"chunk"), |_| Ok(())).unwrap();
+        assert_eq!(std::fs::read(paths.data()).unwrap(), b"chunk");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(paths.staging()).is_err());
+    }
+
+    #[test]
+    fn named_staging_never_writes_through_a_planted_link() {
+        publish_over_planted_symlink(|chunk| {
+            assert_eq!(chunk, b"chunk");
+            Staging::Named(|file: &mut File| file.write_all(b"chunk"))
+        });
+    }
+
+    #[test]
+    fn unnamed_staging_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        publish_over_planted_symlink(|chunk| {
+            let mut file = open_unnamed(dir.path()).unwrap();
+            file.write_all(chunk).unwrap();
+            Staging::Unnamed(file)
+        });
+    }
+
+    #[test]
+    fn failed_fill_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        std::fs::write(paths.data(), b"previous").unwrap();
+        let failing = Staging::<WrittenAlready>::Named(|_| Err(io::ErrorKind::StorageFull.into()));
+        assert!(stage_and_rename(&paths, failing, |_| Ok(())).is_err());
+        assert_eq!(std::fs::read(paths.data()).unwrap(), b"previous");
+        assert!(!paths.staging().exists());
+    }
 }
