@@ -4,8 +4,9 @@
 //! input from a pipe takes a shorter path: `splice(2)` moves the bytes the
 //! pipe already holds straight into the staging file, saving one copy of
 //! every byte through user space. Only bytes already queued in the pipe
-//! (`FIONREAD`) are moved, and without blocking, so the splice, which runs
-//! under the bus lock, never waits for the writer.
+//! (`FIONREAD`) are moved, and without blocking, so that on a filesystem
+//! without unnamed files, where the splice runs under the bus lock, it never
+//! waits for the writer.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
