@@ -611,9 +611,10 @@ def gap_notes(results):
         )
         notes.append(
             f"- **Lossless at 4 KiB.** The back-pressure protocol allows one chunk in flight, so every "
-            f"4 KiB chunk is a full round trip between the two processes: the producer creates, writes "
-            f"and renames `F.__new__` under the lock, the consumer is woken, locks, copies and removes "
-            f"`F`, and the producer is woken again. That took {per_chunk:.0f} µs per chunk in this run. "
+            f"4 KiB chunk is a full round trip between the two processes: the producer writes the "
+            f"chunk to a new file, links it as `F.__new__` and renames it to `F` under the lock, the "
+            f"consumer is woken, locks, copies and removes `F`, and the producer is woken again. That "
+            f"took {per_chunk:.0f} µs per chunk in this run. "
             f"Profiles (`perf record`) put that time in the kernel: creating, renaming and removing a "
             f"file, inotify, and two wake-ups across CPUs, which are expensive on this virtual machine; "
             f"user space is a few percent. Larger blocks amortise the round trip ({larger})."
