@@ -43,6 +43,7 @@ use crate::consume::{Consumer, Delivery};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::paths::BusPaths;
+use crate::publish::create_afresh;
 use crate::watch::{Awaited, Watcher};
 
 /// Digits in a history entry name: enough for every `u64`.
@@ -432,23 +433,7 @@ impl PositionFile {
 
     /// Replaces the file by rename, so that it always holds a whole number.
     fn write(&self, seq: u64) -> Result<()> {
-        let create = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o666)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&self.staging)
-        };
-        let mut file = match create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                std::fs::remove_file(&self.staging)
-                    .map_err(Error::io("remove stale", &self.staging))?;
-                create()
-            }
-            other => other,
-        }
-        .map_err(Error::io("create", &self.staging))?;
+        let mut file = create_afresh(&self.staging)?;
         writeln!(file, "{seq}").map_err(Error::io("write", &self.staging))?;
         drop(file);
         std::fs::rename(&self.staging, &self.path).map_err(Error::io("rename", &self.staging))

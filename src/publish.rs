@@ -230,39 +230,41 @@ fn link_staging(paths: &BusPaths, file: &File) -> Result<()> {
         )
         .map_err(io::Error::from)
     };
-    match link() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            log::debug!("removing stale {}", name.display());
-            std::fs::remove_file(name).map_err(Error::io("remove stale", name))?;
-            link()
-        }
-        other => other,
-    }
-    .map_err(Error::io("create", name))
+    make_afresh(name, link)
 }
 
-/// Creates `F.__new__` afresh. `O_EXCL` never follows a symlink and never
-/// reuses an inode a neighbour planted (a hard link to someone else's file
-/// would otherwise be truncated), so a leftover entry is removed, not opened.
+/// Creates `F.__new__` afresh.
 fn create_staging(paths: &BusPaths) -> Result<File> {
-    let staging = paths.staging();
-    let open = || {
+    create_afresh(paths.staging())
+}
+
+/// Opens a new file at `path` for writing. `O_EXCL` never follows a symlink
+/// and never reuses an inode a neighbour planted (a hard link to someone
+/// else's file would otherwise be truncated).
+pub(crate) fn create_afresh(path: &Path) -> Result<File> {
+    make_afresh(path, || {
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o666)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(staging)
-    };
-    match open() {
+            .open(path)
+    })
+}
+
+/// Runs `make`, which creates `name` and fails if anything is there. What is
+/// there is a leftover of a dead process or a neighbour's plant, so the entry
+/// itself (never what it points to) is removed and `make` runs once more.
+fn make_afresh<T>(name: &Path, make: impl Fn() -> io::Result<T>) -> Result<T> {
+    match make() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            log::debug!("removing stale {}", staging.display());
-            std::fs::remove_file(staging).map_err(Error::io("remove stale", staging))?;
-            open()
+            log::debug!("removing stale {}", name.display());
+            std::fs::remove_file(name).map_err(Error::io("remove stale", name))?;
+            make()
         }
         other => other,
     }
-    .map_err(Error::io("create", staging))
+    .map_err(Error::io("create", name))
 }
 
 #[cfg(test)]
