@@ -552,13 +552,19 @@ impl HistoryConsumer {
     /// chunk's size. Once the end chunk was delivered, it returns
     /// [`HistoryEvent::End`] again at once.
     pub fn deliver_to(&mut self, out: impl AsFd) -> Result<HistoryEvent<u64>> {
+        self.deliver(&mut Output::new(out.as_fd()))
+    }
+
+    /// [`HistoryConsumer::deliver_to`] for an output described once, which
+    /// saves inspecting the descriptor again for every chunk.
+    pub fn deliver(&mut self, output: &mut Output<'_>) -> Result<HistoryEvent<u64>> {
         if let Some(seq) = self.ended {
             return Ok(HistoryEvent::End { seq });
         }
-        let mut output = Output::new(out.as_fd());
         self.next_event(
-            |file, size| output.copy_from(file, size).map(|()| size),
-            |consumer| match consumer.deliver_to(out.as_fd())? {
+            output,
+            |output, file, size| output.copy_from(file, size).map(|()| size),
+            |output, consumer| match consumer.deliver(output)? {
                 Delivery::Chunk(size) => Ok(size),
                 // A lossy consumer skips empty chunks and never ends.
                 Delivery::End => Ok(0),
@@ -573,11 +579,12 @@ impl HistoryConsumer {
             return Ok(None);
         }
         self.next_event(
-            |file, size| {
+            &mut (),
+            |(), file, size| {
                 let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                 file.read_to_end(&mut data).map(|_| data)
             },
-            |consumer| Ok(consumer.recv()?.unwrap_or_default()),
+            |(), consumer| Ok(consumer.recv()?.unwrap_or_default()),
         )
         .map(Some)
     }
@@ -629,10 +636,14 @@ impl HistoryConsumer {
         Ok(())
     }
 
-    fn next_event<T>(
+    /// The next event; `take` copies an entry's content to `out`, `lossy`
+    /// takes a chunk from `out` as a lossy consumer (when the bus has no
+    /// history). Both are handed `out`: two closures cannot both borrow it.
+    fn next_event<O: ?Sized, T>(
         &mut self,
-        mut take: impl FnMut(&mut File, u64) -> io::Result<T>,
-        lossy: impl FnOnce(&mut Consumer) -> Result<T>,
+        out: &mut O,
+        mut take: impl FnMut(&mut O, &mut File, u64) -> io::Result<T>,
+        lossy: impl FnOnce(&mut O, &mut Consumer) -> Result<T>,
     ) -> Result<HistoryEvent<T>> {
         loop {
             self.watcher.arm();
@@ -645,7 +656,7 @@ impl HistoryConsumer {
             } = &mut self.state
             else {
                 if let State::Lossy(consumer) = &mut self.state {
-                    return lossy(consumer).map(HistoryEvent::Unsequenced);
+                    return lossy(out, consumer).map(HistoryEvent::Unsequenced);
                 }
                 self.watcher.wait();
                 continue;
@@ -657,7 +668,7 @@ impl HistoryConsumer {
                     self.ended = Some(seq);
                     HistoryEvent::End { seq }
                 } else {
-                    let data = take(&mut file, size).map_err(Error::Output)?;
+                    let data = take(out, &mut file, size).map_err(Error::Output)?;
                     HistoryEvent::Chunk { seq, data }
                 };
                 *next = seq + 1;

@@ -85,8 +85,9 @@ fn consume(bus: &Bus) -> filebus::Result<()> {
 fn consume_history(bus: &Bus, options: HistoryOptions) -> filebus::Result<()> {
     let stdout = io::stdout();
     let mut consumer = bus.history_consumer(options)?;
+    let mut output = Output::new(stdout.as_fd());
     loop {
-        match consumer.deliver_to(&stdout)? {
+        match consumer.deliver(&mut output)? {
             HistoryEvent::Chunk { seq, data } => log::debug!("delivered chunk {seq}: {data} bytes"),
             HistoryEvent::Unsequenced(size) => log::debug!("delivered {size} bytes"),
             HistoryEvent::Lost(loss) => {

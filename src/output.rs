@@ -29,6 +29,11 @@ pub(crate) fn queued_bytes(fd: BorrowedFd<'_>) -> Option<usize> {
     usize::try_from(queued).ok()
 }
 
+/// Whether `fd` is a pipe (or FIFO).
+pub(crate) fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+}
+
 /// A consumer's output descriptor, with what is known about its kind.
 ///
 /// Learning the kind costs system calls, so a consumer that delivers many
@@ -45,10 +50,7 @@ pub struct Output<'a> {
 impl<'a> Output<'a> {
     /// Describes `fd` (a file, pipe, socket or terminal) as it is now.
     pub fn new(fd: BorrowedFd<'a>) -> Self {
-        let is_pipe = nix::sys::stat::fstat(fd)
-            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
-            .unwrap_or(false);
-        let pipe_capacity = is_pipe
+        let pipe_capacity = is_pipe(fd)
             .then(|| fcntl(fd, FcntlArg::F_GETPIPE_SZ).ok())
             .flatten()
             .and_then(|c| usize::try_from(c).ok());

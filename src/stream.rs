@@ -13,12 +13,11 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{SpliceFFlags, splice};
-use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::chunker::{Chunker, Chunking, FdSource};
 use crate::error::{Error, Result};
-use crate::output::queued_bytes;
+use crate::output::{is_pipe, queued_bytes};
 use crate::publish::Producer;
 
 impl Producer {
@@ -83,10 +82,6 @@ impl Producer {
             }
         }
     }
-}
-
-fn is_pipe(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// Blocks until `fd` has bytes or its writers are gone; reports the latter.
