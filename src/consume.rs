@@ -96,9 +96,10 @@ impl Sink for Collect {
     fn has_room(&mut self, _: u64) -> bool {
         true
     }
-    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+    fn take(&mut self, file: &mut File, _: u64) -> io::Result<()> {
         self.0.clear();
-        self.0.reserve(to_usize(size));
+        // Sizes its buffer from the file, and reports a size that does not
+        // fit in memory as an error instead of aborting.
         file.read_to_end(&mut self.0).map(drop)
     }
 }
@@ -147,7 +148,8 @@ impl Consumer {
     /// each call delivers the newest chunk not yet delivered; empty chunks
     /// (end markers of lossless producers) are skipped. Lossless: each chunk
     /// is removed from the bus only after it was written to `out`; if writing
-    /// fails it stays for another consumer.
+    /// fails it stays for another consumer. A chunk this consumer could not
+    /// remove is not delivered at all ([`Error::NotRemovable`]).
     pub fn deliver_to(&mut self, out: impl AsFd) -> Result<Delivery> {
         self.deliver(&mut Output::new(out.as_fd()))
     }
