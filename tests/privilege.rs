@@ -8,16 +8,32 @@ mod common;
 mod support;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{Scratch, assert_success, consumer, ours, wait_exit, wait_until};
+use common::{DEADLINE, Scratch, assert_success, consumer, ours, wait_exit, wait_until};
 use filebus::{Bus, BusOptions, Mode};
 use nix::sys::signal::Signal;
 use support::{NOBODY, as_nobody, binary_copy, is_root, signal};
+
+/// Spawns a [`binary_copy`]. While one test writes its copy, a child
+/// forked by another test's thread holds the file open until it executes,
+/// and executing the copy then fails with "text file busy" for a moment.
+fn spawn_copy(cmd: &mut Command) -> Child {
+    let start = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy && start.elapsed() < DEADLINE => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => return spawned.unwrap(),
+        }
+    }
+}
 
 fn mode(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, PermissionsExt::from_mode(mode)).unwrap();
@@ -60,7 +76,7 @@ fn lossy_consumer_needs_only_read_permission() {
         .stdout(File::create(&out).unwrap())
         .stderr(Stdio::piped());
     as_nobody(&mut cmd);
-    let mut reader = cmd.spawn().unwrap();
+    let mut reader = spawn_copy(&mut cmd);
     if is_root() {
         let uid = std::fs::read_to_string(format!("/proc/{}/status", reader.id())).unwrap();
         let uid_line = uid
@@ -108,6 +124,17 @@ enum Consumer {
     Ourselves,
 }
 
+/// Runs its function when dropped.
+struct Lift<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Lift<F> {
+    fn drop(&mut self) {
+        if let Some(lift) = self.0.take() {
+            lift();
+        }
+    }
+}
+
 /// A lossless chunk that the first consumer may not remove (made so by
 /// `deny`) is not delivered by it: that consumer exits 1 with one line,
 /// having written nothing, and the chunk stays. Once `allow` lifts the
@@ -132,6 +159,9 @@ fn unremovable_chunk_is_not_delivered(
     );
     lossless.producer().unwrap().publish(b"precious\n").unwrap();
     deny(&dir, &bus);
+    // Lifted before any assertion, and even if the test fails before, so
+    // that the directory can be cleaned up.
+    let lift = Lift(Some(|| allow(&dir, &bus)));
 
     let out = scratch.path("out");
     let mut cmd = Command::new(binary_copy(scratch.dir.path()));
@@ -144,7 +174,7 @@ fn unremovable_chunk_is_not_delivered(
     if who == Consumer::Unprivileged {
         as_nobody(&mut cmd);
     }
-    let mut first = cmd.spawn().unwrap();
+    let mut first = spawn_copy(&mut cmd);
     let status = wait_exit(&mut first, "consumer that may not remove the chunk");
     let mut err = String::new();
     first
@@ -155,8 +185,7 @@ fn unremovable_chunk_is_not_delivered(
         .unwrap();
     let delivered = std::fs::read(&out).unwrap();
     let left = std::fs::read(&bus);
-    // Lifted before any assertion, so that the directory can be cleaned up.
-    allow(&dir, &bus);
+    drop(lift);
     eprintln!("refused: {err}");
     assert_eq!(
         String::from_utf8_lossy(&delivered),
