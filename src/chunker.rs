@@ -93,13 +93,23 @@ impl<F: AsFd> Source for FdSource<F> {
     }
 }
 
+/// The buffer a chunker starts with (when the block size is larger): the
+/// default capacity of a pipe, so that small streams never reallocate.
+const FIRST_BUFFER: usize = 64 * 1024;
+
 /// Splits a [`Source`] into chunks of at most `block_size` bytes.
 ///
-/// Memory use is one buffer of `block_size` bytes, allocated once.
+/// Memory follows the data: the buffer starts small and doubles each time
+/// input fills it, up to `block_size`, so a huge block size costs nothing
+/// until that much input arrives at once. When the buffer cannot grow
+/// (memory is short), the chunk is cut at what it holds, as if the block
+/// were full.
 #[derive(Debug)]
 pub struct Chunker<S> {
     source: S,
     mode: Chunking,
+    block_size: usize,
+    /// All of it is initialised (zeros at first); its length only grows.
     buf: Vec<u8>,
     filled: usize,
     /// Bytes at the front of `buf` handed out by the previous call.
@@ -112,10 +122,12 @@ pub struct Chunker<S> {
 impl<S: Source> Chunker<S> {
     /// A chunker; `block_size` must be at least 1.
     pub fn new(source: S, mode: Chunking, block_size: usize) -> Self {
+        let block_size = block_size.max(1);
         Chunker {
             source,
             mode,
-            buf: vec![0; block_size.max(1)],
+            block_size,
+            buf: vec![0; block_size.min(FIRST_BUFFER)],
             filled: 0,
             handed_out: 0,
             line_end: None,
@@ -128,7 +140,7 @@ impl<S: Source> Chunker<S> {
     pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         self.discard_handed_out();
         loop {
-            let full = self.filled == self.buf.len();
+            let full = self.filled == self.buf.len() && (self.eof || !self.grow());
             if full || self.eof {
                 let cut = match (self.mode, self.line_end) {
                     (Chunking::Lines, Some(end)) if !self.eof => end,
@@ -164,6 +176,22 @@ impl<S: Source> Chunker<S> {
             self.line_end = Some(start + i + 1);
         }
         Ok(())
+    }
+
+    /// Makes room for more input, up to the block size; false when the
+    /// buffer is a whole block already or memory is short.
+    fn grow(&mut self) -> bool {
+        let len = self.buf.len();
+        if len == self.block_size {
+            return false;
+        }
+        let new_len = len.saturating_mul(2).min(self.block_size);
+        if let Err(e) = self.buf.try_reserve_exact(new_len - len) {
+            log::debug!("publishing {len} bytes: no memory for {new_len}: {e}");
+            return false;
+        }
+        self.buf.resize(new_len, 0);
+        true
     }
 
     fn hand_out(&mut self, cut: usize) -> Option<&[u8]> {
@@ -251,8 +279,8 @@ mod tests {
             .collect()
     }
 
-    fn check_properties(mode: Chunking, block: usize, seed: u64) {
-        let input = pieces(seed, 200);
+    fn check_properties(mode: Chunking, block: usize, seed: u64, count: usize) {
+        let input = pieces(seed, count);
         let borrowed: Vec<(&[u8], bool)> = input.iter().map(|(p, r)| (p.as_slice(), *r)).collect();
         let out = chunks(mode, block, &borrowed);
         let expected: Vec<u8> = input.iter().flat_map(|(p, _)| p.clone()).collect();
@@ -288,15 +316,52 @@ mod tests {
     #[test]
     fn byte_chunks_concatenate_and_respect_block_size() {
         for (seed, block) in [(1, 1), (2, 7), (3, 64), (4, 4096), (5, 100)] {
-            check_properties(Chunking::Bytes, block, seed);
+            check_properties(Chunking::Bytes, block, seed, 200);
         }
     }
 
     #[test]
     fn line_chunks_end_at_newlines() {
         for (seed, block) in [(6, 1), (7, 10), (8, 64), (9, 4096), (10, 33)] {
-            check_properties(Chunking::Lines, block, seed);
+            check_properties(Chunking::Lines, block, seed, 200);
         }
+    }
+
+    /// Blocks larger than the first buffer, with enough input (about
+    /// 300 KB) to make it grow.
+    #[test]
+    fn chunks_respect_blocks_larger_than_the_first_buffer() {
+        for (seed, block) in [(11, FIRST_BUFFER + 1), (12, 100_000), (13, 1 << 40)] {
+            check_properties(Chunking::Bytes, block, seed, 2000);
+            check_properties(Chunking::Lines, block, seed, 2000);
+        }
+    }
+
+    #[test]
+    fn huge_block_buffers_only_the_data() {
+        let input = vec![b'x'; 300_000];
+        let source = Scripted([(input.clone(), false)].into());
+        let mut chunker = Chunker::new(source, Chunking::Bytes, 1 << 40);
+        assert_eq!(chunker.next_chunk().unwrap(), Some(&input[..]));
+        assert!(chunker.next_chunk().unwrap().is_none());
+        assert!(
+            chunker.buf.len() <= 2 * input.len(),
+            "{} bytes of buffer for {} of data",
+            chunker.buf.len(),
+            input.len()
+        );
+    }
+
+    #[test]
+    fn buffer_grows_no_further_than_the_block() {
+        let source = Scripted([(vec![b'x'; 250_000], false)].into());
+        let mut chunker = Chunker::new(source, Chunking::Bytes, 100_000);
+        let mut sizes = Vec::new();
+        while let Some(chunk) = chunker.next_chunk().unwrap() {
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes, [100_000, 100_000, 50_000]);
+        assert_eq!(chunker.buf.len(), 100_000);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `filebus` 0.3.5 (so existing scripts keep working), plus `--lines`, and the
 //! global options are accepted after the subcommand as well as before it.
 
-use std::num::NonZeroU64;
+use std::num::{IntErrorKind, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,7 +30,9 @@ pub struct Cli {
     #[arg(long = "back-pressure", visible_alias = "lossless", global = true)]
     pub back_pressure: bool,
 
-    /// Largest chunk a producer publishes, in bytes
+    /// Largest chunk a producer publishes, in bytes, at most
+    /// 9223372036854775807 (the largest possible chunk). Memory grows with
+    /// the input actually buffered, not with N
     #[arg(
         long,
         value_name = "N",
@@ -176,10 +178,19 @@ impl Cli {
     }
 }
 
+/// The largest block size: a chunk is a file, whose size is an `off_t`, and
+/// is buffered in memory, whose size is an `isize`; both top out here on
+/// 64-bit systems.
+const MAX_BLOCK_SIZE: usize = isize::MAX as usize;
+
 fn parse_block_size(s: &str) -> Result<usize, String> {
+    let too_large =
+        || format!("must be at most {MAX_BLOCK_SIZE} bytes (the largest possible chunk)");
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
+        Ok(n) if n <= MAX_BLOCK_SIZE => Ok(n),
+        Ok(_) => Err(too_large()),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(too_large()),
         Err(_) => Err(format!("'{s}' is not a positive whole number of bytes")),
     }
 }
@@ -258,5 +269,8 @@ mod tests {
         assert!(parse_block_size("-4").is_err());
         assert!(parse_block_size("4k").is_err());
         assert_eq!(parse_block_size("65536"), Ok(65536));
+        assert!(parse_block_size("9223372036854775808").is_err());
+        assert!(parse_block_size("99999999999999999999999999999999999999999").is_err());
+        assert_eq!(parse_block_size("9223372036854775807"), Ok(MAX_BLOCK_SIZE));
     }
 }

@@ -8,16 +8,23 @@
 //!
 //! Lossless consumers follow the peers' protocol: under the lock, deliver `F`
 //! and then remove it, so that a chunk whose delivery failed stays for another
-//! consumer. See [`crate::output`] for how the lock is kept off a blocked
-//! reader.
+//! consumer. Before delivering they make sure that they will be able to
+//! remove it: a chunk delivered and then left on the bus would be delivered
+//! again by the next consumer. See [`crate::output`] for how the lock is kept
+//! off a blocked reader.
 
+use std::ffi::CStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use nix::NixPath;
+use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::libc;
+use nix::unistd::{AccessFlags, faccessat, geteuid};
 
 use crate::bus::{BusOptions, Mode};
 use crate::error::{Error, Result};
@@ -89,9 +96,10 @@ impl Sink for Collect {
     fn has_room(&mut self, _: u64) -> bool {
         true
     }
-    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+    fn take(&mut self, file: &mut File, _: u64) -> io::Result<()> {
         self.0.clear();
-        self.0.reserve(to_usize(size));
+        // Sizes its buffer from the file, and reports a size that does not
+        // fit in memory as an error instead of aborting.
         file.read_to_end(&mut self.0).map(drop)
     }
 }
@@ -140,7 +148,8 @@ impl Consumer {
     /// each call delivers the newest chunk not yet delivered; empty chunks
     /// (end markers of lossless producers) are skipped. Lossless: each chunk
     /// is removed from the bus only after it was written to `out`; if writing
-    /// fails it stays for another consumer.
+    /// fails it stays for another consumer. A chunk this consumer could not
+    /// remove is not delivered at all ([`Error::NotRemovable`]).
     pub fn deliver_to(&mut self, out: impl AsFd) -> Result<Delivery> {
         self.deliver(&mut Output::new(out.as_fd()))
     }
@@ -211,6 +220,7 @@ impl Consumer {
             let Some((mut file, meta)) = open_data(&self.paths)? else {
                 continue;
             };
+            check_removable(&self.paths, &file)?;
             let size = meta.size();
             if size == 0 {
                 remove_data(&self.paths)?;
@@ -244,6 +254,81 @@ fn open_data(paths: &BusPaths) -> Result<Option<(File, Metadata)>> {
     let meta = file.metadata().map_err(Error::io("stat", path))?;
     Error::unless_regular(path, meta.file_type())?;
     Ok(Some((file, meta)))
+}
+
+/// Refuses a chunk that this consumer could not remove once delivered. The
+/// conditions are those of unlink(2): write and search permission on the
+/// directory (asked of the kernel, which also accounts for ACLs and
+/// read-only mounts), the sticky bit, and the append-only and immutable
+/// attributes, which bind even root.
+fn check_removable(paths: &BusPaths, chunk: &File) -> Result<()> {
+    let dir = paths.dir();
+    let refuse = |why: String| Error::NotRemovable {
+        path: paths.data().to_path_buf(),
+        source: io::Error::new(io::ErrorKind::PermissionDenied, why),
+    };
+    let access = AccessFlags::W_OK | AccessFlags::X_OK;
+    faccessat(AT_FDCWD, dir, access, AtFlags::AT_EACCESS)
+        .map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
+    // Following a symlinked directory, as unlink(2) does.
+    let dir_stat = dir
+        .with_nix_path(|path| statx(AT_FDCWD.as_raw_fd(), path, 0))
+        .map_err(io::Error::from)
+        .and_then(|stat| stat)
+        .map_err(Error::io("stat", dir))?;
+    let chunk_stat = statx(chunk.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+        .map_err(Error::io("stat", paths.data()))?;
+    for (stat, what) in [(&dir_stat, dir), (&chunk_stat, paths.data())] {
+        for (attribute, name) in [
+            (libc::STATX_ATTR_APPEND, "append-only"),
+            (libc::STATX_ATTR_IMMUTABLE, "immutable"),
+        ] {
+            if stat.stx_attributes & attribute as u64 != 0 {
+                return Err(refuse(format!("{} is {name}", what.display())));
+            }
+        }
+    }
+    let me = geteuid().as_raw();
+    let sticky = u32::from(dir_stat.stx_mode) & libc::S_ISVTX != 0;
+    if sticky && me != chunk_stat.stx_uid && me != dir_stat.stx_uid && !overrides_sticky_bit() {
+        return Err(refuse(format!(
+            "{} is sticky and neither it nor the chunk belongs to this user",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `statx(2)`, the only stat call that reports file attributes.
+fn statx(dirfd: libc::c_int, path: &CStr, flags: libc::c_int) -> io::Result<libc::statx> {
+    let mut stat = std::mem::MaybeUninit::<libc::statx>::uninit();
+    let mask = libc::STATX_MODE | libc::STATX_UID;
+    // SAFETY: statx fills `stat` when it returns 0; the path is
+    // NUL-terminated.
+    let done = unsafe { libc::statx(dirfd, path.as_ptr(), flags, mask, stat.as_mut_ptr()) };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so `stat` is filled in.
+    Ok(unsafe { stat.assume_init() })
+}
+
+/// Whether this process may remove other users' files from a sticky
+/// directory: it has `CAP_FOWNER` (root, unless capabilities were dropped).
+fn overrides_sticky_bit() -> bool {
+    const CAP_FOWNER: u32 = 3;
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok();
+        let effective = status.as_deref().and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        });
+        match effective {
+            Some(caps) => caps & (1 << CAP_FOWNER) != 0,
+            None => geteuid().is_root(),
+        }
+    })
 }
 
 fn remove_data(paths: &BusPaths) -> Result<()> {

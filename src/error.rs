@@ -50,6 +50,20 @@ pub enum Error {
         /// The position file.
         path: PathBuf,
     },
+    /// A lossless consumer could not remove the chunk once delivered, so it
+    /// did not deliver it: the next consumer would have delivered it again.
+    #[error(
+        "{} not delivered: this consumer could not remove it afterwards ({source}); \
+         it stays on the bus for another consumer",
+        path.display()
+    )]
+    NotRemovable {
+        /// The bus data file.
+        path: PathBuf,
+        /// Why it cannot be removed.
+        #[source]
+        source: io::Error,
+    },
     /// Reading the producer's input failed.
     #[error("cannot read input: {0}")]
     Input(#[source] io::Error),
@@ -106,9 +120,10 @@ impl Error {
     /// The underlying I/O error kind, when there is one.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            Error::Io { source, .. } | Error::Input(source) | Error::Output(source) => {
-                Some(source.kind())
-            }
+            Error::Io { source, .. }
+            | Error::NotRemovable { source, .. }
+            | Error::Input(source)
+            | Error::Output(source) => Some(source.kind()),
             _ => None,
         }
     }

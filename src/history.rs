@@ -580,8 +580,10 @@ impl HistoryConsumer {
         }
         self.next_event(
             &mut (),
-            |(), file, size| {
-                let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            |(), file, _| {
+                // Sizes the buffer from the file, and reports a size that
+                // does not fit in memory as an error instead of aborting.
+                let mut data = Vec::new();
                 file.read_to_end(&mut data).map(|_| data)
             },
             |(), consumer| Ok(consumer.recv()?.unwrap_or_default()),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod logger;
+mod stdio;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
             Command::Consumer(_) => None,
         },
     };
+    if let Some(closed) = closed_own_stream(&cli.command) {
+        eprintln!("filebus: {closed} was closed when filebus started; the bus was not touched");
+        return ExitCode::FAILURE;
+    }
     let bus = Bus::new(filename, options);
     let result = match cli.command {
         Command::Producer { blocking_read, .. } => {
@@ -52,6 +57,17 @@ fn main() -> ExitCode {
             eprintln!("filebus: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The stream the role works on, if it was closed at start-up: a producer
+/// would read the `/dev/null` put in its place as an empty input and end a
+/// lossless stream, a consumer would deliver chunks into it that nobody
+/// receives (and in lossless mode remove them from the bus).
+fn closed_own_stream(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Producer { .. } => stdio::was_closed(0).then_some("standard input"),
+        Command::Consumer(_) => stdio::was_closed(1).then_some("standard output"),
     }
 }
 

@@ -1,20 +1,39 @@
 //! Promise 7: least privilege. A lossy consumer that may only read `F` and
-//! its directory, and may not even open `F.lock`, follows the bus. When the
-//! tests run as root the consumer runs as `nobody`, so that the permissions
-//! really bind.
+//! its directory, and may not even open `F.lock`, follows the bus; a
+//! lossless consumer that may not remove `F` delivers nothing and leaves it
+//! for another consumer. When the tests run as root the consumer runs as
+//! `nobody`, so that the permissions really bind.
 
 mod common;
 mod support;
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{Scratch, ours, wait_exit, wait_until};
+use common::{DEADLINE, Scratch, assert_success, consumer, ours, wait_exit, wait_until};
+use filebus::{Bus, BusOptions, Mode};
 use nix::sys::signal::Signal;
 use support::{NOBODY, as_nobody, binary_copy, is_root, signal};
+
+/// Spawns a [`binary_copy`]. While one test writes its copy, a child
+/// forked by another test's thread holds the file open until it executes,
+/// and executing the copy then fails with "text file busy" for a moment.
+fn spawn_copy(cmd: &mut Command) -> Child {
+    let start = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy && start.elapsed() < DEADLINE => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => return spawned.unwrap(),
+        }
+    }
+}
 
 fn mode(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, PermissionsExt::from_mode(mode)).unwrap();
@@ -57,7 +76,7 @@ fn lossy_consumer_needs_only_read_permission() {
         .stdout(File::create(&out).unwrap())
         .stderr(Stdio::piped());
     as_nobody(&mut cmd);
-    let mut reader = cmd.spawn().unwrap();
+    let mut reader = spawn_copy(&mut cmd);
     if is_root() {
         let uid = std::fs::read_to_string(format!("/proc/{}/status", reader.id())).unwrap();
         let uid_line = uid
@@ -94,4 +113,152 @@ fn lossy_consumer_needs_only_read_permission() {
         .collect();
     names.sort();
     assert_eq!(names, ["bus", "bus.lock"], "the consumer left files behind");
+}
+
+/// Who runs the consumer that must not remove `F`.
+#[derive(Clone, Copy, PartialEq)]
+enum Consumer {
+    /// `nobody` when the tests run as root, the test's own user otherwise.
+    Unprivileged,
+    /// The test's own user (root, where attributes bind even root).
+    Ourselves,
+}
+
+/// Runs its function when dropped.
+struct Lift<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Lift<F> {
+    fn drop(&mut self) {
+        if let Some(lift) = self.0.take() {
+            lift();
+        }
+    }
+}
+
+/// A lossless chunk that the first consumer may not remove (made so by
+/// `deny`) is not delivered by it: that consumer exits 1 with one line,
+/// having written nothing, and the chunk stays. Once `allow` lifts the
+/// obstacle, another consumer delivers it, once.
+fn unremovable_chunk_is_not_delivered(
+    who: Consumer,
+    deny: impl FnOnce(&Path, &Path),
+    allow: impl FnOnce(&Path, &Path),
+) {
+    let scratch = Scratch::in_memory();
+    mode(scratch.dir.path(), 0o755);
+    let dir = scratch.path("bus.d");
+    std::fs::create_dir(&dir).unwrap();
+    mode(&dir, 0o755);
+    let bus = dir.join("bus");
+    let lossless = Bus::new(
+        &bus,
+        BusOptions {
+            mode: Mode::Lossless,
+            ..Default::default()
+        },
+    );
+    lossless.producer().unwrap().publish(b"precious\n").unwrap();
+    deny(&dir, &bus);
+    // Lifted before any assertion, and even if the test fails before, so
+    // that the directory can be cleaned up.
+    let lift = Lift(Some(|| allow(&dir, &bus)));
+
+    let out = scratch.path("out");
+    let mut cmd = Command::new(binary_copy(scratch.dir.path()));
+    cmd.arg("--filename")
+        .arg(&bus)
+        .args(["--back-pressure", "consumer"]);
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(Stdio::piped());
+    if who == Consumer::Unprivileged {
+        as_nobody(&mut cmd);
+    }
+    let mut first = spawn_copy(&mut cmd);
+    let status = wait_exit(&mut first, "consumer that may not remove the chunk");
+    let mut err = String::new();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let delivered = std::fs::read(&out).unwrap();
+    let left = std::fs::read(&bus);
+    drop(lift);
+    eprintln!("refused: {err}");
+    assert_eq!(
+        String::from_utf8_lossy(&delivered),
+        "",
+        "a chunk that cannot be removed was delivered"
+    );
+    assert_eq!(status.code(), Some(1), "{status}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("not delivered"), "{err}");
+    assert_eq!(left.unwrap(), b"precious\n");
+
+    let out = scratch.path("out2");
+    let mut second = consumer(ours(), &bus, &["--back-pressure"], &out);
+    // Ending the stream waits for the chunk to be taken, so it runs aside.
+    let end = std::thread::spawn(move || lossless.producer().unwrap().finish());
+    assert_success(&mut second, "second consumer");
+    end.join().unwrap().unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious\n");
+    assert!(!bus.exists());
+}
+
+#[test]
+fn lossless_consumer_that_cannot_write_the_directory_delivers_nothing() {
+    unremovable_chunk_is_not_delivered(
+        Consumer::Unprivileged,
+        |dir, _| mode(dir, 0o555),
+        |dir, _| mode(dir, 0o755),
+    );
+}
+
+/// In a sticky directory only the owner of a file or of the directory, or
+/// a process with `CAP_FOWNER`, may remove a file. Root, owning neither,
+/// still may.
+#[test]
+fn lossless_consumer_in_a_sticky_directory_delivers_only_what_it_may_remove() {
+    if !is_root() {
+        eprintln!("SKIPPED sticky directory: files of another user need root");
+        return;
+    }
+    unremovable_chunk_is_not_delivered(
+        Consumer::Unprivileged,
+        |dir, _| mode(dir, 0o1777),
+        |dir, bus| {
+            std::os::unix::fs::chown(dir, Some(12345), None).unwrap();
+            std::os::unix::fs::chown(bus, Some(12346), None).unwrap();
+        },
+    );
+}
+
+fn chattr(flag: &str, path: &Path) {
+    let status = Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("run chattr (e2fsprogs)");
+    assert!(status.success(), "chattr {flag} {}", path.display());
+}
+
+/// The append-only and immutable attributes forbid removal even to root.
+#[test]
+fn lossless_consumer_delivers_nothing_from_an_append_only_directory_or_an_immutable_chunk() {
+    if !is_root() {
+        eprintln!("SKIPPED file attributes: setting them needs root");
+        return;
+    }
+    unremovable_chunk_is_not_delivered(
+        Consumer::Ourselves,
+        |dir, _| chattr("+a", dir),
+        |dir, _| chattr("-a", dir),
+    );
+    unremovable_chunk_is_not_delivered(
+        Consumer::Ourselves,
+        |_, bus| chattr("+i", bus),
+        |_, bus| chattr("-i", bus),
+    );
 }
