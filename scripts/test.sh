@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # The cross-implementation tests need the reference peers; installing them
-# up front keeps the download out of the tests' deadlines.
+# up front keeps the download out of the tests' deadlines. The checks of the
+# manual pages and completion scripts need man, groff and the shells.
 scripts/setup-peers.sh >/dev/null
+scripts/setup-tools.sh
 cargo test --locked
 # The benchmark's smoke run: tiny sizes, proves the benchmark command works
 # end to end (about a minute, most of it the Python original's start-ups and
