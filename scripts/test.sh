@@ -12,6 +12,8 @@ cargo clippy --all-targets --locked -- -D warnings
 # manual pages and completion scripts need man, groff and the shells.
 scripts/setup-peers.sh >/dev/null
 scripts/setup-tools.sh
+# Includes tests/upstream.rs: the original's own test suite, from shared/
+# beside the repository, run against our binary alone and mixed with the peers.
 cargo test --locked
 # The benchmark's smoke run: tiny sizes, proves the benchmark command works
 # end to end (about a minute, most of it the Python original's start-ups and
