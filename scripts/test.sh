@@ -25,6 +25,9 @@ if ! grep -qx LICENSE <<<"$package" || grep -E '^(target|fuzz|\.ci)/' <<<"$packa
     echo "cargo package --list: LICENSE missing or the files above included" >&2
     exit 1
 fi
+# The Python wheel: built with maturin, pip-installed into a fresh virtualenv,
+# and run from there.
+scripts/wheel.sh
 # The benchmark's smoke run: tiny sizes, proves the benchmark command works
 # end to end (about a minute, most of it the Python original's start-ups and
 # sleeps); it asserts nothing about timings.
