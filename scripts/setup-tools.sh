@@ -24,8 +24,13 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
 fi
 echo "== installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >&2
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup-tools.sh: apt-get could not install ${missing[*]}" >&2
+    exit 1
+fi
 for program in "${!package[@]}"; do
     command -v "$program" >/dev/null || { echo "setup-tools.sh: $program still missing" >&2; exit 1; }
 done
