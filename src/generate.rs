@@ -168,6 +168,11 @@ fn write_pages(dir: &Path) -> Result<(), String> {
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), String> {
+    // A closed standard output is /dev/null by now (see stdio.rs): writing
+    // the page there would report success for output nobody gets.
+    if crate::stdio::was_closed(1) {
+        return Err("standard output was closed when filebus started".into());
+    }
     let mut stdout = io::stdout().lock();
     stdout
         .write_all(bytes)

@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -318,4 +319,28 @@ fn bad_use_of_man_and_completions() {
         String::from_utf8_lossy(&out.stderr),
         "filebus: cannot write to standard output: No space left on device (os error 28)\n"
     );
+}
+
+/// `filebus man >&-` must not "print" the page into the /dev/null that the
+/// runtime puts in place of a closed descriptor and report success.
+#[test]
+fn closed_standard_output_is_an_error() {
+    for args in [&["man"][..], &["completions", "bash"][..]] {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("filebus"));
+        cmd.args(args).stdin(Stdio::null());
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::libc::close(1);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err, "filebus: standard output was closed when filebus started\n",
+            "{args:?}"
+        );
+    }
 }
