@@ -8,9 +8,26 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # The cross-implementation tests need the reference peers; installing them
-# up front keeps the download out of the tests' deadlines.
+# up front keeps the download out of the tests' deadlines. The checks of the
+# manual pages and completion scripts need man, groff and the shells.
 scripts/setup-peers.sh >/dev/null
+scripts/setup-tools.sh
+# Includes tests/upstream.rs: the original's own test suite, from shared/
+# beside the repository, run against our binary alone and mixed with the peers.
 cargo test --locked
+# The API documentation builds without a warning (broken links included).
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --locked --quiet
+# What `cargo package` would publish: the license, and no build output,
+# fuzzing state or CI files. (Its one warning, no repository or homepage, is
+# true: Cargo.toml says why.)
+package=$(cargo package --list --allow-dirty --locked 2>/dev/null)
+if ! grep -qx LICENSE <<<"$package" || grep -E '^(target|fuzz|\.ci)/' <<<"$package"; then
+    echo "cargo package --list: LICENSE missing or the files above included" >&2
+    exit 1
+fi
+# The Python wheel: built with maturin, pip-installed into a fresh virtualenv,
+# and run from there.
+scripts/wheel.sh
 # The benchmark's smoke run: tiny sizes, proves the benchmark command works
 # end to end (about a minute, most of it the Python original's start-ups and
 # sleeps); it asserts nothing about timings.

@@ -1,13 +1,20 @@
 //! Every command-line flag, documented in one place. The surface is the one of
 //! `filebus` 0.3.5 (so existing scripts keep working), plus `--lines`, and the
 //! global options are accepted after the subcommand as well as before it.
+//! Two subcommands that do not touch a bus, `completions` and `man`, describe
+//! the command itself; see `generate.rs`.
 
 use std::num::{IntErrorKind, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{
+    ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+    ValueHint,
+};
+use clap_complete::Shell;
 use filebus::{HistoryOptions, Start};
 
 /// A userspace multicast named pipe backed by a regular file.
@@ -22,7 +29,7 @@ pub struct Cli {
     pub command: Command,
 
     /// Path of the data file (producers replace it by atomic rename)
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, global = true)]
     filename: Option<PathBuf>,
 
     /// Lossless back-pressure protocol: each chunk goes to exactly one
@@ -101,6 +108,40 @@ pub enum Command {
     Consumer(HistoryArgs),
 }
 
+// The commands that describe filebus itself and touch no bus. They are
+// added to `Cli`'s own at run time (`Cli::definition`), so that `Command`
+// holds only the bus commands. (Plain comments: clap would take a doc
+// comment here for the description of the whole program.)
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Print a completion script for SHELL (no bus involved)
+    ///
+    /// For example, for bash:
+    /// filebus completions bash > ~/.local/share/bash-completion/completions/filebus
+    Completions {
+        /// The shell to complete for
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Print the manual page, as roff (no bus involved)
+    ///
+    /// Without --dir, prints filebus(1) to standard output, for example for
+    /// "filebus man | man -l -". With --dir, writes filebus.1 and one page
+    /// per subcommand (filebus-producer.1, ...) into DIR.
+    Man {
+        /// Write every page into DIR (which must exist) instead
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// A parsed command line: a bus command with its data file, or a
+/// description of the command itself.
+pub enum Parsed {
+    Bus(Cli, PathBuf),
+    Generate(Generate),
+}
+
 /// The history consumer's options.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -127,7 +168,7 @@ pub struct HistoryArgs {
     /// PATH and, if PATH exists, resume after it (overriding --from). It is
     /// written after the chunk, so a consumer killed in between delivers
     /// that chunk again on restart (at-least-once)
-    #[arg(long, value_name = "PATH", requires = "history")]
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, requires = "history")]
     position_file: Option<PathBuf>,
 }
 
@@ -149,10 +190,36 @@ pub enum Impl {
 }
 
 impl Cli {
+    /// The command-line definition: [`Cli`]'s own and the [`Generate`]
+    /// commands. Every subcommand inherits the bus options (they are global,
+    /// so that they may follow the subcommand); `completions` and `man`,
+    /// which use no bus and reject them, get hidden copies instead, which
+    /// clap does not override, so that their help, manual pages and
+    /// completions leave the bus options out.
+    pub fn definition() -> clap::Command {
+        let cmd = Generate::augment_subcommands(Cli::command());
+        let bus_options: Vec<clap::Arg> = cmd
+            .get_arguments()
+            .filter(|arg| arg.is_global_set())
+            .map(|arg| arg.clone().global(false).hide(true))
+            .collect();
+        ["completions", "man"].into_iter().fold(cmd, |cmd, name| {
+            cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
+        })
+    }
+
     /// Parses the process arguments; on a usage error prints it with a hint
     /// and exits with status 2.
-    pub fn parse_or_exit() -> (Cli, PathBuf) {
-        let cli = Cli::parse();
+    pub fn parse_or_exit() -> Parsed {
+        let matches = Cli::definition().get_matches();
+        if let Some((name, sub)) = matches.subcommand()
+            && Generate::has_subcommand(name)
+        {
+            no_bus_options(name, sub);
+            let what = Generate::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+            return Parsed::Generate(what);
+        }
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         let history = match &cli.command {
             Command::Producer { retain, .. } => retain.is_some(),
             Command::Consumer(args) => args.history,
@@ -167,7 +234,7 @@ impl Cli {
                 .exit();
         }
         match cli.filename.clone() {
-            Some(filename) => (cli, filename),
+            Some(filename) => Parsed::Bus(cli, filename),
             None => Cli::command()
                 .error(
                     ErrorKind::MissingRequiredArgument,
@@ -175,6 +242,26 @@ impl Cli {
                 )
                 .exit(),
         }
+    }
+}
+
+/// Exits 2 when the command line of `filebus NAME` sets one of the bus
+/// options, which mean nothing to a command that touches no bus: a user who
+/// wrote one expected something that will not happen.
+fn no_bus_options(name: &str, sub: &ArgMatches) {
+    let cmd = Cli::command();
+    let given = cmd
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .find(|arg| sub.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine));
+    if let Some(arg) = given {
+        let flag = arg.get_long().unwrap_or_else(|| arg.get_id().as_str());
+        Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!("--{flag} does not apply to `filebus {name}`, which uses no bus"),
+            )
+            .exit();
     }
 }
 
@@ -234,6 +321,7 @@ mod tests {
     #[test]
     fn definition_is_consistent() {
         Cli::command().debug_assert();
+        Cli::definition().debug_assert();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and output to the library. The protocol itself lives in the library.
 
 mod cli;
+mod generate;
 mod logger;
 mod stdio;
 
@@ -13,10 +14,13 @@ use filebus::{Bus, BusOptions, Chunking, Delivery, HistoryEvent, HistoryOptions,
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-use cli::{Cli, Command, Impl};
+use cli::{Cli, Command, Impl, Parsed};
 
 fn main() -> ExitCode {
-    let (cli, filename) = Cli::parse_or_exit();
+    let (cli, filename) = match Cli::parse_or_exit() {
+        Parsed::Bus(cli, filename) => (cli, filename),
+        Parsed::Generate(what) => return generate::run(what),
+    };
     logger::init(cli.verbose);
     install_signal_handlers();
     let options = BusOptions {

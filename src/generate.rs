@@ -1,0 +1,181 @@
+//! `filebus completions` and `filebus man`: shell completion scripts and
+//! manual pages generated from the clap definition in `cli.rs`, so that they
+//! cannot drift from the options the command really accepts. Packagers run
+//! them at build time; nothing here touches a bus.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Subcommand};
+use clap_mangen::Man;
+use clap_mangen::roff::{Roff, bold, roman};
+
+use crate::cli::{Cli, Generate};
+
+/// Writes what was asked for; exits 1 with one line when it cannot.
+pub fn run(what: Generate) -> ExitCode {
+    let result = match what {
+        Generate::Completions { shell } => {
+            // clap_complete panics on a write error, so it writes into memory
+            // and the error, if any, comes from writing that out.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut completed(), "filebus", &mut script);
+            write_stdout(&script)
+        }
+        Generate::Man { dir: None } => write_stdout(&main_page(&documented())),
+        Generate::Man { dir: Some(dir) } => write_pages(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("filebus: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command as completion scripts see it. The generators offer hidden
+/// options too, so instead of the global bus options of
+/// [`Cli::definition`], the root and each subcommand that uses a bus get
+/// plain copies: `completions` and `man`, which reject them, never offer
+/// them.
+fn completed() -> clap::Command {
+    let cmd = Generate::augment_subcommands(Cli::command());
+    let bus_options: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .map(|arg| arg.clone().global(false))
+        .collect();
+    ["producer", "consumer"]
+        .into_iter()
+        .fold(cmd.mut_args(|arg| arg.global(false)), |cmd, name| {
+            cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
+        })
+}
+
+/// The command as the manual describes it: every page documents `--help`,
+/// so the `help` subcommand gets none of its own. Built, so that each
+/// subcommand knows its full name (`filebus-producer`).
+fn documented() -> clap::Command {
+    let mut cmd = Cli::definition().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+fn manual(cmd: clap::Command) -> Man {
+    Man::new(cmd)
+        .source(concat!("filebus ", env!("CARGO_PKG_VERSION")))
+        .manual("User Commands")
+}
+
+/// filebus(1): clap's sections plus the files on the bus and the exit status,
+/// which a script calling filebus needs and `--help` does not show.
+fn main_page(cmd: &clap::Command) -> Vec<u8> {
+    let man = manual(cmd.clone());
+    // Each section renders as a document of its own, with roff's preamble;
+    // the page needs it once.
+    let preamble = Roff::new().render();
+    let mut page = preamble.clone().into_bytes();
+    let sections = [
+        Man::render_title,
+        Man::render_name_section,
+        Man::render_synopsis_section,
+        Man::render_description_section,
+        Man::render_options_section,
+        Man::render_subcommands_section,
+    ];
+    for render in sections {
+        let mut section = Vec::new();
+        render(&man, &mut section).expect("writing into memory cannot fail");
+        page.extend_from_slice(
+            section
+                .strip_prefix(preamble.as_bytes())
+                .unwrap_or(&section),
+        );
+    }
+    let mut extra = Roff::new();
+    extra.control("SH", ["FILES"]);
+    for (file, what) in [
+        (
+            "FILE",
+            "the current chunk, replaced by atomic rename; in lossless mode removed by the consumer that delivered it",
+        ),
+        (
+            "FILE.lock",
+            "the lock file: producers and lossless consumers take an exclusive flock(2) on it",
+        ),
+        (
+            "FILE.__new__",
+            "the next chunk, renamed to FILE under the lock",
+        ),
+        (
+            "FILE.history/",
+            "the retained history of producer --retain N: the newest N chunks, numbered",
+        ),
+    ] {
+        extra
+            .control("TP", [])
+            .text([bold(file)])
+            .text([roman(what)]);
+    }
+    extra.control("SH", ["EXIT STATUS"]);
+    for (status, what) in [
+        (
+            "0",
+            "producer: end of input; lossless or history consumer: end of the stream; completions, man: written",
+        ),
+        (
+            "1",
+            "a runtime error, reported as one line naming the path and the cause",
+        ),
+        ("2", "a usage error, reported as one line and a hint"),
+        ("130, 143", "interrupted by SIGINT or SIGTERM"),
+    ] {
+        extra
+            .control("TP", [])
+            .text([bold(status)])
+            .text([roman(what)]);
+    }
+    page.extend_from_slice(extra.to_roff().as_bytes());
+    let mut version = Vec::new();
+    man.render_version_section(&mut version)
+        .expect("writing into memory cannot fail");
+    page.extend_from_slice(
+        version
+            .strip_prefix(preamble.as_bytes())
+            .unwrap_or(&version),
+    );
+    page
+}
+
+/// filebus.1 and one page per subcommand, as `filebus-SUBCOMMAND.1`.
+fn write_pages(dir: &Path) -> Result<(), String> {
+    let cmd = documented();
+    let mut pages = vec![("filebus.1".to_owned(), main_page(&cmd))];
+    for sub in cmd.get_subcommands() {
+        let man = manual(sub.clone());
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .expect("writing into memory cannot fail");
+        pages.push((man.get_filename(), page));
+    }
+    for (name, page) in pages {
+        let path = dir.join(name);
+        std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), String> {
+    // A closed standard output is /dev/null by now (see stdio.rs): writing
+    // the page there would report success for output nobody gets.
+    if crate::stdio::was_closed(1) {
+        return Err("standard output was closed when filebus started".into());
+    }
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to standard output: {e}"))
+}
