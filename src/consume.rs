@@ -2,9 +2,12 @@
 //!
 //! Lossy consumers take no lock at all: `F` only ever names a whole,
 //! never-modified chunk (it is replaced by rename), so opening it is enough to
-//! read one consistent chunk. They decide "new chunk" by comparing more of the
-//! stat result than the peers do (device and inode numbers alone are reused
-//! by tmpfs and ext4, which makes the peers miss chunks).
+//! read one consistent chunk. They decide "new chunk" by comparing `F` with
+//! the chunk they took last, which they keep open: an inode in use cannot be
+//! freed, so its number cannot be handed to a new chunk (the peers compare
+//! numbers alone and miss chunks on tmpfs and ext4, which reuse them at once;
+//! on filesystems with whole-second timestamps, such as ext3, not even the
+//! timestamps and size tell a recycled inode apart).
 //!
 //! Lossless consumers follow the peers' protocol: under the lock, deliver `F`
 //! and then remove it, so that a chunk whose delivery failed stays for another
@@ -42,27 +45,43 @@ pub enum Delivery {
     End,
 }
 
-/// Identifies one published chunk file. Inode numbers alone are recycled, so
-/// the change and modification times (to the nanosecond) and the size are
-/// part of the identity too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ChunkId {
+/// The chunk a lossy consumer took last, kept open so that its identity
+/// stays exact: while the file is open its inode is not freed, so no new
+/// chunk can get its device and inode numbers, whatever the filesystem's
+/// timestamp resolution. This costs one descriptor, and a replaced chunk's
+/// blocks are freed only when the consumer takes the next one.
+#[derive(Debug)]
+struct LastChunk {
     dev: u64,
     ino: u64,
-    ctime: (i64, i64),
-    mtime: (i64, i64),
-    size: u64,
+    /// The change and modification times and the size: with the file held
+    /// they tell only a chunk modified in place (by a writer that ignores
+    /// the protocol) from the one delivered, and then it counts as new.
+    changes: ((i64, i64), (i64, i64), u64),
+    file: File,
 }
 
-impl From<&Metadata> for ChunkId {
-    fn from(m: &Metadata) -> Self {
-        ChunkId {
+impl LastChunk {
+    fn new(file: File, m: &Metadata) -> Self {
+        LastChunk {
             dev: m.dev(),
             ino: m.ino(),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            size: m.size(),
+            changes: Self::changes(m),
+            file,
         }
+    }
+
+    fn changes(m: &Metadata) -> ((i64, i64), (i64, i64), u64) {
+        (
+            (m.ctime(), m.ctime_nsec()),
+            (m.mtime(), m.mtime_nsec()),
+            m.size(),
+        )
+    }
+
+    /// Whether the open chunk file described by `m` is this chunk.
+    fn is(&self, m: &Metadata) -> bool {
+        (self.dev, self.ino, self.changes) == (m.dev(), m.ino(), Self::changes(m))
     }
 }
 
@@ -118,11 +137,14 @@ pub struct Consumer {
     options: BusOptions,
     lock: BusLock,
     watcher: Watcher,
-    last: Option<ChunkId>,
+    last: Option<LastChunk>,
     /// A lossy chunk was just delivered: whatever replaces it raises an
     /// event, so the next call can wait first instead of opening `F` again
     /// only to find the same chunk (a third of a lossy consumer's system
-    /// calls per chunk, which adds up with many consumers).
+    /// calls per chunk, which adds up with many consumers). Without events
+    /// it checks first: a wait would only delay it, and checking at once
+    /// tells the watcher that the last check passed, so that polling starts
+    /// over at its shortest pause.
     delivered: bool,
     ended: bool,
 }
@@ -183,20 +205,20 @@ impl Consumer {
     }
 
     fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
-        if std::mem::take(&mut self.delivered) {
+        if std::mem::take(&mut self.delivered) && self.watcher.has_events() {
             self.watcher.wait();
         }
         loop {
             self.watcher.arm();
-            if let Some((mut file, meta)) = open_data(&self.paths)? {
-                let id = ChunkId::from(&meta);
-                if self.last != Some(id) {
-                    self.last = Some(id);
-                    if meta.size() > 0 {
-                        sink.take(&mut file, meta.size()).map_err(Error::Output)?;
-                        self.delivered = true;
-                        return Ok(meta.size());
-                    }
+            if let Some((file, meta)) = open_data(&self.paths)?
+                && !self.last.as_ref().is_some_and(|last| last.is(&meta))
+            {
+                let last = self.last.insert(LastChunk::new(file, &meta));
+                if meta.size() > 0 {
+                    sink.take(&mut last.file, meta.size())
+                        .map_err(Error::Output)?;
+                    self.delivered = true;
+                    return Ok(meta.size());
                 }
             }
             self.watcher.wait();

@@ -326,3 +326,75 @@ pub fn end_stream(bus: &Path, consumers: &mut [&mut Child]) -> usize {
         assert!(status.success(), "end marker producer");
     }
 }
+
+/// Whether the tests run under CI (`CI=true`), where a test that cannot set
+/// up what it needs must fail instead of skipping.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips the test `name` because of `why` (prints SKIPPED), or fails it
+/// under CI.
+pub fn skip_unless_ci(name: &str, why: &str) {
+    assert!(!under_ci(), "{name}: {why} (a test never skips under CI)");
+    eprintln!("SKIPPED {name}: {why}");
+}
+
+/// A filesystem made by `mkfs` in an image file and loop-mounted for the
+/// life of the value (root only), for filesystems the machine does not
+/// otherwise offer, such as ext3 with 1-second timestamps.
+pub struct LoopFs {
+    pub dir: PathBuf,
+}
+
+impl LoopFs {
+    /// Makes a `size_mib` image `dir.img` with `mkfs -t fstype mkfs_args`
+    /// and mounts it on `dir`, or says why it cannot.
+    pub fn mount(
+        dir: &Path,
+        fstype: &str,
+        mkfs_args: &[&str],
+        size_mib: u64,
+    ) -> Result<Self, String> {
+        if !is_root() {
+            return Err("mounting needs root".into());
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let image = dir.with_extension("img");
+        File::create(&image)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .map_err(|e| format!("cannot create {}: {e}", image.display()))?;
+        let run = |cmd: &mut Command| {
+            let out = cmd
+                .output()
+                .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cmd:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        run(Command::new("mkfs")
+            .args(["-t", fstype, "-q", "-F"])
+            .args(mkfs_args)
+            .arg(&image))?;
+        run(Command::new("mount")
+            .args(["-t", fstype, "-o", "loop"])
+            .arg(&image)
+            .arg(dir))?;
+        Ok(LoopFs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // The loop device goes with the last unmount (mount -o loop sets
+        // autoclear).
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}

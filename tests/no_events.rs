@@ -1,0 +1,369 @@
+//! Promise: without file events the bus still keeps pace. When inotify is
+//! unavailable (a user past `fs.inotify.max_user_instances`, which 128
+//! consumers of one user reach; past `max_user_watches`; or
+//! `--no-file-monitoring`), waits poll adaptively: briefly right after
+//! activity, backing off to the sleep interval while idle. A lossless chunk
+//! costs a round trip of polls, so polling at the sleep interval alone
+//! (0.1 s) moved about 10 chunks a second.
+//!
+//! The inotify limits are per user namespace: each process here runs in a
+//! user namespace of its own whose limit is 0 (set in `/proc/sys/user/`
+//! between fork and exec), so inotify fails in it exactly as it does past
+//! the system-wide limit, without touching the machine's settings or other
+//! tests.
+
+mod common;
+mod support;
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{RECORD_LEN, Scratch, ours, record, wait_until, write_records};
+use nix::libc;
+use support::skip_unless_ci;
+
+/// Chunks per run: at two polls of 0.1 s per chunk, half a minute.
+const CHUNKS: usize = 300;
+
+/// How long a run may take; adaptive polling needs well under a second.
+const LIMIT: Duration = Duration::from_secs(10);
+
+const NO_INSTANCES: &CStr = c"/proc/sys/user/max_inotify_instances";
+const NO_WATCHES: &CStr = c"/proc/sys/user/max_inotify_watches";
+
+/// Makes `cmd` run in a user namespace of its own where the per-user limit
+/// in the file `limit` is 0.
+fn limited(cmd: &mut Command, limit: &'static CStr) {
+    // SAFETY: only system calls between fork and exec, no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |ok: bool| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            // A new user namespace gives this process every capability in
+            // it, CAP_SYS_RESOURCE included, until exec.
+            check(libc::unshare(libc::CLONE_NEWUSER) == 0)?;
+            let fd = libc::open(limit.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            check(fd >= 0)?;
+            let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            check(written == 1)
+        });
+    }
+}
+
+/// Whether processes can be started with `limited`; says why not.
+fn can_limit(limit: &'static CStr) -> Result<(), String> {
+    let mut probe = Command::new("true");
+    limited(&mut probe, limit);
+    match probe.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("probe exited with {status}")),
+        Err(e) => Err(format!(
+            "cannot start a process in a user namespace with {} = 0: {e}",
+            limit.to_string_lossy()
+        )),
+    }
+}
+
+/// How the processes of a run lose their file events.
+#[derive(Clone, Copy)]
+enum NoEvents {
+    /// Past the limit on inotify instances: `inotify_init1` fails.
+    Instances,
+    /// Past the limit on watches: `inotify_add_watch` fails.
+    Watches,
+    /// `--no-file-monitoring`.
+    Flag,
+}
+
+impl NoEvents {
+    /// Our binary with `-v`, set up to run without events; `None` when the
+    /// machine cannot do that (the test then skips, or fails under CI).
+    fn command(self, test: &str) -> Option<Command> {
+        let mut cmd = ours();
+        cmd.arg("-v");
+        let limit = match self {
+            NoEvents::Instances => NO_INSTANCES,
+            NoEvents::Watches => NO_WATCHES,
+            NoEvents::Flag => {
+                cmd.arg("--no-file-monitoring");
+                return Some(cmd);
+            }
+        };
+        if let Err(why) = can_limit(limit) {
+            skip_unless_ci(test, &why);
+            return None;
+        }
+        limited(&mut cmd, limit);
+        Some(cmd)
+    }
+
+    /// What the `-v` line about the fallback names as its cause.
+    fn cause(self) -> &'static str {
+        match self {
+            NoEvents::Instances => "inotify unavailable (EMFILE",
+            NoEvents::Watches => "cannot watch",
+            NoEvents::Flag => "file monitoring off",
+        }
+    }
+}
+
+/// Checks that a process said, in one line, that it polls and why.
+fn check_fallback_line(stderr: &Path, how: NoEvents, who: &str) {
+    let text = std::fs::read_to_string(stderr).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("polling")).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{who}: one line about polling expected in its -v output:\n{text}"
+    );
+    assert!(
+        lines[0].contains(how.cause()),
+        "{who}: the polling line does not name the cause {:?}: {}",
+        how.cause(),
+        lines[0]
+    );
+}
+
+/// Waits for `child` until `until`, killing it and failing the test after.
+fn finish_by(child: &mut Child, until: Instant, what: &str, progress: impl Fn() -> String) {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{what} failed with {status}");
+            return;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} not done after {LIMIT:?}: {}", progress());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A lossless bus of one producer and one consumer, both without events,
+/// carries [`CHUNKS`] chunks within [`LIMIT`].
+fn lossless_keeps_pace(test: &str, how: NoEvents) {
+    let (Some(mut consumer_cmd), Some(mut producer_cmd)) = (how.command(test), how.command(test))
+    else {
+        return;
+    };
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let (input, out) = (s.path("in"), s.path("out"));
+    write_records(&input, "N", CHUNKS);
+    let block = RECORD_LEN.to_string();
+    let spawn = |cmd: &mut Command, role: &str, stdin: Stdio, stdout: Stdio| -> Child {
+        cmd.arg("--filename")
+            .arg(&bus)
+            .args(["--lossless", "--block-size", &block, role])
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(File::create(s.path(role)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let mut consumer = spawn(
+        &mut consumer_cmd,
+        "consumer",
+        Stdio::null(),
+        File::create(&out).unwrap().into(),
+    );
+    let mut producer = spawn(
+        &mut producer_cmd,
+        "producer",
+        File::open(&input).unwrap().into(),
+        Stdio::null(),
+    );
+    let progress = || {
+        let delivered = std::fs::metadata(&out).map_or(0, |m| m.len()) as usize / RECORD_LEN;
+        format!(
+            "{delivered} of {CHUNKS} chunks delivered in {:.1?}",
+            start.elapsed()
+        )
+    };
+    let until = start + LIMIT;
+    finish_by(&mut producer, until, "producer", progress);
+    finish_by(&mut consumer, until, "consumer", progress);
+    eprintln!("{test}: {}", progress());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+    check_fallback_line(&s.path("producer"), how, "producer");
+    check_fallback_line(&s.path("consumer"), how, "consumer");
+}
+
+#[test]
+fn lossless_past_the_inotify_instance_limit_keeps_pace() {
+    lossless_keeps_pace(
+        "lossless_past_the_inotify_instance_limit_keeps_pace",
+        NoEvents::Instances,
+    );
+}
+
+#[test]
+fn lossless_past_the_inotify_watch_limit_keeps_pace() {
+    lossless_keeps_pace(
+        "lossless_past_the_inotify_watch_limit_keeps_pace",
+        NoEvents::Watches,
+    );
+}
+
+#[test]
+fn lossless_without_file_monitoring_keeps_pace() {
+    lossless_keeps_pace(
+        "lossless_without_file_monitoring_keeps_pace",
+        NoEvents::Flag,
+    );
+}
+
+/// A lossy consumer without events sees each chunk soon after it was
+/// published: the test publishes [`CHUNKS`] records one at a time and waits
+/// for each to be delivered before the next.
+#[test]
+fn lossy_past_the_inotify_instance_limit_keeps_pace() {
+    let test = "lossy_past_the_inotify_instance_limit_keeps_pace";
+    let (Some(mut consumer_cmd), Some(mut producer_cmd)) = (
+        NoEvents::Instances.command(test),
+        NoEvents::Instances.command(test),
+    ) else {
+        return;
+    };
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let out = s.path("out");
+    let mut consumer = consumer_cmd
+        .arg("--filename")
+        .arg(&bus)
+        .arg("consumer")
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(s.path("consumer")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut producer = producer_cmd
+        .arg("--filename")
+        .arg(&bus)
+        .arg("producer")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(File::create(s.path("producer")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    let start = Instant::now();
+    let mut sent = String::new();
+    for i in 0..CHUNKS {
+        let rec = record("L", i);
+        std::io::Write::write_all(&mut stdin, rec.as_bytes()).unwrap();
+        sent.push_str(&rec);
+        wait_until(&format!("record {i}"), || {
+            std::fs::read(&out).is_ok_and(|d| d.ends_with(rec.as_bytes()))
+        });
+        assert!(
+            start.elapsed() < LIMIT,
+            "only {i} of {CHUNKS} records delivered in {LIMIT:?}"
+        );
+    }
+    eprintln!("{test}: {CHUNKS} records in {:.1?}", start.elapsed());
+    drop(stdin);
+    common::assert_success(&mut producer, "lossy producer");
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), sent);
+    check_fallback_line(&s.path("consumer"), NoEvents::Instances, "consumer");
+    // A lossy producer never waits, so it never asks for events.
+    let producer_log = std::fs::read_to_string(s.path("producer")).unwrap();
+    assert!(
+        !producer_log.contains("inotify") && !producer_log.contains("polling"),
+        "the lossy producer looked for events: {producer_log}"
+    );
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th of them, in clock ticks.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = after
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros((fields[0] + fields[1]) * 1_000_000 / ticks)
+}
+
+/// Waiting without events costs next to no CPU once idle: a lossless
+/// producer whose chunk nobody takes, a lossless consumer with nothing to
+/// take and a lossy consumer with nothing new all back off to the sleep
+/// interval.
+#[test]
+fn idle_polling_costs_no_cpu() {
+    let s = Scratch::in_memory();
+    let (lossless, lossy) = (s.path("lossless"), s.path("lossy"));
+    let spawn = |bus: &Path, extra: &[&str], role: &str, stdin: Stdio| -> Child {
+        ours()
+            .arg("--no-file-monitoring")
+            .arg("--filename")
+            .arg(bus)
+            .args(extra)
+            .arg(role)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut waiting_consumer = spawn(&lossless, &["--lossless"], "consumer", Stdio::null());
+    let mut lossy_consumer = spawn(&lossy, &[], "consumer", Stdio::null());
+    // A lossless producer that waits for its first chunk to be taken: the
+    // consumer above is on another bus.
+    let pending = s.path("pending");
+    std::fs::write(&pending, b"never taken\n").unwrap();
+    let mut waiting_producer = spawn(
+        &s.path("nobody-reads"),
+        &["--lossless"],
+        "producer",
+        File::open(&pending).unwrap().into(),
+    );
+    let mut lossy_producer = spawn(&lossy, &[], "producer", Stdio::piped());
+    let mut stdin = lossy_producer.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"one chunk\n").unwrap();
+    wait_until("the waiting producer's chunk", || {
+        s.path("nobody-reads").exists()
+    });
+    // Past the back-off: about 12 doublings to the 0.1 s interval.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut idle = [
+        ("lossless consumer", &mut waiting_consumer),
+        ("lossless producer", &mut waiting_producer),
+        ("lossy consumer", &mut lossy_consumer),
+    ];
+    let before: Vec<Duration> = idle.iter().map(|(_, c)| cpu_time(c.id())).collect();
+    let span = Duration::from_secs(3);
+    std::thread::sleep(span);
+    for ((what, child), before) in idle.iter_mut().zip(before) {
+        let used = cpu_time(child.id()) - before;
+        eprintln!("idle {what}: {used:?} of CPU in {span:?}");
+        assert!(
+            used <= span / 50,
+            "idle {what} used {used:?} of CPU in {span:?}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(stdin);
+    let _ = lossy_producer.wait();
+}
