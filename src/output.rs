@@ -602,7 +602,7 @@ impl<'a> Output<'a> {
         };
         log::debug!("output: {kind:?}, {nowait:?}");
         // Splicing into a pipe turns RWF_NOWAIT off for good on that open
-        // file description (Linux 6.5 and later: EOPNOTSUPP).
+        // file description (EOPNOTSUPP from then on, on Linux 6.18).
         let splice_works = !matches!(nowait, NoWait::Flag);
         Output {
             fd,
@@ -668,8 +668,8 @@ impl<'a> Output<'a> {
     /// Under the lock: writes the whole of `file` (`size` bytes from its
     /// start) to the output and returns `true`, or writes nothing and
     /// returns `false` when the output cannot take it now without
-    /// blocking. Only outputs of unknown room that stop in the middle of
-    /// the chunk make it wait (see the module comment).
+    /// blocking. Only the cases the module comment lists make it wait for
+    /// the reader, and then it finishes the chunk rather than tear it.
     pub(crate) fn try_copy_from(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
         if matches!(self.kind, Kind::Other) {
             self.copy_from(file, size)?;
