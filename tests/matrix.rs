@@ -234,6 +234,16 @@ fn into_a_pipe_never_read_beside_a_ready_consumer() {
 fn socket_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
     for size in SIZES {
         let cell = Cell::new(what, size, count(size));
+        if how == Reader::Never && size == 1 << 20 && !send_buffer_can_hold(size) {
+            // Documented in src/output.rs: a chunk larger than the send
+            // buffer can be grown to is written once the socket is empty,
+            // and waits, holding the lock, for a reader that stops.
+            eprintln!(
+                "{}: SKIPPED, the send buffer cannot grow to hold it",
+                cell.name
+            );
+            continue;
+        }
         let (read, write) = UnixStream::pair().unwrap();
         // The default send buffer (208 KiB) holds about 278 chunks of 1
         // byte, 167 of 511, 44 of a page, 2 of 65537 bytes and, once the
@@ -256,6 +266,16 @@ fn socket_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
         );
         cell.check(&chunks, &first, second.as_deref());
     }
+}
+
+/// Whether a consumer can grow a socket's send buffer beyond `size`: as
+/// root (`SO_SNDBUFFORCE`), or up to twice `net.core.wmem_max`.
+fn send_buffer_can_hold(size: usize) -> bool {
+    let max = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    support::is_root() || max * 2 >= size * 2
 }
 
 #[test]
