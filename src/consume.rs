@@ -87,20 +87,22 @@ impl LastChunk {
 
 /// Where a consumer puts the chunks it takes.
 trait Sink {
-    /// Waits, holding no lock, until `size` bytes can be taken at once.
-    fn wait_for_room(&mut self, size: u64, interval: Duration);
-    /// Whether `size` bytes can be taken without blocking.
-    fn has_room(&mut self, size: u64) -> bool;
-    /// Takes the whole chunk.
+    /// Whether `size` bytes can be taken at once; if not, waits a little,
+    /// holding no lock, and says no.
+    fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool;
+    /// Under the lock: takes the whole chunk and returns `true`, or takes
+    /// nothing and returns `false` when it cannot without blocking.
+    fn try_take(&mut self, file: &mut File, size: u64) -> io::Result<bool>;
+    /// Takes the whole chunk, waiting as long as it takes.
     fn take(&mut self, file: &mut File, size: u64) -> io::Result<()>;
 }
 
 impl Sink for Output<'_> {
-    fn wait_for_room(&mut self, size: u64, interval: Duration) {
-        Output::wait_for_room(self, to_usize(size), interval);
+    fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool {
+        Output::wait_for_room(self, to_usize(size), interval)
     }
-    fn has_room(&mut self, size: u64) -> bool {
-        Output::has_room(self, to_usize(size))
+    fn try_take(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
+        self.try_copy_from(file, size)
     }
     fn take(&mut self, file: &mut File, size: u64) -> io::Result<()> {
         self.copy_from(file, size)
@@ -111,9 +113,11 @@ impl Sink for Output<'_> {
 struct Collect(Vec<u8>);
 
 impl Sink for Collect {
-    fn wait_for_room(&mut self, _: u64, _: Duration) {}
-    fn has_room(&mut self, _: u64) -> bool {
+    fn wait_for_room(&mut self, _: u64, _: Duration) -> bool {
         true
+    }
+    fn try_take(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
+        self.take(file, size).map(|()| true)
     }
     fn take(&mut self, file: &mut File, _: u64) -> io::Result<()> {
         self.0.clear();
@@ -163,15 +167,22 @@ impl Consumer {
     }
 
     /// Blocks until the next chunk and writes it to `out` (a file, pipe,
-    /// socket or terminal descriptor, such as standard output) without
-    /// copying it through user space.
+    /// socket or terminal descriptor, such as standard output), whole pages
+    /// without copying them through user space.
     ///
     /// Lossy: the first call delivers the current chunk if there is one, then
     /// each call delivers the newest chunk not yet delivered; empty chunks
     /// (end markers of lossless producers) are skipped. Lossless: each chunk
     /// is removed from the bus only after it was written to `out`; if writing
     /// fails it stays for another consumer. A chunk this consumer could not
-    /// remove is not delivered at all ([`Error::NotRemovable`]).
+    /// remove is not delivered at all ([`Error::NotRemovable`]). A lossless
+    /// consumer never waits for the reader of `out` while it holds the bus
+    /// lock (see [`Output`] for the exceptions).
+    ///
+    /// This describes `out` afresh on each call: what was written into a
+    /// pipe before is then of unknown layout, and a chunk larger than a
+    /// page waits until the pipe is nearly empty. [`Consumer::deliver`]
+    /// with one [`Output`] keeps that knowledge.
     pub fn deliver_to(&mut self, out: impl AsFd) -> Result<Delivery> {
         self.deliver(&mut Output::new(out.as_fd()))
     }
@@ -237,7 +248,11 @@ impl Consumer {
                 self.watcher.wait();
                 continue;
             };
-            sink.wait_for_room(announced, self.options.sleep_interval);
+            if !sink.wait_for_room(announced, self.options.sleep_interval) {
+                // Waited a little for the reader: the chunk may be gone or
+                // replaced by now, so look again.
+                continue;
+            }
             let _held = self.lock.acquire()?;
             let Some((mut file, meta)) = open_data(&self.paths)? else {
                 continue;
@@ -248,12 +263,12 @@ impl Consumer {
                 remove_data(&self.paths)?;
                 return Ok(None);
             }
-            if !sink.has_room(size) {
-                // Another chunk took this one's place with a larger size;
-                // wait for room again without the lock.
+            if !sink.try_take(&mut file, size).map_err(Error::Output)? {
+                // The output cannot take it whole now (another chunk took
+                // the announced one's place, or the reader took less than
+                // counted on): wait for room again without the lock.
                 continue;
             }
-            sink.take(&mut file, size).map_err(Error::Output)?;
             remove_data(&self.paths)?;
             return Ok(Some(size));
         }

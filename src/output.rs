@@ -1,20 +1,80 @@
 //! Delivering a chunk file to the consumer's output.
 //!
 //! Two concerns live here. Copying: a chunk goes from its file to the output
-//! with `sendfile(2)`, so the bytes never pass through user space and no
-//! buffer is allocated per chunk. Room: a lossless consumer must hold the bus
-//! lock while it delivers (the chunk is removed only after it was written),
-//! yet must never hold the lock while blocked on its reader. When the output
-//! is a pipe, [`Output::wait_for_room`] waits, without the lock, until the
-//! pipe can take the whole chunk, so the write under the lock cannot block.
+//! without a buffer per chunk, whole pages with `splice(2)` or `sendfile(2)`
+//! so that those bytes never pass through user space. Room: a lossless
+//! consumer must hold the bus lock while it delivers (the chunk is removed
+//! only after it was written), yet must never hold the lock while blocked
+//! on its reader, and must never leave a chunk half written: a chunk
+//! written in part can neither be removed (it was not delivered) nor left
+//! for another consumer (it would arrive twice, the first time torn). So
+//! [`Output::wait_for_room`] waits, without the lock, until the output can
+//! take the whole chunk, and [`Output::try_copy_from`], under the lock,
+//! writes all of it or nothing.
+//!
+//! How much an output can take is known in the kernel's own terms:
+//!
+//! * **Pipes** have a number of buffer slots (16 by default), not a number
+//!   of bytes. `write(2)` packs a small write into the last slot when it
+//!   fits there, while a spliced page takes a slot of its own however few
+//!   bytes it holds. So a chunk goes in as `write(2)` would put it (but for
+//!   the whole pages of a chunk of 64 KiB or more, or of a chunk of whole
+//!   pages, which are spliced), and [`Pipe`] follows, slot by slot, what
+//!   this process put in the pipe and what the reader took out
+//!   (`FIONREAD`). A write of at most a page is all or nothing in the
+//!   kernel, so such chunks are simply tried; a larger one is written only
+//!   when the slots it needs are free. A pipe too small for a chunk is
+//!   grown (`F_SETPIPE_SZ`). Writes go through a private non-blocking open
+//!   file description of the pipe (reopened through `/proc/self/fd`, so the
+//!   flag never reaches the other processes sharing it); failing that,
+//!   through `pwritev2(..., RWF_NOWAIT)`, without splicing, since on Linux
+//!   6.18 a pipe description that was spliced into refuses `RWF_NOWAIT`
+//!   (`EOPNOTSUPP`) from then on.
+//! * **Sockets** take skbs while the memory they hold (`SO_MEMINFO`, which
+//!   counts their overhead) is below the send buffer. A Unix stream socket
+//!   puts a write of up to `min(SO_SNDBUF / 2 - 64, 32 KiB)` bytes in one
+//!   skb, all or nothing, so such chunks are simply tried
+//!   (`MSG_DONTWAIT`); a larger one waits until its bytes plus a page and a
+//!   half of overhead per skb fit (measured on Linux 6.18: 768 bytes to
+//!   1.1 KiB per skb). A send buffer too small for a chunk is grown
+//!   (`SO_SNDBUFFORCE` for a privileged consumer, else `SO_SNDBUF` up to
+//!   `net.core.wmem_max`).
+//! * **Terminals** say nothing about their room: `TIOCOUTQ` is always 0 on
+//!   a pseudo-terminal, whose buffer took 11 to 21 KiB here depending on the
+//!   write sizes, and a write to it is cut wherever the buffer ends. A
+//!   terminal is written through a private non-blocking descriptor
+//!   (reopened through `/proc/self/fd` too), after it said it is writable
+//!   (`POLLOUT`): a terminal that takes nothing, such as one stopped with
+//!   XOFF (Ctrl-S), leaves the lock free.
+//! * Files and other devices do not wait for a reader and are written
+//!   with `sendfile(2)`.
+//!
+//! What cannot be guaranteed, and then waits for the reader while holding
+//! the lock, the chunk being finished rather than torn:
+//!
+//! * a terminal that stops reading in the middle of a chunk (the first
+//!   bytes were taken; the consumer waits until it takes the rest);
+//! * a pipe or socket that another process writes into at the same time:
+//!   its bytes can take the room this process counted on;
+//! * a chunk larger than the output can be grown to hold (a pipe beyond
+//!   `fs.pipe-max-size` without privilege, a socket beyond its maximum
+//!   send buffer): it is written once the output is empty, and waits if the
+//!   reader stops before it took the whole chunk;
+//! * a socket other than a Unix stream socket (TCP, datagrams), or one
+//!   whose memory cannot be read (no `SO_MEMINFO`): it is written as a
+//!   terminal is, once it says it is writable;
+//! * a terminal or pipe that cannot be written without blocking (no
+//!   `/proc`, and no `RWF_NOWAIT` for a pipe): it is written as a file is.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, fcntl};
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -34,88 +94,642 @@ pub(crate) fn is_pipe(fd: BorrowedFd<'_>) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
-/// A consumer's output descriptor, with what is known about its kind.
+/// The largest piece read into user space at once, and the largest chunk
+/// written to a pipe with one `write(2)` rather than spliced page by page.
+const BUF: usize = 64 * 1024;
+
+/// How long a wait for room first pauses when the output gives no event to
+/// wait for; the pause doubles up to the polling interval.
+const FIRST_PAUSE: Duration = Duration::from_micros(50);
+
+/// Per skb, what a socket's send buffer may hold beyond the data (the
+/// socket buffer itself and the head's rounding to its allocation size).
+fn skb_overhead(page: usize) -> usize {
+    page + page / 2
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system and touches no memory.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096).max(512)
+}
+
+/// A consumer's output descriptor, with what is known about its room.
 ///
-/// Learning the kind costs system calls, so a consumer that delivers many
-/// chunks to one descriptor makes one `Output` and passes it to
-/// [`crate::Consumer::deliver`] each time.
+/// Learning the kind costs system calls, and a pipe's room is known
+/// exactly only by following what was written into it, so a consumer that
+/// delivers many chunks to one descriptor makes one `Output` and passes it
+/// to [`crate::Consumer::deliver`] each time.
+///
+/// A lossless consumer writes a chunk only once the output can take all of
+/// it without blocking: pipes and Unix stream sockets by their buffers in
+/// the kernel's own terms (pipe slots, socket memory), growing them for a
+/// chunk too large; terminals and other sockets once they say they are
+/// writable, through a non-blocking write. It then waits for the reader
+/// while holding the bus lock only when: a terminal or other socket stops
+/// taking bytes in the middle of a chunk; another process writes into the
+/// same pipe or socket at the same time; a chunk is larger than the output
+/// can be grown to hold (it is written once the output is empty); or the
+/// output cannot be written without blocking at all (no `/proc` for a
+/// terminal, no `/proc` and no `RWF_NOWAIT` for a pipe). A chunk is never
+/// left half written.
 #[derive(Debug)]
 pub struct Output<'a> {
     fd: BorrowedFd<'a>,
-    /// `Some(capacity)` when the output is a pipe.
-    pipe_capacity: Option<usize>,
+    kind: Kind,
+    /// How to write without blocking.
+    nowait: NoWait,
+    page: usize,
+    /// `splice(2)` from chunk files into the pipe works.
+    splice_works: bool,
     sendfile_works: bool,
+    /// The output last refused a chunk it was expected to take: the next
+    /// wait first waits for a sign of progress.
+    refused: bool,
+    /// The current pause of a wait that has no event to wait for.
+    pause: Duration,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Pipe(Pipe),
+    Socket(Socket),
+    /// A terminal, or a socket other than a Unix stream socket (or whose
+    /// memory cannot be read): writable without blocking, of unknown room.
+    Unmeasured,
+    /// A file or a device that does not wait for a reader.
+    Other,
+}
+
+#[derive(Debug)]
+enum NoWait {
+    /// `pwritev2(..., RWF_NOWAIT)` on the descriptor itself.
+    Flag,
+    /// A private non-blocking open file description of the same terminal
+    /// or pipe.
+    Private(OwnedFd),
+    /// Writes may block.
+    Unavailable,
+}
+
+/// What this process knows of the buffer slots of its output pipe.
+#[derive(Debug)]
+struct Pipe {
+    /// Slots the pipe has (`F_GETPIPE_SZ` is their number times the page
+    /// size).
+    slots: usize,
+    /// The write end is in packet mode (`O_DIRECT`): writes never merge.
+    packets: bool,
+    /// The slots holding what this process wrote, oldest first, while the
+    /// pipe holds nothing else; `None` when it holds bytes of unknown
+    /// layout (there before this process looked, or written by another
+    /// process).
+    layout: Option<VecDeque<Slot>>,
+    /// Bytes in `layout`; with no layout, at least the bytes queued.
+    bytes: usize,
+    /// The largest size the pipe was asked to grow to.
+    asked: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    len: usize,
+    /// Where the slot's bytes end in its page: a write merges into the
+    /// last slot only if its bytes still fit in that page.
+    end: usize,
+    /// An anonymous page written by `write(2)`; spliced pages never merge.
+    merges: bool,
+}
+
+/// How a chunk goes into a pipe and how many new slots it takes.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Bytes at the start of the chunk moved by `splice(2)`, page by page.
+    spliced: usize,
+    slots: usize,
+}
+
+impl Pipe {
+    fn new(fd: BorrowedFd<'_>, page: usize) -> Self {
+        let capacity = fcntl(fd, FcntlArg::F_GETPIPE_SZ).map_or(16 * page, |c| c as usize);
+        let packets = fcntl(fd, FcntlArg::F_GETFL)
+            .is_ok_and(|f| OFlag::from_bits_truncate(f).contains(OFlag::O_DIRECT));
+        let mut pipe = Pipe {
+            slots: capacity / page,
+            packets,
+            layout: None,
+            bytes: 0,
+            asked: 0,
+        };
+        pipe.sync(fd);
+        pipe
+    }
+
+    /// Catches up with what the reader took.
+    fn sync(&mut self, fd: BorrowedFd<'_>) {
+        let Some(queued) = queued_bytes(fd) else {
+            self.lose_track();
+            return;
+        };
+        match &mut self.layout {
+            _ if queued == 0 => {
+                self.layout = Some(VecDeque::new());
+                self.bytes = 0;
+            }
+            Some(layout) if queued <= self.bytes => {
+                let mut taken = self.bytes - queued;
+                while taken > 0 {
+                    let front = layout.front_mut().expect("bytes are in slots");
+                    if front.len <= taken {
+                        taken -= front.len;
+                        layout.pop_front();
+                    } else {
+                        front.len -= taken;
+                        taken = 0;
+                    }
+                }
+                self.bytes = queued;
+            }
+            // More than this process wrote: someone else writes here too.
+            _ => {
+                self.layout = None;
+                self.bytes = queued;
+            }
+        }
+    }
+
+    fn lose_track(&mut self) {
+        self.layout = None;
+    }
+
+    /// Slots in use, at most.
+    fn used(&self) -> usize {
+        match &self.layout {
+            Some(layout) => layout.len(),
+            // Every slot holds at least one byte.
+            None => self.bytes.min(self.slots),
+        }
+    }
+
+    fn plan(&self, size: usize, page: usize, splice_works: bool) -> Plan {
+        let (pages, rest) = (size / page, size % page);
+        if splice_works && (rest == 0 || size >= BUF) {
+            // The rest, written after spliced pages, cannot merge into one.
+            return Plan {
+                spliced: pages * page,
+                slots: pages + usize::from(rest > 0),
+            };
+        }
+        let merges = size <= BUF && self.merges(rest, page);
+        Plan {
+            spliced: 0,
+            slots: pages + usize::from(rest > 0 && !merges),
+        }
+    }
+
+    /// Whether a write of `size % page == rest` bytes merges its first
+    /// `rest` bytes into the last slot, as `pipe_write` does.
+    fn merges(&self, rest: usize, page: usize) -> bool {
+        rest > 0
+            && !self.packets
+            && self
+                .layout
+                .as_ref()
+                .and_then(VecDeque::back)
+                .is_some_and(|last| last.merges && last.end + rest <= page)
+    }
+
+    fn fits(&self, plan: Plan) -> bool {
+        self.used() + plan.slots <= self.slots
+    }
+
+    /// Records a `write(2)` of `n` bytes that the pipe took whole.
+    fn wrote(&mut self, n: usize, page: usize) {
+        let (pages, rest) = (n / page, n % page);
+        let merges = self.merges(rest, page);
+        let anonymous = !self.packets;
+        self.bytes += n;
+        let Some(layout) = &mut self.layout else {
+            return;
+        };
+        if merges && let Some(last) = layout.back_mut() {
+            last.len += rest;
+            last.end += rest;
+        }
+        let full = Slot {
+            len: page,
+            end: page,
+            merges: anonymous,
+        };
+        layout.extend(std::iter::repeat_n(full, pages));
+        if rest > 0 && !merges {
+            layout.push_back(Slot {
+                len: rest,
+                end: rest,
+                merges: anonymous,
+            });
+        }
+    }
+
+    /// Records `n` bytes spliced from offset `from` of a file: a slot per
+    /// page of the file they span, none of which merges.
+    fn spliced(&mut self, from: usize, n: usize, page: usize) {
+        self.bytes += n;
+        let Some(layout) = &mut self.layout else {
+            return;
+        };
+        let mut left = n;
+        let mut in_page = from % page;
+        while left > 0 {
+            let len = left.min(page - in_page);
+            in_page = 0;
+            layout.push_back(Slot {
+                len,
+                end: len,
+                merges: false,
+            });
+            left -= len;
+        }
+    }
+
+    /// Grows the pipe to hold `slots`, once per size asked for.
+    fn grow(&mut self, fd: BorrowedFd<'_>, slots: usize, page: usize) {
+        if slots <= self.slots || slots <= self.asked {
+            return;
+        }
+        self.asked = slots;
+        let want = libc::c_int::try_from(slots * page).unwrap_or(libc::c_int::MAX);
+        match fcntl(fd, FcntlArg::F_SETPIPE_SZ(want)) {
+            Ok(got) => self.slots = got as usize / page,
+            Err(e) => log::debug!("cannot grow the output pipe to {want} bytes: {e}"),
+        }
+    }
+}
+
+/// What this process knows of its output socket's send buffer: a Unix
+/// stream socket, whose skbs are sized by known rules.
+#[derive(Debug)]
+struct Socket {
+    sndbuf: usize,
+    /// Memory the send buffer holds, at most: as last read, plus the
+    /// estimate of what this process sent since.
+    used: usize,
+    /// The largest size the buffer was asked to grow to.
+    asked: usize,
+}
+
+/// `SO_MEMINFO`: (memory held by the send buffer, its size).
+fn send_memory(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info` and stores
+    // the length it wrote in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || (len as usize) < 6 * 4 {
+        return None;
+    }
+    let held =
+        info[libc::SK_MEMINFO_WMEM_ALLOC as usize].max(info[libc::SK_MEMINFO_WMEM_QUEUED as usize]);
+    Some((
+        held as usize,
+        info[libc::SK_MEMINFO_SNDBUF as usize] as usize,
+    ))
+}
+
+fn int_sockopt(fd: BorrowedFd<'_>, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes one c_int into `value`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(value)
+}
+
+fn set_int_sockopt(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: the kernel reads one c_int from `value`.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+impl Socket {
+    /// `None` for a socket of another kind, or whose memory cannot be read.
+    fn new(fd: BorrowedFd<'_>) -> Option<Self> {
+        let unix_stream = int_sockopt(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+            && int_sockopt(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
+        if !unix_stream {
+            return None;
+        }
+        let (used, sndbuf) = send_memory(fd)?;
+        Some(Socket {
+            sndbuf,
+            used,
+            asked: 0,
+        })
+    }
+
+    fn sync(&mut self, fd: BorrowedFd<'_>) {
+        if let Some((used, sndbuf)) = send_memory(fd) {
+            self.used = used;
+            self.sndbuf = sndbuf;
+        }
+    }
+
+    /// The smallest skb a write is cut into, but for its last one.
+    fn segment(&self) -> usize {
+        (self.sndbuf / 2).saturating_sub(64).clamp(1, 32 * 1024)
+    }
+
+    /// Whether one write of `size` bytes is one skb: taken whole as long
+    /// as the buffer is not full, or refused whole.
+    fn atomic(&self, size: usize) -> bool {
+        size <= self.segment()
+    }
+
+    /// Send-buffer memory a chunk of `size` bytes takes at most, written
+    /// in pieces of at most [`BUF`] bytes.
+    fn cost(&self, size: usize, page: usize) -> usize {
+        let skbs = size.div_ceil(self.segment()) + size.div_ceil(BUF);
+        size + skbs * skb_overhead(page)
+    }
+
+    fn fits(&self, size: usize, page: usize) -> bool {
+        if self.atomic(size) {
+            // The kernel's own test before it allocates an skb.
+            return self.used < self.sndbuf;
+        }
+        let cost = self.cost(size, page);
+        if cost > self.sndbuf {
+            // Never fits: the best there is, an empty buffer.
+            return self.used == 0;
+        }
+        self.used + cost <= self.sndbuf
+    }
+
+    fn sent(&mut self, n: usize, page: usize) {
+        self.used += self.cost(n, page);
+    }
+
+    /// Grows the send buffer to hold a chunk of `size` bytes.
+    fn grow(&mut self, fd: BorrowedFd<'_>, size: usize, page: usize) {
+        let cost = self.cost(size, page);
+        if self.atomic(size) || cost <= self.sndbuf || cost <= self.asked {
+            return;
+        }
+        self.asked = cost;
+        // The kernel doubles the value asked for; SO_SNDBUF caps it at
+        // net.core.wmem_max, and so may shrink a buffer forced larger.
+        let half = libc::c_int::try_from(cost.div_ceil(2)).unwrap_or(libc::c_int::MAX);
+        let grows = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .is_some_and(|max| max.min(half as usize) * 2 > self.sndbuf);
+        if !set_int_sockopt(fd, libc::SO_SNDBUFFORCE, half) && grows {
+            set_int_sockopt(fd, libc::SO_SNDBUF, half);
+        }
+        self.sync(fd);
+        log::debug!("output socket send buffer: {} bytes", self.sndbuf);
+    }
+}
+
+/// Opens a private, non-blocking description of the terminal or pipe `fd`
+/// refers to, through `/proc/self/fd`.
+fn reopen_nonblocking(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let mine = nix::sys::stat::fstat(&file).ok()?;
+    let theirs = nix::sys::stat::fstat(fd).ok()?;
+    (mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino && mine.st_rdev == theirs.st_rdev)
+        .then(|| file.into())
+}
+
+/// `pwritev2(fd, buf, -1, RWF_NOWAIT)`: a write that fails with `EAGAIN`
+/// rather than wait, without changing flags shared with other processes.
+fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel only reads `buf.len()` bytes from `buf`.
+    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `send(fd, buf, MSG_DONTWAIT)`.
+fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    // SAFETY: the kernel only reads `buf.len()` bytes from `buf`.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, fewer only at the end of the
+/// file.
+fn read_at(file: &File, buf: &mut [u8], offset: usize) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], (offset + got) as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 impl<'a> Output<'a> {
     /// Describes `fd` (a file, pipe, socket or terminal) as it is now.
     pub fn new(fd: BorrowedFd<'a>) -> Self {
-        let pipe_capacity = is_pipe(fd)
-            .then(|| fcntl(fd, FcntlArg::F_GETPIPE_SZ).ok())
-            .flatten()
-            .and_then(|c| usize::try_from(c).ok());
+        let page = page_size();
+        let mode = nix::sys::stat::fstat(fd).map_or(0, |st| st.st_mode & libc::S_IFMT);
+        let (kind, nowait) = match mode {
+            libc::S_IFIFO => {
+                let pipe = Pipe::new(fd, page);
+                // A description reopened without O_DIRECT would not write
+                // packets.
+                let private = (!pipe.packets).then(|| reopen_nonblocking(fd)).flatten();
+                let nowait = match private {
+                    Some(private) => NoWait::Private(private),
+                    None if write_nowait(fd, &[]).is_ok() => NoWait::Flag,
+                    None => NoWait::Unavailable,
+                };
+                (Kind::Pipe(pipe), nowait)
+            }
+            libc::S_IFSOCK => (
+                Socket::new(fd).map_or(Kind::Unmeasured, Kind::Socket),
+                NoWait::Flag,
+            ),
+            libc::S_IFCHR if nix::unistd::isatty(fd).unwrap_or(false) => {
+                match reopen_nonblocking(fd) {
+                    Some(private) => (Kind::Unmeasured, NoWait::Private(private)),
+                    None => (Kind::Other, NoWait::Unavailable),
+                }
+            }
+            _ => (Kind::Other, NoWait::Unavailable),
+        };
+        log::debug!("output: {kind:?}, {nowait:?}");
+        // Splicing into a pipe turns RWF_NOWAIT off for good on that open
+        // file description (EOPNOTSUPP from then on, on Linux 6.18).
+        let splice_works = !matches!(nowait, NoWait::Flag);
         Output {
             fd,
-            pipe_capacity,
+            kind,
+            nowait,
+            page,
+            splice_works,
             sendfile_works: true,
+            refused: false,
+            pause: FIRST_PAUSE,
         }
     }
 
-    /// Bytes the output can take right now without blocking, or `None` when
-    /// that cannot be known (not a pipe).
-    fn room(&self) -> Option<usize> {
-        let capacity = self.pipe_capacity?;
-        Some(capacity.saturating_sub(queued_bytes(self.fd)?))
+    /// Whether a chunk of `size` bytes can be written whole without
+    /// blocking now (for a chunk that the output can never hold whole:
+    /// whether the output is empty). If not, waits a little, holding no
+    /// lock, for the reader to take something, and returns `false`: the
+    /// caller looks again whether that chunk is still the one to write.
+    pub(crate) fn wait_for_room(&mut self, size: usize, interval: Duration) -> bool {
+        if size == 0 {
+            // An end marker writes nothing.
+            return true;
+        }
+        let (fd, page, splice_works) = (self.fd, self.page, self.splice_works);
+        // After a refusal, only a sign from the kernel that the reader took
+        // something is worth another try.
+        let retry = |refused: bool| !refused || writable_now(fd);
+        let ready = match &mut self.kind {
+            Kind::Pipe(pipe) => {
+                pipe.sync(fd);
+                let plan = pipe.plan(size, page, splice_works);
+                pipe.grow(fd, plan.slots, page);
+                // A write of up to a page is all or nothing: unless the
+                // known layout says no, the kernel is asked.
+                let small = size <= page && pipe.layout.is_none();
+                (small || pipe.fits(plan) || (plan.slots > pipe.slots && pipe.used() == 0))
+                    && retry(self.refused)
+            }
+            Kind::Socket(socket) => {
+                socket.sync(fd);
+                socket.grow(fd, size, page);
+                socket.fits(size, page) && retry(self.refused)
+            }
+            Kind::Unmeasured => {
+                if self.refused {
+                    // A terminal may say it is writable and take nothing
+                    // (one stopped with XOFF): pause before trying again.
+                    self.wait_progress(interval);
+                }
+                writable_now(fd)
+            }
+            Kind::Other => true,
+        };
+        if ready || broken(fd) {
+            // A broken output is written to, to learn why.
+            self.refused = false;
+            return true;
+        }
+        self.wait_progress(interval);
+        false
     }
 
-    /// Whether `size` bytes can be written without blocking. Outputs of
-    /// unknown kind answer yes: files and devices do not wait for a reader.
-    pub(crate) fn has_room(&mut self, size: usize) -> bool {
-        if let Some(capacity) = self.pipe_capacity
-            && size > capacity
-        {
-            self.grow(size);
+    /// Under the lock: writes the whole of `file` (`size` bytes from its
+    /// start) to the output and returns `true`, or writes nothing and
+    /// returns `false` when the output cannot take it now without
+    /// blocking. Only the cases the module comment lists make it wait for
+    /// the reader, and then it finishes the chunk rather than tear it.
+    pub(crate) fn try_copy_from(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
+        if matches!(self.kind, Kind::Other) {
+            self.copy_from(file, size)?;
+            return Ok(true);
         }
-        match (self.room(), self.pipe_capacity) {
-            // A chunk larger than the pipe can ever hold is written under
-            // the lock anyway; waiting would never end.
-            (Some(room), Some(capacity)) => room >= size || size > capacity,
-            _ => true,
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let (fd, page, splice_works) = (self.fd, self.page, self.splice_works);
+        let fits = match &mut self.kind {
+            Kind::Pipe(pipe) => {
+                // The pipe was measured before the lock was taken, and only
+                // the reader, which frees slots, acted since: look again
+                // only if that is not enough.
+                let fits = |pipe: &Pipe| {
+                    let plan = pipe.plan(size, page, splice_works);
+                    size <= page || pipe.fits(plan) || (plan.slots > pipe.slots && pipe.used() == 0)
+                };
+                fits(pipe) || {
+                    pipe.sync(fd);
+                    fits(pipe)
+                }
+            }
+            Kind::Socket(socket) => {
+                socket.fits(size, page) || {
+                    socket.sync(fd);
+                    socket.fits(size, page)
+                }
+            }
+            Kind::Unmeasured | Kind::Other => true,
+        };
+        if !fits && !broken(fd) {
+            return Ok(false);
         }
-    }
-
-    fn grow(&mut self, size: usize) {
-        let want = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-        if let Ok(got) = fcntl(self.fd, FcntlArg::F_SETPIPE_SZ(want)) {
-            self.pipe_capacity = usize::try_from(got).ok();
+        let taken = self.transfer(file, size, true)?;
+        if taken {
+            self.pause = FIRST_PAUSE;
+        } else {
+            self.refused = true;
         }
-    }
-
-    /// Waits, without any lock, until `size` bytes fit in the output. The
-    /// wait backs off up to `interval`, since a pipe signals writability as
-    /// soon as one page is free, which may be less than a chunk.
-    pub(crate) fn wait_for_room(&mut self, size: usize, interval: Duration) {
-        let mut pause = Duration::from_micros(50);
-        while !self.has_room(size) {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(interval);
-        }
+        Ok(taken)
     }
 
     /// Copies the whole of `file` (`size` bytes from its start) to the
-    /// output.
+    /// output, waiting for the reader as long as it takes.
     pub(crate) fn copy_from(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        self.pause = FIRST_PAUSE;
+        if matches!(self.kind, Kind::Pipe(_)) {
+            return self.transfer(file, size, false).map(drop);
+        }
         let mut left = size;
         let mut offset: libc::off_t = 0;
         while left > 0 && self.sendfile_works {
-            let count = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+            let count = left.min(1 << 30);
             match nix::sys::sendfile::sendfile(self.fd, file.as_fd(), Some(&mut offset), count) {
                 // The file shrank under us: chunk files are immutable, so
                 // only a hostile neighbour does this; deliver what there is.
                 Ok(0) => return Ok(()),
-                Ok(n) => left -= n as u64,
+                Ok(n) => left -= n,
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => self.wait_writable()?,
+                Err(Errno::EAGAIN) => self.wait_writable(),
                 Err(Errno::EINVAL) | Err(Errno::ENOSYS) if offset == 0 => {
                     self.sendfile_works = false;
                 }
@@ -125,31 +739,326 @@ impl<'a> Output<'a> {
         if left == 0 {
             return Ok(());
         }
-        let mut buf = [0u8; 64 * 1024];
+        let mut buf = [0u8; BUF];
         loop {
             let n = file.read(&mut buf)?;
             if n == 0 {
                 return Ok(());
             }
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                match nix::unistd::write(self.fd, rest) {
-                    Ok(w) => rest = &rest[w..],
-                    Err(Errno::EINTR) => {}
-                    Err(Errno::EAGAIN) => self.wait_writable()?,
-                    Err(e) => return Err(e.into()),
+            self.write_all(&buf[..n], false)?;
+        }
+    }
+
+    /// Writes the chunk: pages spliced into a pipe as planned, the rest
+    /// read and written in pieces. With `give_up`, returns `false` having
+    /// written nothing if the output takes nothing; once a byte is written
+    /// the rest follows, waiting if need be.
+    fn transfer(&mut self, file: &File, size: usize, give_up: bool) -> io::Result<bool> {
+        let page = self.page;
+        let spliced = match &self.kind {
+            Kind::Pipe(pipe) => pipe.plan(size, page, self.splice_works).spliced,
+            _ => 0,
+        };
+        let mut done = 0;
+        let mut offset: libc::loff_t = 0;
+        while done < spliced {
+            let flags = SpliceFFlags::SPLICE_F_NONBLOCK;
+            let target = match &self.nowait {
+                NoWait::Private(private) => private.as_fd(),
+                _ => self.fd,
+            };
+            match splice(file, Some(&mut offset), target, None, spliced - done, flags) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
+                    if let Kind::Pipe(pipe) = &mut self.kind {
+                        pipe.spliced(done, n, page);
+                    }
+                    done += n;
                 }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if done == 0 && give_up => {
+                    self.lost_track();
+                    return Ok(false);
+                }
+                Err(Errno::EAGAIN) => {
+                    self.lost_track();
+                    self.wait_writable();
+                }
+                Err(Errno::EINVAL) | Err(Errno::ENOSYS) if done == 0 => {
+                    // Chunk files that cannot be spliced are written; the
+                    // room needed is counted anew for that.
+                    self.splice_works = false;
+                    if give_up {
+                        return Ok(false);
+                    }
+                    return self.transfer(file, size, give_up);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut buf = [0u8; BUF];
+        while done < size {
+            let n = read_at(file, &mut buf[..(size - done).min(BUF)], done)?;
+            if n == 0 {
+                // The file shrank under us (see copy_from).
+                return Ok(true);
+            }
+            if !self.write_all(&buf[..n], give_up && done == 0)? {
+                return Ok(false);
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// Writes all of `buf`; with `give_up`, returns `false` having written
+    /// nothing if the output takes nothing.
+    fn write_all(&mut self, buf: &[u8], give_up: bool) -> io::Result<bool> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let written = match (&self.nowait, &self.kind) {
+                (NoWait::Flag, Kind::Socket(_) | Kind::Unmeasured) => send_nowait(self.fd, rest),
+                (NoWait::Flag, _) => write_nowait(self.fd, rest),
+                (NoWait::Private(fd), _) => nix::unistd::write(fd, rest),
+                (NoWait::Unavailable, _) => nix::unistd::write(self.fd, rest),
+            };
+            match written {
+                Ok(n) => {
+                    let page = self.page;
+                    match &mut self.kind {
+                        // Only a whole write(2) has a layout to follow.
+                        Kind::Pipe(pipe) if n == rest.len() && rest.len() == buf.len() => {
+                            pipe.wrote(n, page)
+                        }
+                        Kind::Pipe(pipe) => {
+                            pipe.lose_track();
+                            pipe.bytes += n;
+                        }
+                        Kind::Socket(socket) => socket.sent(n, page),
+                        _ => {}
+                    }
+                    rest = &rest[n..];
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if give_up && rest.len() == buf.len() => {
+                    self.lost_track();
+                    return Ok(false);
+                }
+                Err(Errno::EAGAIN) => {
+                    self.lost_track();
+                    self.wait_writable();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The output refused bytes its room was counted for: someone else
+    /// writes into it too.
+    fn lost_track(&mut self) {
+        if let Kind::Pipe(pipe) = &mut self.kind {
+            pipe.lose_track();
+        }
+    }
+
+    /// Waits for a sign that the reader took something: the output turning
+    /// writable (for at most `interval`), or, if it already is (it has some
+    /// room, but not enough), a pause that doubles up to `interval`.
+    fn wait_progress(&mut self, interval: Duration) {
+        if writable_now(self.fd) {
+            std::thread::sleep(self.pause);
+            self.pause = (self.pause * 2).min(interval.max(FIRST_PAUSE));
+            return;
+        }
+        let timeout = PollTimeout::try_from(interval.max(Duration::from_millis(1)))
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.fd, PollFlags::POLLOUT)];
+        let _ = poll(&mut fds, timeout);
+    }
+
+    /// Waits, as long as it takes, until an output that refused bytes
+    /// takes more: in the middle of a chunk, or for a consumer that holds
+    /// no lock.
+    fn wait_writable(&mut self) {
+        if writable_now(self.fd) {
+            // Writable yet refusing (a stopped terminal): pause instead.
+            std::thread::sleep(self.pause);
+            self.pause = (self.pause * 2).min(Duration::from_millis(100));
+            return;
+        }
+        let mut fds = [PollFd::new(self.fd, PollFlags::POLLOUT)];
+        let _ = poll(&mut fds, PollTimeout::NONE);
+    }
+}
+
+/// What `poll(2)` says of `fd` as an output right now.
+fn poll_now(fd: BorrowedFd<'_>) -> PollFlags {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0].revents().unwrap_or(PollFlags::empty()),
+        _ => PollFlags::empty(),
+    }
+}
+
+/// Whether `fd` says it can take a write now (for a pipe: a free slot; for
+/// a Unix socket: three quarters of its buffer free; for a terminal: room),
+/// or that writing will fail.
+fn writable_now(fd: BorrowedFd<'_>) -> bool {
+    poll_now(fd).intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP)
+}
+
+/// Whether the reader of `fd` is gone: a write fails at once (and ends the
+/// consumer quietly, as `cat` ends, by SIGPIPE).
+fn broken(fd: BorrowedFd<'_>) -> bool {
+    poll_now(fd).intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn chunk_file(size: usize) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![b'c'; size]).unwrap();
+        file
+    }
+
+    fn pipe() -> (File, OwnedFd) {
+        let (read, write) = std::io::pipe().unwrap();
+        (File::from(OwnedFd::from(read)), OwnedFd::from(write))
+    }
+
+    fn model<'o>(output: &'o Output<'_>) -> &'o Pipe {
+        match &output.kind {
+            Kind::Pipe(pipe) => pipe,
+            other => panic!("not a pipe: {other:?}"),
+        }
+    }
+
+    /// Slots the kernel has free, found by filling them with whole pages
+    /// (a write of a page never merges), which it then reads back out.
+    fn free_slots(read: &mut File, write: &OwnedFd) -> usize {
+        let nonblocking = reopen_nonblocking(write.as_fd()).unwrap();
+        let page = vec![0u8; page_size()];
+        let mut free = 0;
+        while nix::unistd::write(&nonblocking, &page).is_ok() {
+            free += 1;
+        }
+        let mut sink = vec![0u8; 1 << 20];
+        while queued_bytes(read.as_fd()).unwrap() > 0 {
+            let _ = read.read(&mut sink).unwrap();
+        }
+        free
+    }
+
+    /// Writes chunks of `sizes` as a consumer does (room first, then the
+    /// chunk), reading `reads[i]` bytes after the i-th, and checks after
+    /// each that the model counts exactly the slots the kernel uses.
+    fn follow(sizes: &[usize], reads: &[usize], splice: bool) {
+        let (mut read, write) = pipe();
+        let mut out = Output::new(write.as_fd());
+        if !splice {
+            out.nowait = NoWait::Flag;
+            out.splice_works = false;
+        }
+        for (i, &size) in sizes.iter().enumerate() {
+            assert!(
+                out.wait_for_room(size, Duration::ZERO),
+                "room for chunk {i}"
+            );
+            assert!(
+                out.try_copy_from(&mut chunk_file(size), size as u64)
+                    .unwrap(),
+                "chunk {i} of {size} bytes refused"
+            );
+            let mut buf = vec![0u8; reads.get(i).copied().unwrap_or(0)];
+            read.read_exact(&mut buf).unwrap();
+            out.wait_for_room(1, Duration::ZERO);
+        }
+        let (counted, slots) = (model(&out).used(), model(&out).slots);
+        assert!(
+            model(&out).layout.is_some(),
+            "lost track of a pipe written alone"
+        );
+        drop(out);
+        assert_eq!(
+            counted,
+            slots - free_slots(&mut read, &write),
+            "{sizes:?} {reads:?}"
+        );
+    }
+
+    #[test]
+    fn the_model_counts_the_slots_the_kernel_uses() {
+        for splice in [true, false] {
+            follow(&[1, 511, 4096, 4097, 3000, 100, 2000], &[], splice);
+            follow(&[4097; 10], &[], splice);
+            follow(&[512; 30], &[], splice);
+            follow(&[3000, 3000, 1000, 96, 1], &[], splice);
+            follow(&[70_000], &[], splice);
+        }
+    }
+
+    #[test]
+    fn the_model_follows_partial_reads() {
+        // A small xorshift with a fixed seed: the same mixes every run.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for round in 0..40 {
+            let sizes: Vec<usize> = (0..12)
+                .map(|_| [1, 100, 511, 4095, 4096, 4097, 9000][next(7)])
+                .collect();
+            // Read at most what is queued: up to half of what this round
+            // wrote so far.
+            let mut queued = 0;
+            let reads: Vec<usize> = sizes
+                .iter()
+                .map(|&s| {
+                    queued += s;
+                    let r = next(queued / 2 + 1);
+                    queued -= r;
+                    r
+                })
+                .collect();
+            for end in 1..=sizes.len() {
+                follow(&sizes[..end], &reads[..end], round % 2 == 0);
             }
         }
     }
 
-    /// Blocks until an output that was opened non-blocking by someone else
-    /// accepts bytes again.
-    fn wait_writable(&self) -> io::Result<()> {
-        let mut fds = [PollFd::new(self.fd, PollFlags::POLLOUT)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => Ok(()),
-            Err(e) => Err(e.into()),
+    /// How many chunks of `size` a pipe nobody reads takes.
+    fn fill(size: usize, splice: bool) -> usize {
+        let (_read, write) = pipe();
+        let mut out = Output::new(write.as_fd());
+        if !splice {
+            out.nowait = NoWait::Flag;
+            out.splice_works = false;
+        }
+        let mut file = chunk_file(size);
+        let mut taken = 0;
+        while out.wait_for_room(size, Duration::ZERO) {
+            assert!(out.try_copy_from(&mut file, size as u64).unwrap());
+            taken += 1;
+        }
+        // Whether the model or the kernel says so, the next one is refused.
+        assert!(!out.try_copy_from(&mut file, size as u64).unwrap());
+        taken
+    }
+
+    #[test]
+    fn a_pipe_nobody_reads_takes_what_write_would_put_in_it() {
+        for splice in [true, false] {
+            assert_eq!(fill(511, splice), 128);
+            assert_eq!(fill(4096, splice), 16);
+            assert_eq!(fill(4097, splice), 10);
+            assert_eq!(fill(1, splice), 65536);
         }
     }
 }
