@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::history::{HistoryConsumer, HistoryOptions};
 use crate::paths::BusPaths;
 use crate::publish::Producer;
+use crate::status::Status;
 
 /// The delivery guarantee of a bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,5 +123,13 @@ impl Bus {
     /// lossless mode, and when the position file cannot be read.
     pub fn history_consumer(&self, history: HistoryOptions) -> Result<HistoryConsumer> {
         HistoryConsumer::new(self.paths.clone(), self.options.clone(), history)
+    }
+
+    /// What the bus looks like now, for a person or a script finding out
+    /// why it misbehaves: the chunk, the lock and who holds it, a leftover
+    /// staging file, the retained history and how far behind each of the
+    /// given position files is. Takes no lock and changes nothing.
+    pub fn status(&self, position_files: &[PathBuf]) -> Result<Status> {
+        Status::collect(&self.paths, position_files)
     }
 }

@@ -106,6 +106,20 @@ pub enum Command {
     },
     /// Copy the bus to standard output
     Consumer(HistoryArgs),
+    /// Describe the bus without touching it: the chunk, the lock and its
+    /// holder, a leftover staging file, the retained history and, for each
+    /// position file given, how far behind its consumer is. Takes no lock
+    /// and changes nothing
+    Status {
+        /// One JSON object instead of lines for people
+        #[arg(long)]
+        json: bool,
+
+        /// A history consumer's position file, to report its lag (repeat
+        /// for several)
+        #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+        position_file: Vec<PathBuf>,
+    },
 }
 
 // The commands that describe filebus itself and touch no bus. They are
@@ -223,6 +237,7 @@ impl Cli {
         let history = match &cli.command {
             Command::Producer { retain, .. } => retain.is_some(),
             Command::Consumer(args) => args.history,
+            Command::Status { .. } => false,
         };
         if cli.back_pressure && history {
             Cli::command()

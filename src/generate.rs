@@ -47,7 +47,7 @@ fn completed() -> clap::Command {
         .filter(|arg| arg.is_global_set())
         .map(|arg| arg.clone().global(false))
         .collect();
-    ["producer", "consumer"]
+    ["producer", "consumer", "status"]
         .into_iter()
         .fold(cmd.mut_args(|arg| arg.global(false)), |cmd, name| {
             cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
@@ -123,7 +123,7 @@ fn main_page(cmd: &clap::Command) -> Vec<u8> {
     for (status, what) in [
         (
             "0",
-            "producer: end of input; lossless or history consumer: end of the stream; completions, man: written",
+            "producer: end of input; lossless or history consumer: end of the stream; status, completions, man: written",
         ),
         (
             "1",

@@ -743,6 +743,22 @@ impl Iterator for HistoryConsumer {
     }
 }
 
+/// The oldest and newest retained sequence numbers of the bus, or `None`
+/// without history; for [`crate::Status`], which must not lock or change
+/// anything.
+pub(crate) fn retained_range(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
+    match HistoryDir::open(paths.history())? {
+        Some(dir) => Ok(dir.scan(u64::MAX)?.range),
+        None => Ok(None),
+    }
+}
+
+/// The sequence number recorded in a position file, or `None` when the
+/// file does not exist.
+pub(crate) fn position_of(path: &Path) -> Result<Option<u64>> {
+    PositionFile::new(path.to_path_buf()).read()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,7 @@ mod lock;
 mod output;
 mod paths;
 mod publish;
+mod status;
 mod stream;
 mod watch;
 
@@ -67,3 +68,4 @@ pub use history::{HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Start};
 pub use output::Output;
 pub use paths::BusPaths;
 pub use publish::Producer;
+pub use status::{FileState, LockState, LockUser, PositionState, Status};

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         file_monitoring: !cli.no_file_monitoring,
         retain: match cli.command {
             Command::Producer { retain, .. } => retain,
-            Command::Consumer(_) => None,
+            Command::Consumer(_) | Command::Status { .. } => None,
         },
     };
     if let Some(closed) = closed_own_stream(&cli.command) {
@@ -54,6 +54,10 @@ fn main() -> ExitCode {
             Some(options) => consume_history(&bus, options),
             None => consume(&bus),
         },
+        Command::Status {
+            json,
+            position_file,
+        } => status(&bus, json, &position_file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,7 +75,9 @@ fn main() -> ExitCode {
 fn closed_own_stream(command: &Command) -> Option<&'static str> {
     match command {
         Command::Producer { .. } => stdio::was_closed(0).then_some("standard input"),
-        Command::Consumer(_) => stdio::was_closed(1).then_some("standard output"),
+        Command::Consumer(_) | Command::Status { .. } => {
+            stdio::was_closed(1).then_some("standard output")
+        }
     }
 }
 
@@ -119,6 +125,18 @@ fn consume_history(bus: &Bus, options: HistoryOptions) -> filebus::Result<()> {
             }
         }
     }
+}
+
+fn status(bus: &Bus, json: bool, position_files: &[std::path::PathBuf]) -> filebus::Result<()> {
+    use std::io::Write;
+    let status = bus.status(position_files)?;
+    let mut out = io::stdout().lock();
+    let written = if json {
+        writeln!(out, "{}", status.to_json())
+    } else {
+        write!(out, "{status}")
+    };
+    written.map_err(filebus::Error::Output)
 }
 
 fn clear_nonblocking(fd: &impl AsFd) {
