@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::lock::BusLock;
 use crate::output::Output;
 use crate::paths::BusPaths;
+use crate::progress::Progress;
 use crate::watch::{Awaited, Watcher};
 
 /// What one call to [`Consumer::deliver_to`] did.
@@ -151,6 +152,7 @@ pub struct Consumer {
     /// over at its shortest pause.
     delivered: bool,
     ended: bool,
+    progress: Progress,
 }
 
 impl Consumer {
@@ -163,6 +165,7 @@ impl Consumer {
             last: None,
             delivered: false,
             ended: false,
+            progress: Progress::new("delivered"),
         }
     }
 
@@ -212,6 +215,9 @@ impl Consumer {
             Mode::Lossless => self.next_lossless(sink),
         }?;
         self.ended = taken.is_none();
+        if let Some(size) = taken {
+            self.progress.chunk(size, || None);
+        }
         Ok(taken)
     }
 

@@ -55,6 +55,7 @@ mod history;
 mod lock;
 mod output;
 mod paths;
+mod progress;
 mod publish;
 mod status;
 mod stream;

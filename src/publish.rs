@@ -4,7 +4,7 @@
 //! the rename (see [`crate::history`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::history::Retention;
 use crate::lock::BusLock;
 use crate::paths::BusPaths;
+use crate::progress::Progress;
 use crate::watch::{Awaited, Watcher};
 
 /// The writing side of a bus. Obtained from [`crate::Bus::producer`].
@@ -32,6 +33,7 @@ pub struct Producer {
     /// Whether chunks are prepared in unnamed files (`O_TMPFILE`) before the
     /// lock is taken; false where the filesystem or `/proc` does not allow it.
     unnamed_staging: bool,
+    progress: Progress,
 }
 
 impl Producer {
@@ -48,6 +50,7 @@ impl Producer {
             retention: options.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,
             unnamed_staging: Path::new(PROC_FD).is_dir(),
+            progress: Progress::new("published"),
             paths,
             options,
         })
@@ -83,6 +86,21 @@ impl Producer {
         &mut self,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
+        let mut size = 0;
+        let fill = |file: &mut File| {
+            fill(file)?;
+            // Only -v's progress needs the size.
+            if log::log_enabled!(log::Level::Info) {
+                size = file.stream_position()?;
+            }
+            Ok(())
+        };
+        self.publish_filled(fill)?;
+        self.progress.chunk(size, || None);
+        Ok(())
+    }
+
+    fn publish_filled(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<()> {
         if self.unnamed_staging {
             match open_unnamed(self.paths.dir()) {
                 Ok(mut file) => {

@@ -197,3 +197,56 @@ fn unwritable_directory_is_a_runtime_error() {
     cmd.write_stdin("x");
     runtime_error(&mut cmd, &dir, "Permission denied");
 }
+
+/// Runs a lossy producer with `verbose` flags on two chunks written more
+/// than a second apart, and returns its standard error.
+fn producer_stderr_over_a_second(verbose: &[&str]) -> String {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let s = Scratch::new();
+    let mut producer = std::process::Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
+        .arg("--filename")
+        .arg(s.bus())
+        .args(verbose)
+        .arg("producer")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = producer.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    common::wait_until("the first chunk", || {
+        std::fs::read(s.bus()).is_ok_and(|d| d == b"first\n")
+    });
+    // The rate is reported once at least a second has passed since the
+    // first chunk; this is elapsed time to produce, not a wait for a result.
+    let first = Instant::now();
+    while first.elapsed() < Duration::from_millis(1100) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    input.write_all(b"second\n").unwrap();
+    drop(input);
+    common::assert_success(&mut producer, "producer");
+    let mut err = String::new();
+    producer
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn verbose_producers_report_their_rate_at_most_once_a_second() {
+    let err = producer_stderr_over_a_second(&["-v"]);
+    let reports: Vec<&str> = err.lines().filter(|l| l.contains("published")).collect();
+    assert_eq!(reports.len(), 1, "{err}");
+    assert!(
+        reports[0].contains("published 2 chunks, 13 bytes in 1."),
+        "{err}"
+    );
+    assert!(reports[0].contains("chunks/s"), "{err}");
+    assert_eq!(producer_stderr_over_a_second(&[]), "", "quiet without -v");
+}
