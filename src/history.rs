@@ -343,7 +343,8 @@ pub struct HistoryOptions {
     /// rewritten (atomically) after each chunk has been delivered, so a
     /// consumer that dies between the two delivers that chunk again after a
     /// restart: at-least-once across crashes, exactly-once across clean
-    /// stops.
+    /// stops. Its directory must be writable, which the consumer checks
+    /// before it delivers anything.
     pub position_file: Option<PathBuf>,
 }
 
@@ -431,9 +432,32 @@ impl PositionFile {
         }
     }
 
+    /// Fails unless the staging file can be created beside the position
+    /// file (its directory exists and is writable), which is what
+    /// [`PositionFile::write`] needs.
+    fn check_writable(&self) -> Result<()> {
+        drop(self.create_staging()?);
+        std::fs::remove_file(&self.staging).map_err(Error::io("remove", &self.staging))
+    }
+
+    fn create_staging(&self) -> Result<File> {
+        create_afresh(&self.staging).map_err(|e| match e {
+            Error::Io {
+                action: "create",
+                path,
+                source,
+            } => Error::Io {
+                action: "create position file",
+                path,
+                source,
+            },
+            other => other,
+        })
+    }
+
     /// Replaces the file by rename, so that it always holds a whole number.
     fn write(&self, seq: u64) -> Result<()> {
-        let mut file = create_afresh(&self.staging)?;
+        let mut file = self.create_staging()?;
         writeln!(file, "{seq}").map_err(Error::io("write", &self.staging))?;
         drop(file);
         std::fs::rename(&self.staging, &self.path).map_err(Error::io("rename", &self.staging))
@@ -513,12 +537,17 @@ impl HistoryConsumer {
             ));
         }
         let position = history.position_file.map(PositionFile::new);
-        let next = match position
+        let delivered = position
             .as_ref()
             .map(PositionFile::read)
             .transpose()?
-            .flatten()
-        {
+            .flatten();
+        // Before anything is delivered: a position that cannot be recorded
+        // would otherwise be found out only after the first chunk.
+        if let Some(position) = &position {
+            position.check_writable()?;
+        }
+        let next = match delivered {
             Some(delivered) => Some(delivered.saturating_add(1)),
             None => match history.start {
                 Start::Seq(seq) => Some(seq.max(1)),

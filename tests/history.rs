@@ -3,11 +3,12 @@
 //! consumers on the same bus.
 
 mod common;
+mod support;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::num::NonZeroU64;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -466,4 +467,59 @@ fn retain_with_back_pressure_is_refused() {
         }),
         Err(filebus::Error::Incompatible(_))
     ));
+}
+
+/// Defect 9c: a position file that cannot be written (missing directory,
+/// directory not writable) is refused before anything is delivered.
+#[test]
+fn unwritable_position_file_fails_before_delivering() {
+    let s = Scratch::in_memory();
+    std::fs::set_permissions(s.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let bus = s.bus();
+    let mut retained = retaining(&bus, 10);
+    retained.publish(&chunk(1)).unwrap();
+    std::fs::set_permissions(s.path("bus.history"), PermissionsExt::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(s.path("bus.history")).unwrap() {
+        std::fs::set_permissions(entry.unwrap().path(), PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let locked = s.path("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, PermissionsExt::from_mode(0o555)).unwrap();
+    let binary = support::binary_copy(s.dir.path());
+    for (what, position) in [
+        ("missing directory", s.path("missing").join("pos")),
+        ("unwritable directory", locked.join("pos")),
+    ] {
+        let out = s.path("out");
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.arg("--filename")
+            .arg(&bus)
+            .args([
+                "consumer",
+                "--history",
+                "--from",
+                "oldest",
+                "--position-file",
+            ])
+            .arg(&position)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(Stdio::piped());
+        support::as_nobody(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let status = wait_exit(&mut child, what);
+        let err = read_stderr(&mut child);
+        assert_eq!(status.code(), Some(1), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            b"",
+            "{what}: delivered before failing"
+        );
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.starts_with("filebus: ") && err.contains(position.to_str().unwrap()),
+            "{what}: {err}"
+        );
+        assert!(!position.exists(), "{what}");
+    }
 }
