@@ -163,8 +163,10 @@ pub struct HistoryArgs {
     /// --retain): every chunk once and in order, while within the newest N.
     /// Chunks lost by falling further behind are reported on stderr as one
     /// line, "filebus: lost chunks A-B (fell behind); resuming at C". Exits
-    /// 0 at the end chunk. On a bus without history, says so and follows
-    /// FILE as a lossy consumer. Not with --back-pressure
+    /// 0 at the end chunk. Chunks published without --retain are delivered
+    /// in their place, unsequenced, with a warning. On a bus without
+    /// history, says so and follows FILE as a lossy consumer until the
+    /// history appears. Not with --back-pressure
     #[arg(long)]
     history: bool,
 
