@@ -120,7 +120,8 @@ impl Bus {
 
     /// A consumer of the retained history `F.history/`; see
     /// [`HistoryConsumer`]. Fails with [`crate::Error::Incompatible`] in
-    /// lossless mode, and when the position file cannot be read.
+    /// lossless mode, and when the position file cannot be read or its
+    /// directory cannot be written.
     pub fn history_consumer(&self, history: HistoryOptions) -> Result<HistoryConsumer> {
         HistoryConsumer::new(self.paths.clone(), self.options.clone(), history)
     }

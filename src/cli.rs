@@ -163,8 +163,10 @@ pub struct HistoryArgs {
     /// --retain): every chunk once and in order, while within the newest N.
     /// Chunks lost by falling further behind are reported on stderr as one
     /// line, "filebus: lost chunks A-B (fell behind); resuming at C". Exits
-    /// 0 at the end chunk. On a bus without history, says so and follows
-    /// FILE as a lossy consumer. Not with --back-pressure
+    /// 0 at the end chunk. Chunks published without --retain are delivered
+    /// in their place, unsequenced, with a warning. On a bus without
+    /// history, says so and follows FILE as a lossy consumer until the
+    /// history appears. Not with --back-pressure
     #[arg(long)]
     history: bool,
 
@@ -181,7 +183,8 @@ pub struct HistoryArgs {
     /// History: keep the sequence number of the last delivered chunk in
     /// PATH and, if PATH exists, resume after it (overriding --from). It is
     /// written after the chunk, so a consumer killed in between delivers
-    /// that chunk again on restart (at-least-once)
+    /// that chunk again on restart (at-least-once). PATH's directory must be
+    /// writable: checked before anything is delivered
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, requires = "history")]
     position_file: Option<PathBuf>,
 }

@@ -20,6 +20,14 @@
 //! consumer concludes it lost chunk `s` when `s` is missing while a newer
 //! entry exists (`s` can no longer appear, since it is linked before any
 //! newer one).
+//!
+//! Producers that know nothing of the history (peers, or ours without
+//! retention) may still publish on the bus: their chunks appear only as `F`.
+//! A history consumer therefore also looks at `F` whenever it has delivered
+//! every entry there is, and delivers a chunk in `F` that has no history
+//! entry as unsequenced, in its place between the numbered ones. On a bus without
+//! history it does the same for every chunk, as a lossy consumer, until
+//! `F.history/` appears.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -30,6 +38,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -39,7 +48,6 @@ use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::bus::{BusOptions, Mode as BusMode};
-use crate::consume::{Consumer, Delivery};
 use crate::error::{Error, Result};
 use crate::output::Output;
 use crate::paths::BusPaths;
@@ -135,6 +143,24 @@ impl HistoryDir {
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(errno_io("stat", &self.entry_path(seq))(e)),
         }
+    }
+
+    /// Whether `id` is one of the two entries before `next`. A consumer
+    /// that has every entry up to `next - 1` and looks at `F` can find
+    /// there no other numbered chunk (see [`look_at_data`]).
+    fn precedes(&self, next: u64, id: (u64, u64)) -> Result<bool> {
+        for seq in next.saturating_sub(2).max(1)..next {
+            match fstatat(
+                &self.fd,
+                entry_name(seq).as_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) if (st.st_dev, st.st_ino) == id => return Ok(true),
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
+            }
+        }
+        Ok(false)
     }
 
     /// Opens entry `seq` for reading, or `None` when it does not exist.
@@ -343,7 +369,9 @@ pub struct HistoryOptions {
     /// rewritten (atomically) after each chunk has been delivered, so a
     /// consumer that dies between the two delivers that chunk again after a
     /// restart: at-least-once across crashes, exactly-once across clean
-    /// stops.
+    /// stops. Its directory must be writable, which the consumer checks
+    /// before it delivers anything. Unsequenced chunks are not recorded: a
+    /// resuming consumer leaves out the one in `F` when it starts.
     pub position_file: Option<PathBuf>,
 }
 
@@ -381,8 +409,11 @@ pub enum HistoryEvent<T> {
         /// Its content or size.
         data: T,
     },
-    /// A chunk from a bus without history, followed as a lossy consumer:
-    /// it has no sequence number.
+    /// A chunk published without a sequence number, by a producer without
+    /// retention (ours or a peer): on a bus without history yet, or between
+    /// two numbered chunks, in its place in the order. Like a lossy
+    /// consumer's chunk, it is missed when another chunk replaced it before
+    /// the consumer looked, and it is not recorded in the position file.
     Unsequenced(T),
     /// Chunks were lost; the next event is the chunk at `resume_at`.
     Lost(Loss),
@@ -431,12 +462,198 @@ impl PositionFile {
         }
     }
 
+    /// Fails unless the staging file can be created beside the position
+    /// file (its directory exists and is writable), which is what
+    /// [`PositionFile::write`] needs.
+    fn check_writable(&self) -> Result<()> {
+        drop(self.create_staging()?);
+        std::fs::remove_file(&self.staging).map_err(Error::io("remove", &self.staging))
+    }
+
+    fn create_staging(&self) -> Result<File> {
+        create_afresh(&self.staging).map_err(|e| match e {
+            Error::Io {
+                action: "create",
+                path,
+                source,
+            } => Error::Io {
+                action: "create position file",
+                path,
+                source,
+            },
+            other => other,
+        })
+    }
+
     /// Replaces the file by rename, so that it always holds a whole number.
     fn write(&self, seq: u64) -> Result<()> {
-        let mut file = create_afresh(&self.staging)?;
+        let mut file = self.create_staging()?;
         writeln!(file, "{seq}").map_err(Error::io("write", &self.staging))?;
         drop(file);
         std::fs::rename(&self.staging, &self.path).map_err(Error::io("rename", &self.staging))
+    }
+}
+
+/// The chunk `F` named when a history consumer last looked at it. It is kept
+/// open so that its inode number cannot be given to a newer chunk while the
+/// consumer compares against it.
+#[derive(Debug)]
+struct Seen {
+    id: (u64, u64),
+    _file: File,
+}
+
+/// What looking at `F` found.
+#[derive(Debug)]
+enum InF {
+    /// Nothing new: `F` is missing or is the chunk seen last.
+    Unchanged,
+    /// A new chunk with another name besides `F`: a history entry, to be
+    /// delivered from the history if at all. It counts as seen.
+    Numbered,
+    /// `F` was replaced while it was being looked at: look again.
+    Replaced,
+    /// A new chunk whose only name is `F`: published without retention.
+    /// Not counted as seen until it is delivered.
+    Unsequenced(Chunk),
+}
+
+/// An open chunk file.
+#[derive(Debug)]
+struct Chunk {
+    file: File,
+    size: u64,
+    id: (u64, u64),
+}
+
+impl Chunk {
+    fn new(file: File, meta: &Metadata) -> Self {
+        Chunk {
+            file,
+            size: meta.size(),
+            id: (meta.dev(), meta.ino()),
+        }
+    }
+}
+
+/// `F`'s device and inode numbers, or `None` when it does not exist.
+/// Anything but a regular file there is an error, as for lossy consumers.
+fn stat_data(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
+    match std::fs::symlink_metadata(paths.data()) {
+        Ok(meta) => {
+            Error::unless_regular(paths.data(), meta.file_type())?;
+            Ok(Some((meta.dev(), meta.ino())))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", paths.data())(e)),
+    }
+}
+
+/// Opens `F`, or `None` when it does not exist.
+fn open_data(paths: &BusPaths) -> Result<Option<(File, Metadata)>> {
+    let path = paths.data();
+    // O_NONBLOCK: opening a FIFO planted at F must not hang.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = match openat(AT_FDCWD, path, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(errno_io("open", path)(e)),
+    };
+    let meta = file.metadata().map_err(Error::io("stat", path))?;
+    Error::unless_regular(path, meta.file_type())?;
+    Ok(Some((file, meta)))
+}
+
+/// Looks at `F` for a chunk published without retention.
+///
+/// A producer with retention links a chunk into the history before it
+/// renames it to `F`, and prunes an entry only once `F` names a newer one,
+/// so a numbered chunk has at least two names while it is `F`, and a chunk
+/// in `F` with one name is a candidate. The link count is read after
+/// opening `F`, and `F` is checked to still name the same inode afterwards,
+/// since a numbered chunk replaced in between is left with one name, its
+/// entry. That is not yet proof: a rename drops the link count of the chunk
+/// it replaces a moment before lookups of `F` stop finding that chunk, so a
+/// numbered chunk being replaced can show one link and still be found at
+/// `F`. The caller rules this out: a consumer following the history compares
+/// the candidate with the entries it could be ([`HistoryDir::precedes`]),
+/// one without entries looks for the history again.
+fn look_at_data(paths: &BusPaths, seen: &mut Option<Seen>) -> Result<InF> {
+    let Some(id) = stat_data(paths)? else {
+        return Ok(InF::Unchanged);
+    };
+    if seen.as_ref().is_some_and(|seen| seen.id == id) {
+        return Ok(InF::Unchanged);
+    }
+    let Some((file, meta)) = open_data(paths)? else {
+        return Ok(InF::Replaced);
+    };
+    let chunk = Chunk::new(file, &meta);
+    if meta.nlink() > 1 {
+        *seen = Some(Seen {
+            id: chunk.id,
+            _file: chunk.file,
+        });
+        return Ok(InF::Numbered);
+    }
+    if stat_data(paths)? != Some(chunk.id) {
+        return Ok(InF::Replaced);
+    }
+    if chunk.size == 0 {
+        // A lossless producer's end marker: lossy consumers skip it.
+        *seen = Some(Seen {
+            id: chunk.id,
+            _file: chunk.file,
+        });
+        return Ok(InF::Unchanged);
+    }
+    Ok(InF::Unsequenced(chunk))
+}
+
+/// How often at most a consumer reports unsequenced chunks.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Reports unsequenced chunks on a bus with history, one line for the first
+/// at once and then at most one line per [`REPORT_EVERY`], which counts the
+/// ones in between: a producer without retention left running on a history
+/// bus must not flood standard error with a line per chunk.
+#[derive(Debug, Default)]
+struct Report {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl Report {
+    fn chunk(&mut self, bus: &Path, after: u64) {
+        if self.last.is_some_and(|last| last.elapsed() < REPORT_EVERY) {
+            self.unreported += 1;
+            return;
+        }
+        let place = match after {
+            0 => "before the first numbered chunk".to_string(),
+            seq => format!("after chunk {seq}"),
+        };
+        let more = match std::mem::take(&mut self.unreported) {
+            0 => String::new(),
+            n => format!("; {n} more since the last report"),
+        };
+        log::warn!(
+            "unsequenced chunk on {} {place} (published without --retain), delivered in \
+             its place{more}",
+            bus.display()
+        );
+        self.last = Some(Instant::now());
+    }
+
+    /// Reports the chunks not reported yet, at the end of the stream.
+    fn flush(&mut self, bus: &Path) {
+        let n = std::mem::take(&mut self.unreported);
+        if n > 0 {
+            log::warn!(
+                "{n} more unsequenced chunks on {} since the last report",
+                bus.display()
+            );
+        }
     }
 }
 
@@ -445,6 +662,8 @@ impl PositionFile {
 enum State {
     /// No history directory with entries seen yet; `next` is the number to
     /// start at, or `None` for the first chunk published from now on.
+    /// Meanwhile chunks in `F` are delivered unsequenced, as a lossy
+    /// consumer would.
     Waiting { next: Option<u64> },
     /// Reading `F.history/<next>`.
     Following {
@@ -457,8 +676,25 @@ enum State {
         witness: Option<u64>,
         warned_ahead: bool,
     },
-    /// The bus has no history: following `F` as a lossy consumer.
-    Lossy(Box<Consumer>),
+}
+
+/// What a history consumer does next.
+#[derive(Debug)]
+enum Step {
+    /// Nothing to deliver until the bus changes.
+    Wait,
+    /// Look again at once.
+    Again,
+    /// Entry `seq`; `is_data` when it was `F` too.
+    Entry {
+        seq: u64,
+        chunk: Chunk,
+        is_data: bool,
+    },
+    /// A chunk published without retention, next in the order.
+    Unsequenced(Chunk),
+    /// Chunks were lost.
+    Lost(Loss),
 }
 
 /// A consumer that follows the retained history `F.history/`. Obtained
@@ -492,11 +728,18 @@ enum State {
 #[derive(Debug)]
 pub struct HistoryConsumer {
     paths: BusPaths,
-    options: BusOptions,
     strict: bool,
     position: Option<PositionFile>,
     watcher: Watcher,
     state: State,
+    /// The chunk `F` named when last looked at, if it was delivered or
+    /// needs no delivery.
+    seen: Option<Seen>,
+    /// `F.history/` was missing at the last look.
+    no_history: bool,
+    /// The user was told that the bus has no history.
+    told_no_history: bool,
+    report: Report,
     /// The sequence number of the end chunk, once delivered.
     ended: Option<u64>,
 }
@@ -513,31 +756,51 @@ impl HistoryConsumer {
             ));
         }
         let position = history.position_file.map(PositionFile::new);
-        let next = match position
+        let delivered = position
             .as_ref()
             .map(PositionFile::read)
             .transpose()?
-            .flatten()
-        {
+            .flatten();
+        // Before anything is delivered: a position that cannot be recorded
+        // would otherwise be found out only after the first chunk.
+        if let Some(position) = &position {
+            position.check_writable()?;
+        }
+        let next = match delivered {
             Some(delivered) => Some(delivered.saturating_add(1)),
             None => match history.start {
                 Start::Seq(seq) => Some(seq.max(1)),
                 Start::Newest | Start::Oldest => None,
             },
         };
+        // Unsequenced chunks are not recorded in the position file: the one
+        // in `F` now may have been delivered before the restart, so a
+        // resuming consumer leaves it out rather than repeat it.
+        let seen = match delivered {
+            Some(_) => open_data(&paths)?.map(|(file, meta)| Seen {
+                id: (meta.dev(), meta.ino()),
+                _file: file,
+            }),
+            None => None,
+        };
         let mut consumer = HistoryConsumer {
             watcher: Watcher::new(&paths, &options, Awaited::Publication),
             paths,
-            options,
             strict: history.strict,
             position,
             state: State::Waiting { next },
+            seen,
+            no_history: false,
+            told_no_history: false,
+            report: Report::default(),
             ended: None,
         };
         // Look now, so that "the first chunk published after it started"
         // means after this constructor returned.
         consumer.settle(Some(history.start))?;
-        if let State::Waiting { .. } = consumer.state {
+        if let State::Waiting { .. } = consumer.state
+            && !consumer.told_no_history
+        {
             log::info!(
                 "no chunks in {} yet; waiting for the first one",
                 consumer.paths.history().display()
@@ -561,15 +824,9 @@ impl HistoryConsumer {
         if let Some(seq) = self.ended {
             return Ok(HistoryEvent::End { seq });
         }
-        self.next_event(
-            output,
-            |output, file, size| output.copy_from(file, size).map(|()| size),
-            |output, consumer| match consumer.deliver(output)? {
-                Delivery::Chunk(size) => Ok(size),
-                // A lossy consumer skips empty chunks and never ends.
-                Delivery::End => Ok(0),
-            },
-        )
+        self.next_event(output, |output, file, size| {
+            output.copy_from(file, size).map(|()| size)
+        })
     }
 
     /// Blocks until the next event and returns it with the chunk's content.
@@ -578,42 +835,36 @@ impl HistoryConsumer {
         if self.ended.is_some() {
             return Ok(None);
         }
-        self.next_event(
-            &mut (),
-            |(), file, _| {
-                // Sizes the buffer from the file, and reports a size that
-                // does not fit in memory as an error instead of aborting.
-                let mut data = Vec::new();
-                file.read_to_end(&mut data).map(|_| data)
-            },
-            |(), consumer| Ok(consumer.recv()?.unwrap_or_default()),
-        )
+        self.next_event(&mut (), |(), file, _| {
+            // Sizes the buffer from the file, and reports a size that does
+            // not fit in memory as an error instead of aborting.
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).map(|_| data)
+        })
         .map(Some)
     }
 
-    /// Decides, without blocking, how to follow the bus if that is still
-    /// open: history, or lossy when `F` exists without history. `start` is
-    /// given only on the first look, when a start position applies to
-    /// entries that exist already.
+    /// Decides, without blocking, whether to follow the history: once
+    /// `F.history/` has entries. `start` is given only on the first look,
+    /// when a start position applies to entries that exist already.
     fn settle(&mut self, start: Option<Start>) -> Result<()> {
         let State::Waiting { next } = self.state else {
             return Ok(());
         };
         let Some(dir) = HistoryDir::open(self.paths.history())? else {
-            if self.paths.data().symlink_metadata().is_ok() {
+            self.no_history = true;
+            if !self.told_no_history && self.paths.data().symlink_metadata().is_ok() {
                 log::warn!(
-                    "{} has no history ({} is missing); following it as a lossy consumer",
+                    "{} has no history ({} is missing); following it as a lossy consumer \
+                     until the history appears",
                     self.paths.data().display(),
                     self.paths.history().display()
                 );
-                let lossy = BusOptions {
-                    mode: BusMode::Lossy,
-                    ..self.options.clone()
-                };
-                self.state = State::Lossy(Box::new(Consumer::new(self.paths.clone(), lossy)));
+                self.told_no_history = true;
             }
             return Ok(());
         };
+        self.no_history = false;
         let Some((oldest, newest)) = dir.scan(u64::MAX)?.range else {
             return Ok(());
         };
@@ -628,7 +879,14 @@ impl HistoryConsumer {
             // Oldest, or entries that all appeared after the start.
             (None, _) => oldest,
         };
-        log::info!("following {} from chunk {next}", dir.path.display());
+        if self.told_no_history {
+            log::warn!(
+                "{} appeared; following it from chunk {next}",
+                dir.path.display()
+            );
+        } else {
+            log::info!("following {} from chunk {next}", dir.path.display());
+        }
         self.state = State::Following {
             dir,
             next,
@@ -638,61 +896,161 @@ impl HistoryConsumer {
         Ok(())
     }
 
-    /// The next event; `take` copies an entry's content to `out`, `lossy`
-    /// takes a chunk from `out` as a lossy consumer (when the bus has no
-    /// history). Both are handed `out`: two closures cannot both borrow it.
+    /// The next event; `take` copies a chunk's content to `out`.
     fn next_event<O: ?Sized, T>(
         &mut self,
         out: &mut O,
         mut take: impl FnMut(&mut O, &mut File, u64) -> io::Result<T>,
-        lossy: impl FnOnce(&mut O, &mut Consumer) -> Result<T>,
     ) -> Result<HistoryEvent<T>> {
         loop {
             self.watcher.arm();
             self.settle(None)?;
-            let State::Following {
-                dir,
-                next,
-                witness,
-                warned_ahead,
-            } = &mut self.state
-            else {
-                if let State::Lossy(consumer) = &mut self.state {
-                    return lossy(out, consumer).map(HistoryEvent::Unsequenced);
-                }
-                self.watcher.wait();
-                continue;
+            let step = match self.state {
+                State::Waiting { .. } => self.step_waiting()?,
+                State::Following { .. } => self.step_following()?,
             };
-            let seq = *next;
-            if let Some((mut file, meta)) = dir.open_entry(seq)? {
-                let size = meta.size();
-                let event = if size == 0 {
-                    self.ended = Some(seq);
-                    HistoryEvent::End { seq }
-                } else {
-                    let data = take(out, &mut file, size).map_err(Error::Output)?;
-                    HistoryEvent::Chunk { seq, data }
-                };
-                *next = seq + 1;
-                *witness = Some(seq);
-                if let Some(position) = &self.position {
-                    position.write(seq)?;
+            match step {
+                Step::Wait => self.watcher.wait(),
+                Step::Again => {}
+                Step::Lost(loss) => {
+                    if self.strict {
+                        return Err(Error::FellBehind {
+                            path: self.paths.data().to_path_buf(),
+                            loss,
+                        });
+                    }
+                    if let State::Following { next, .. } = &mut self.state {
+                        *next = loss.resume_at;
+                    }
+                    return Ok(HistoryEvent::Lost(loss));
                 }
-                return Ok(event);
+                Step::Unsequenced(mut chunk) => {
+                    let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                    match self.state {
+                        State::Following { next, .. } => {
+                            self.report.chunk(self.paths.data(), next - 1);
+                        }
+                        State::Waiting { .. } if !self.no_history => {
+                            self.report.chunk(self.paths.data(), 0);
+                        }
+                        // The notice that the bus has no history said it.
+                        State::Waiting { .. } => {}
+                    }
+                    self.seen = Some(Seen {
+                        id: chunk.id,
+                        _file: chunk.file,
+                    });
+                    return Ok(HistoryEvent::Unsequenced(data));
+                }
+                Step::Entry {
+                    seq,
+                    mut chunk,
+                    is_data,
+                } => {
+                    let event = if chunk.size == 0 {
+                        self.ended = Some(seq);
+                        self.report.flush(self.paths.data());
+                        HistoryEvent::End { seq }
+                    } else {
+                        let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                        HistoryEvent::Chunk { seq, data }
+                    };
+                    if let State::Following { next, witness, .. } = &mut self.state {
+                        *next = seq + 1;
+                        *witness = Some(seq);
+                    }
+                    if is_data {
+                        self.seen = Some(Seen {
+                            id: chunk.id,
+                            _file: chunk.file,
+                        });
+                    }
+                    if let Some(position) = &self.position {
+                        position.write(seq)?;
+                    }
+                    return Ok(event);
+                }
             }
-            if let Some(witness) = *witness
-                && dir.has(witness)?
-            {
-                self.watcher.wait();
-                continue;
+        }
+    }
+
+    /// Without history entries: a new chunk in `F` is unsequenced.
+    fn step_waiting(&mut self) -> Result<Step> {
+        match look_at_data(&self.paths, &mut self.seen)? {
+            InF::Unchanged => Ok(Step::Wait),
+            // A chunk with a history entry: the history is appearing.
+            InF::Numbered | InF::Replaced => Ok(Step::Again),
+            InF::Unsequenced(chunk) => {
+                // Entries that appeared since the last look may come before
+                // it, or it may be one of them being replaced: following
+                // them decides.
+                self.settle(None)?;
+                Ok(match self.state {
+                    State::Waiting { .. } => Step::Unsequenced(chunk),
+                    State::Following { .. } => Step::Again,
+                })
             }
+        }
+    }
+
+    /// Following the history: entry `next`, a loss, or an unsequenced
+    /// chunk in its place.
+    fn step_following(&mut self) -> Result<Step> {
+        let State::Following {
+            dir,
+            next,
+            witness,
+            warned_ahead,
+        } = &mut self.state
+        else {
+            return Ok(Step::Again);
+        };
+        let seq = *next;
+        if let Some((file, meta)) = dir.open_entry(seq)? {
+            let chunk = Chunk::new(file, &meta);
+            // A second name means the entry is `F`, or still being published
+            // (linked, not renamed to `F` yet, under the producer's lock):
+            // then an unsequenced chunk in `F` now came before it.
+            let mut is_data = false;
+            if meta.nlink() > 1 {
+                is_data = stat_data(&self.paths)? == Some(chunk.id);
+                if !is_data
+                    && let InF::Unsequenced(earlier) = look_at_data(&self.paths, &mut self.seen)?
+                {
+                    // Unless the entry was renamed to `F` and replaced by
+                    // that chunk meanwhile, which leaves it one name, or
+                    // that chunk is the previous entry, being replaced by
+                    // this one.
+                    let still_pending = chunk
+                        .file
+                        .metadata()
+                        .map_err(Error::io("stat", &dir.entry_path(seq)))?
+                        .nlink()
+                        > 1;
+                    if still_pending && !dir.precedes(seq, earlier.id)? {
+                        return Ok(Step::Unsequenced(earlier));
+                    }
+                }
+            }
+            return Ok(Step::Entry {
+                seq,
+                chunk,
+                is_data,
+            });
+        }
+        // Whether the newest entry is the one before `next`: only then does
+        // a chunk in `F` come right after the last one delivered, rather
+        // than before the chunk the consumer was asked to start at.
+        let caught_up;
+        if let Some(witness) = *witness
+            && dir.has(witness)?
+        {
+            caught_up = witness + 1 == seq;
+        } else {
             if !dir.still_named()? {
                 match HistoryDir::open(self.paths.history())? {
                     Some(reopened) => *dir = reopened,
-                    None => {
-                        self.watcher.wait();
-                        continue;
-                    }
+                    None => return Ok(Step::Wait),
                 }
             }
             let scan = dir.scan(seq)?;
@@ -700,21 +1058,13 @@ impl HistoryConsumer {
                 // Entries appear in order: with a newer one present, `seq`
                 // either exists now or never will.
                 Some(resume_at) if !dir.has(seq)? => {
-                    let loss = Loss {
+                    return Ok(Step::Lost(Loss {
                         first: seq,
                         last: resume_at - 1,
                         resume_at,
-                    };
-                    if self.strict {
-                        return Err(Error::FellBehind {
-                            path: self.paths.data().to_path_buf(),
-                            loss,
-                        });
-                    }
-                    *next = resume_at;
-                    return Ok(HistoryEvent::Lost(loss));
+                    }));
                 }
-                Some(_) => continue,
+                Some(_) => return Ok(Step::Again),
                 None => {
                     if let Some((_, newest)) = scan.range
                         && newest.saturating_add(1) < seq
@@ -728,10 +1078,31 @@ impl HistoryConsumer {
                         *warned_ahead = true;
                     }
                     *witness = scan.range.map(|(_, newest)| newest);
-                    self.watcher.wait();
+                    caught_up = *witness == Some(seq - 1);
                 }
             }
         }
+        if !caught_up {
+            return Ok(Step::Wait);
+        }
+        Ok(match look_at_data(&self.paths, &mut self.seen)? {
+            InF::Unchanged => Step::Wait,
+            InF::Numbered | InF::Replaced => Step::Again,
+            // Seen in `F` while entry `next` did not exist: it comes before
+            // that entry, unless the entry appeared, was renamed to `F` and
+            // replaced meanwhile; then the entry goes first.
+            InF::Unsequenced(_) if dir.has(seq)? => Step::Again,
+            InF::Unsequenced(chunk) if dir.precedes(seq, chunk.id)? => {
+                // A numbered chunk on its way out of `F`: its replacement
+                // raises an event.
+                self.seen = Some(Seen {
+                    id: chunk.id,
+                    _file: chunk.file,
+                });
+                Step::Wait
+            }
+            InF::Unsequenced(chunk) => Step::Unsequenced(chunk),
+        })
     }
 }
 
@@ -803,6 +1174,57 @@ mod tests {
         ] {
             assert_eq!(parse_entry_name(OsStr::new(name)), None, "{name}");
         }
+    }
+
+    /// What keeps a chunk from being delivered both unsequenced and as a
+    /// history entry (a consumer that sees the history appear, defect 9b):
+    /// a chunk in `F` with a history entry is never taken as unsequenced.
+    #[test]
+    fn only_a_chunk_whose_only_name_is_f_is_unsequenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let mut seen = None;
+        assert!(matches!(
+            look_at_data(&paths, &mut seen),
+            Ok(InF::Unchanged)
+        ));
+        std::fs::write(paths.data(), b"plain").unwrap();
+        let Ok(InF::Unsequenced(chunk)) = look_at_data(&paths, &mut seen) else {
+            panic!("a chunk with one name is unsequenced");
+        };
+        assert_eq!(chunk.size, 5);
+        assert!(seen.is_none(), "counted as seen only once delivered");
+        seen = Some(Seen {
+            id: chunk.id,
+            _file: chunk.file,
+        });
+        assert!(matches!(
+            look_at_data(&paths, &mut seen),
+            Ok(InF::Unchanged)
+        ));
+
+        let history = HistoryDir::create(paths.history()).unwrap();
+        let staging = dir.path().join("bus.__new__");
+        std::fs::write(&staging, b"numbered").unwrap();
+        assert!(history.link(&staging, 1).unwrap());
+        std::fs::rename(&staging, paths.data()).unwrap();
+        assert!(matches!(look_at_data(&paths, &mut seen), Ok(InF::Numbered)));
+        assert!(matches!(
+            look_at_data(&paths, &mut seen),
+            Ok(InF::Unchanged)
+        ));
+
+        // An empty chunk with one name is a lossless end marker: skipped.
+        std::fs::write(&staging, b"").unwrap();
+        std::fs::rename(&staging, paths.data()).unwrap();
+        assert!(matches!(
+            look_at_data(&paths, &mut seen),
+            Ok(InF::Unchanged)
+        ));
+        assert!(matches!(
+            look_at_data(&paths, &mut seen),
+            Ok(InF::Unchanged)
+        ));
     }
 
     #[test]

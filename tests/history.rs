@@ -3,17 +3,20 @@
 //! consumers on the same bus.
 
 mod common;
+mod support;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::num::NonZeroU64;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, Loss, Mode, Producer, Start};
+use filebus::{
+    Bus, BusOptions, HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Mode, Producer, Start,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -94,6 +97,19 @@ fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
         }
     });
     seen
+}
+
+/// The consumer's next event, failing the test after [`DEADLINE`] instead
+/// of blocking it forever.
+fn next_event(consumer: HistoryConsumer) -> (HistoryConsumer, Option<HistoryEvent<Vec<u8>>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut consumer = consumer;
+        let event = consumer.recv().unwrap();
+        let _ = tx.send((consumer, event));
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("timed out waiting for the consumer's next event")
 }
 
 #[test]
@@ -466,4 +482,348 @@ fn retain_with_back_pressure_is_refused() {
         }),
         Err(filebus::Error::Incompatible(_))
     ));
+}
+
+/// Defect 9a: a chunk published on a history bus by a producer without
+/// `--retain` (ours, the Python original, its bash variant) is delivered
+/// unsequenced in its place between the numbered chunks, and reported on
+/// stderr: one line at once, later ones folded into one summary line.
+#[test]
+fn chunks_published_without_retain_are_delivered_unsequenced_in_place() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let out = s.path("out");
+    // Build the peers' commands first: installing them must not happen in
+    // the middle of the sequence below.
+    let plain: Vec<(&str, std::process::Command)> = vec![
+        ("ours", ours()),
+        ("python", python_peer()),
+        ("bash", bash_peer()),
+    ];
+    let mut retained = retaining(&bus, 100);
+    retained.publish(&chunk(1)).unwrap();
+    retained.publish(&chunk(2)).unwrap();
+    let mut hist = history_consumer(&bus, &["--history", "--from", "oldest"], &out);
+    let log = collect_stderr(&mut hist);
+    wait_until("chunks 1-2 delivered", || output_is(&out, &chunks(1..=2)));
+    let mut want = chunks(1..=2);
+    for (k, (name, cmd)) in plain.into_iter().enumerate() {
+        let input = s.path(&format!("in-{name}"));
+        let line = format!("plain-{name}\n");
+        std::fs::write(&input, &line).unwrap();
+        let mut producer = producer(cmd, &bus, &[], &input);
+        assert_success(&mut producer, &format!("{name} producer without --retain"));
+        want.extend_from_slice(line.as_bytes());
+        wait_until(&format!("the {name} chunk delivered"), || {
+            output_is(&out, &want)
+        });
+        if k == 0 {
+            // A numbered chunk between the first unsequenced one and the
+            // next two, which follow each other.
+            retained.publish(&chunk(3)).unwrap();
+            want.extend(chunk(3));
+            wait_until("chunk 3 delivered", || output_is(&out, &want));
+        }
+    }
+    retained.publish(&chunk(4)).unwrap();
+    retained.finish().unwrap();
+    want.extend(chunk(4));
+    assert_success(&mut hist, "history consumer");
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        String::from_utf8(want).unwrap()
+    );
+    let err = log.lock().unwrap().clone();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("unsequenced chunk")
+            && lines[0].contains("after chunk 2")
+            && lines[0].contains("without --retain"),
+        "{err}"
+    );
+    assert!(lines[1].contains("2 more unsequenced chunks"), "{err}");
+}
+
+/// Defect 9a, ordering: an unsequenced chunk that is `F` while the next
+/// numbered chunk is linked into the history but not yet renamed to `F`
+/// (the producer holds the lock between the two) came before that chunk,
+/// and is delivered before it. A numbered chunk that is `F` is delivered
+/// once, as numbered.
+#[test]
+fn unsequenced_chunk_comes_before_a_numbered_one_not_yet_published_as_f() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let consumer = Bus::new(&bus, BusOptions::default())
+        .history_consumer(HistoryOptions::default())
+        .unwrap();
+    let mut retained = retaining(&bus, 10);
+    retained.publish(b"one").unwrap();
+    let (consumer, event) = next_event(consumer);
+    assert_eq!(
+        event,
+        Some(HistoryEvent::Chunk {
+            seq: 1,
+            data: b"one".to_vec()
+        })
+    );
+    let mut plain = Bus::new(&bus, BusOptions::default()).producer().unwrap();
+    plain.publish(b"plain").unwrap();
+    // Chunk 2 half published, as under a producer's lock: staged and linked
+    // as entry 2, not renamed to F yet.
+    let staging = s.path("bus.__new__");
+    std::fs::write(&staging, b"two").unwrap();
+    std::fs::hard_link(&staging, s.path("bus.history").join(format!("{:020}", 2))).unwrap();
+    let (consumer, event) = next_event(consumer);
+    assert_eq!(event, Some(HistoryEvent::Unsequenced(b"plain".to_vec())));
+    std::fs::rename(&staging, &bus).unwrap();
+    let (consumer, event) = next_event(consumer);
+    assert_eq!(
+        event,
+        Some(HistoryEvent::Chunk {
+            seq: 2,
+            data: b"two".to_vec()
+        })
+    );
+    // Chunk 2 is F now: it is not delivered again as unsequenced.
+    retained.publish(b"three").unwrap();
+    retained.finish().unwrap();
+    let rest: Vec<_> = consumer.collect::<filebus::Result<_>>().unwrap();
+    assert_eq!(
+        rest,
+        [
+            HistoryEvent::Chunk {
+                seq: 3,
+                data: b"three".to_vec()
+            },
+            HistoryEvent::End { seq: 4 },
+        ]
+    );
+}
+
+/// Defect 9b: a history consumer started on a bus that has `F` but no
+/// history yet follows `F` lossily, and switches to the history when it
+/// appears: every numbered chunk once, then the end chunk ends it.
+#[test]
+fn consumer_switches_to_history_when_it_appears() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let out = s.path("out");
+    let mut plain = Bus::new(&bus, BusOptions::default()).producer().unwrap();
+    plain.publish(b"before\n").unwrap();
+    let mut hist = history_consumer(&bus, &["--history"], &out);
+    wait_until("the chunk from before the history", || {
+        output_is(&out, b"before\n")
+    });
+    let mut retained = retaining(&bus, 100);
+    for i in 1..=3 {
+        retained.publish(&chunk(i)).unwrap();
+    }
+    retained.finish().unwrap();
+    assert_success(&mut hist, "history consumer");
+    let mut want = b"before\n".to_vec();
+    want.extend(chunks(1..=3));
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        String::from_utf8(want).unwrap()
+    );
+    let err = read_stderr(&mut hist);
+    assert_eq!(err.matches("has no history").count(), 1, "{err}");
+}
+
+/// Defect 9c: a position file that cannot be written (missing directory,
+/// directory not writable) is refused before anything is delivered.
+#[test]
+fn unwritable_position_file_fails_before_delivering() {
+    let s = Scratch::in_memory();
+    std::fs::set_permissions(s.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let bus = s.bus();
+    let mut retained = retaining(&bus, 10);
+    retained.publish(&chunk(1)).unwrap();
+    std::fs::set_permissions(s.path("bus.history"), PermissionsExt::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(s.path("bus.history")).unwrap() {
+        std::fs::set_permissions(entry.unwrap().path(), PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let locked = s.path("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, PermissionsExt::from_mode(0o555)).unwrap();
+    let binary = support::binary_copy(s.dir.path());
+    for (what, position) in [
+        ("missing directory", s.path("missing").join("pos")),
+        ("unwritable directory", locked.join("pos")),
+    ] {
+        let out = s.path("out");
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.arg("--filename")
+            .arg(&bus)
+            .args([
+                "consumer",
+                "--history",
+                "--from",
+                "oldest",
+                "--position-file",
+            ])
+            .arg(&position)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(Stdio::piped());
+        support::as_nobody(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let status = wait_exit(&mut child, what);
+        let err = read_stderr(&mut child);
+        assert_eq!(status.code(), Some(1), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            b"",
+            "{what}: delivered before failing"
+        );
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.starts_with("filebus: ") && err.contains(position.to_str().unwrap()),
+            "{what}: {err}"
+        );
+        assert!(!position.exists(), "{what}");
+    }
+}
+
+/// Defect 9a under load: a producer with retention and one without publish
+/// at once while history consumers follow. The producer without retention
+/// writes, under the bus lock, which numbered chunk `F` held when it
+/// published, so each consumer's output shows whether every unsequenced
+/// chunk came right after that one. Every numbered chunk exactly once and
+/// in order; unsequenced ones at most once, in order, each in its place.
+#[test]
+fn unsequenced_chunks_keep_their_place_beside_a_busy_retaining_producer() {
+    const NUMBERED: u64 = 10_000;
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let input = s.path("input");
+    let mut text = String::new();
+    for i in 1..=NUMBERED {
+        text.push_str(&format!("R{i:06}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+    let plain = |n: u64, after: u64| format!("P{n:06} {after:06}\n");
+    // `last`: the numbered chunk `F` held when the previous one was
+    // published, for when `F` holds an unsequenced chunk.
+    let publish_plain = |n: u64, last: &mut u64| {
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(s.path("bus.lock"))
+            .unwrap();
+        let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let current = std::fs::read(&bus).unwrap_or_default();
+        if current.first() == Some(&b'R') {
+            *last = std::str::from_utf8(&current[1..7])
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+        std::fs::write(s.path("bus.__new__"), plain(n, *last)).unwrap();
+        std::fs::rename(s.path("bus.__new__"), &bus).unwrap();
+        drop(held);
+    };
+    let outs: Vec<_> = (0..2).map(|k| s.path(&format!("out{k}"))).collect();
+    let mut consumers: Vec<Child> = outs
+        .iter()
+        .map(|out| history_consumer(&bus, &["--history", "--from", "oldest"], out))
+        .collect();
+    // One unsequenced chunk before any history: each consumer delivers it,
+    // so the check below cannot pass with none delivered.
+    let mut last = 0;
+    publish_plain(1, &mut last);
+    for out in &outs {
+        wait_until("the first unsequenced chunk", || {
+            output_is(out, plain(1, 0).as_bytes())
+        });
+    }
+    let mut retaining_producer = history_producer(
+        &bus,
+        &["--lines", "--block-size", "8"],
+        &["--retain", "100000"],
+        &input,
+    );
+    let mut n = 1;
+    while retaining_producer.try_wait().unwrap().is_none() {
+        n += 1;
+        publish_plain(n, &mut last);
+    }
+    assert_success(&mut retaining_producer, "retaining producer");
+    for (k, consumer) in consumers.iter_mut().enumerate() {
+        assert_success(consumer, &format!("history consumer {k}"));
+    }
+    for out in &outs {
+        let text = String::from_utf8(std::fs::read(out).unwrap()).unwrap();
+        let (mut numbered, mut unsequenced) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            if let Some(seq) = line.strip_prefix('R') {
+                numbered.push(seq.parse::<u64>().unwrap());
+                continue;
+            }
+            let (n, after) = line[1..].split_once(' ').unwrap();
+            let last = numbered.last().copied().unwrap_or(0);
+            assert_eq!(after.parse::<u64>().unwrap(), last, "{line} misplaced");
+            unsequenced.push(n.parse::<u64>().unwrap());
+        }
+        assert!(
+            numbered == (1..=NUMBERED).collect::<Vec<_>>(),
+            "numbered chunks missing, repeated or out of order"
+        );
+        assert!(
+            unsequenced.windows(2).all(|w| w[0] < w[1]),
+            "unsequenced chunks repeated or out of order"
+        );
+    }
+}
+
+/// Unsequenced chunks are not recorded in the position file, so a consumer
+/// resuming from one leaves out the unsequenced chunk in `F`: it may have
+/// delivered it before it stopped, and must not repeat it.
+#[test]
+fn resuming_consumer_does_not_repeat_the_unsequenced_chunk_in_f() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let options = || HistoryOptions {
+        start: Start::Oldest,
+        position_file: Some(s.path("position")),
+        ..HistoryOptions::default()
+    };
+    let plain_bus = Bus::new(&bus, BusOptions::default());
+    let mut retained = retaining(&bus, 10);
+    retained.publish(b"one").unwrap();
+    let first = plain_bus.history_consumer(options()).unwrap();
+    plain_bus.producer().unwrap().publish(b"plain").unwrap();
+    let (first, event) = next_event(first);
+    assert_eq!(
+        event,
+        Some(HistoryEvent::Chunk {
+            seq: 1,
+            data: b"one".to_vec()
+        })
+    );
+    let (first, event) = next_event(first);
+    assert_eq!(event, Some(HistoryEvent::Unsequenced(b"plain".to_vec())));
+    drop(first);
+    let second = plain_bus.history_consumer(options()).unwrap();
+    // Chunk 2 linked but not renamed to F yet: had the resumed consumer
+    // taken the chunk in F as new, it would deliver it first.
+    let staging = s.path("bus.__new__");
+    std::fs::write(&staging, b"two").unwrap();
+    std::fs::hard_link(&staging, s.path("bus.history").join(format!("{:020}", 2))).unwrap();
+    let (second, event) = next_event(second);
+    assert_eq!(
+        event,
+        Some(HistoryEvent::Chunk {
+            seq: 2,
+            data: b"two".to_vec()
+        })
+    );
+    std::fs::rename(&staging, &bus).unwrap();
+    retained.finish().unwrap();
+    let (_, event) = next_event(second);
+    assert_eq!(event, Some(HistoryEvent::End { seq: 3 }));
+    assert_eq!(std::fs::read_to_string(s.path("position")).unwrap(), "3\n");
 }
