@@ -776,7 +776,7 @@ def gap_notes(results):
         p50, p99 = lat.get((shm, "filebus", mode), (0, 0))
         if p50 > 100 and p99 <= 1000:
             notes.append(
-                f"- **{mode.capitalize()} latency p50 ({p50:.0f} µs).** A message needs three wake-ups "
+                f"- **Back-to-back {mode} latency p50 ({p50:.0f} µs).** A message needs three wake-ups "
                 f"in a row (producer, consumer, reader) against two through a raw pipe, each tens of "
                 f"µs across CPUs on this virtual machine; the p50 varies by tens of µs between runs "
                 f"on this shared machine, and p99 ({p99:.0f} µs) stays well inside its target."
@@ -796,8 +796,10 @@ def gap_notes(results):
             notes.append(
                 f"- **Isolated messages on {fs}** ({figures}). Each message wakes three processes "
                 f"in a row from idle (producer, consumer, reader) against two for `cat` and "
-                f"`tail -F`, and each side makes about ten system calls or more before the byte moves on; "
-                f"`docs/latency-profile.md` lists them and what can be taken off the path."
+                f"`tail -F`, and the protocol's own work after idle (creating, writing, linking and "
+                f"renaming a file, then opening it on the other side) costs several times an append "
+                f"to a file; `docs/latency-profile.md` measures the protocol's floor with a minimal "
+                f"C implementation and lists what filebus does beyond it."
             )
     if not notes:
         return []
