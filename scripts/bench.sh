@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark command: filebus vs the Python original vs a raw pipe, on
-# /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
+# The benchmark command: filebus vs the Python original vs a raw pipe (and,
+# for isolated messages, GNU tail -F), on /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
 # chart at the repository root (a full run takes several minutes).
 #
 #   scripts/bench.sh           full run (release build)
@@ -38,7 +38,11 @@ else
     filebus=target/release/filebus
     out=.
 fi
+# The per-chunk floor: the protocol's system calls in a minimal C loop.
+mkdir -p target/bench
+cc -O2 -Wall -Werror -o target/bench/chunk-floor scripts/chunk-floor.c
 exec "$venv/bin/python" scripts/bench.py "${smoke[@]}" \
     --filebus "$root/$filebus" --python-filebus "$peer" \
+    --chunk-floor "$root/target/bench/chunk-floor" \
     --disk-dir "$root/target/bench/disk" --out "$out" \
     --command "scripts/bench.sh${smoke:+ ${smoke[*]}}"
