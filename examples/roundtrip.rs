@@ -7,10 +7,7 @@ use filebus::{Bus, BusOptions, Mode};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let options = BusOptions {
-        mode: Mode::Lossless,
-        ..BusOptions::default()
-    };
+    let options = BusOptions::default().with_mode(Mode::Lossless);
     let bus = Bus::new(dir.path().join("example.filebus"), options);
 
     let producer_bus = bus.clone();

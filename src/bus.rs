@@ -1,56 +1,15 @@
 //! The entry point of the library: a bus is a data file path plus the options
 //! every participant on it must agree on (the mode) or may tune (waiting).
 
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::consume::Consumer;
 use crate::error::Result;
-use crate::history::{HistoryConsumer, HistoryOptions};
+use crate::history::HistoryConsumer;
+use crate::options::{BusOptions, HistoryOptions, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::publish::Producer;
 use crate::status::Status;
-
-/// The delivery guarantee of a bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Multicast, latest value wins: every consumer sees the latest chunk and
-    /// slow consumers skip chunks. Producers never wait.
-    #[default]
-    Lossy,
-    /// Back pressure: each chunk goes to exactly one consumer, producers wait
-    /// until the previous chunk was consumed, and an empty chunk marks the
-    /// end of the stream (`--back-pressure` / `--lossless`).
-    Lossless,
-}
-
-/// How participants on a bus behave.
-#[derive(Debug, Clone)]
-pub struct BusOptions {
-    /// Lossy multicast or lossless back pressure.
-    pub mode: Mode,
-    /// Polling period: the longest any wait lasts before re-checking, even
-    /// when filesystem events are being monitored.
-    pub sleep_interval: Duration,
-    /// Whether to wake on inotify events in addition to polling.
-    pub file_monitoring: bool,
-    /// Producers: keep the newest `N` chunks as a numbered history in
-    /// `F.history/` for [`Bus::history_consumer`]s, and publish an empty end
-    /// chunk on [`Producer::finish`]. Lossy mode only.
-    pub retain: Option<NonZeroU64>,
-}
-
-impl Default for BusOptions {
-    fn default() -> Self {
-        BusOptions {
-            mode: Mode::Lossy,
-            sleep_interval: Duration::from_millis(100),
-            file_monitoring: true,
-            retain: None,
-        }
-    }
-}
 
 /// A bus on one data file. Creating it touches nothing on disk; producers
 /// and consumers made from it do.
@@ -59,7 +18,7 @@ impl Default for BusOptions {
 /// use filebus::{Bus, BusOptions, Mode};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let options = BusOptions { mode: Mode::Lossless, ..BusOptions::default() };
+/// let options = BusOptions::default().with_mode(Mode::Lossless);
 /// let bus = Bus::new(dir.path().join("bus"), options);
 ///
 /// let producer_bus = bus.clone();
@@ -105,11 +64,18 @@ impl Bus {
         &self.options
     }
 
-    /// A producer on this bus; creates the data file's directory if missing.
-    /// Fails with [`crate::Error::Incompatible`] when asked to retain
-    /// history in lossless mode.
+    /// A producer on this bus with default [`ProducerOptions`]; creates the
+    /// data file's directory if missing.
     pub fn producer(&self) -> Result<Producer> {
-        Producer::new(self.paths.clone(), self.options.clone())
+        self.producer_with(ProducerOptions::default())
+    }
+
+    /// A producer on this bus; creates the data file's directory if
+    /// missing. Fails with [`crate::Error::Incompatible`] when asked to
+    /// retain history in lossless mode.
+    pub fn producer_with(&self, options: ProducerOptions) -> Result<Producer> {
+        options.check(&self.options)?;
+        Producer::new(self.paths.clone(), self.options.clone(), options)
     }
 
     /// A consumer on this bus. It waits for the data file (and its
@@ -123,6 +89,7 @@ impl Bus {
     /// lossless mode, and when the position file cannot be read or its
     /// directory cannot be written.
     pub fn history_consumer(&self, history: HistoryOptions) -> Result<HistoryConsumer> {
+        history.check(&self.options)?;
         HistoryConsumer::new(self.paths.clone(), self.options.clone(), history)
     }
 

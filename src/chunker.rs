@@ -15,16 +15,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-/// Where chunk boundaries may fall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Chunking {
-    /// Any byte boundary; bytes are never interpreted (the Python peer's way).
-    #[default]
-    Bytes,
-    /// Newline boundaries; a line longer than the block size is split (the
-    /// bash peer's way).
-    Lines,
-}
+use crate::options::Chunking;
 
 /// A byte stream that can also say whether a read would return at once.
 pub trait Source {

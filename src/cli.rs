@@ -15,7 +15,7 @@ use clap::{
     ValueHint,
 };
 use clap_complete::Shell;
-use filebus::{HistoryOptions, Start};
+use filebus::{BusOptions, Chunking, HistoryOptions, Mode, ProducerOptions, Start};
 
 /// A userspace multicast named pipe backed by a regular file.
 ///
@@ -191,11 +191,12 @@ pub struct HistoryArgs {
 
 impl HistoryArgs {
     /// The history consumer's options, or `None` for a plain consumer.
-    pub fn options(self) -> Option<HistoryOptions> {
-        self.history.then(|| HistoryOptions {
-            start: self.from.unwrap_or_default(),
-            strict: self.strict,
-            position_file: self.position_file,
+    pub fn options(&self) -> Option<HistoryOptions> {
+        self.history.then(|| {
+            HistoryOptions::default()
+                .with_start(self.from.unwrap_or_default())
+                .with_strict(self.strict)
+                .with_position_file(self.position_file.clone())
         })
     }
 }
@@ -225,6 +226,37 @@ impl Cli {
         })
     }
 
+    /// The bus options the flags ask for.
+    pub fn bus_options(&self) -> BusOptions {
+        let mode = if self.back_pressure {
+            Mode::Lossless
+        } else {
+            Mode::Lossy
+        };
+        BusOptions::default()
+            .with_mode(mode)
+            .with_sleep_interval(self.sleep_interval)
+            .with_file_monitoring(!self.no_file_monitoring)
+    }
+
+    /// The producer options the flags ask for (defaults for other
+    /// commands).
+    pub fn producer_options(&self) -> ProducerOptions {
+        let chunking = if self.lines || self.implementation == Impl::Bash {
+            Chunking::Lines
+        } else {
+            Chunking::Bytes
+        };
+        let retain = match self.command {
+            Command::Producer { retain, .. } => retain,
+            Command::Consumer(_) | Command::Status { .. } => None,
+        };
+        ProducerOptions::default()
+            .with_chunking(chunking)
+            .with_block_size(self.block_size)
+            .with_retain(retain)
+    }
+
     /// Parses the process arguments; on a usage error prints it with a hint
     /// and exits with status 2.
     pub fn parse_or_exit() -> Parsed {
@@ -237,19 +269,16 @@ impl Cli {
             return Parsed::Generate(what);
         }
         let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        let history = match &cli.command {
-            Command::Producer { retain, .. } => retain.is_some(),
-            Command::Consumer(args) => args.history,
-            Command::Status { .. } => false,
+        // The library refuses what cannot work together; on the command
+        // line that is a usage error.
+        let bus = cli.bus_options();
+        let refused = match &cli.command {
+            Command::Producer { .. } => cli.producer_options().check(&bus),
+            Command::Consumer(args) => args.options().map_or(Ok(()), |h| h.check(&bus)),
+            Command::Status { .. } => Ok(()),
         };
-        if cli.back_pressure && history {
-            Cli::command()
-                .error(
-                    ErrorKind::ArgumentConflict,
-                    "retained history (--retain, --history) cannot be combined with \
-                     --back-pressure: history is already lossless for every consumer",
-                )
-                .exit();
+        if let Err(e) = refused {
+            Cli::command().error(ErrorKind::ArgumentConflict, e).exit();
         }
         match cli.filename.clone() {
             Some(filename) => Parsed::Bus(cli, filename),

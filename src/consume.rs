@@ -17,10 +17,10 @@
 //! off a blocked reader.
 
 use std::ffi::CStr;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -29,9 +29,10 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::libc;
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
-use crate::bus::{BusOptions, Mode};
 use crate::error::{Error, Result};
+use crate::files::open_regular;
 use crate::lock::BusLock;
+use crate::options::{BusOptions, Mode};
 use crate::output::Output;
 use crate::paths::BusPaths;
 use crate::progress::Progress;
@@ -158,7 +159,7 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Self {
         Consumer {
-            lock: BusLock::new(paths.lock().to_path_buf(), options.mode),
+            lock: BusLock::new(paths.lock().to_path_buf(), options.wait_policy()),
             watcher: Watcher::new(&paths, &options, Awaited::Publication),
             paths,
             options,
@@ -227,7 +228,7 @@ impl Consumer {
         }
         loop {
             self.watcher.arm();
-            if let Some((file, meta)) = open_data(&self.paths)?
+            if let Some((file, meta)) = open_regular(self.paths.data())?
                 && !self.last.as_ref().is_some_and(|last| last.is(&meta))
             {
                 // The chunk this one replaced is closed only after this one
@@ -265,7 +266,7 @@ impl Consumer {
                 continue;
             }
             let _held = self.lock.acquire()?;
-            let Some((mut file, meta)) = open_data(&self.paths)? else {
+            let Some((mut file, meta)) = open_regular(self.paths.data())? else {
                 continue;
             };
             check_removable(&self.paths, &file)?;
@@ -284,24 +285,6 @@ impl Consumer {
             return Ok(Some(size));
         }
     }
-}
-
-/// Opens `F` if it exists, refusing anything but a regular file.
-fn open_data(paths: &BusPaths) -> Result<Option<(File, Metadata)>> {
-    let path = paths.data();
-    let file = OpenOptions::new()
-        .read(true)
-        // O_NONBLOCK: opening a FIFO planted at F must not hang.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path);
-    let file = match file {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open", path)(e)),
-    };
-    let meta = file.metadata().map_err(Error::io("stat", path))?;
-    Error::unless_regular(path, meta.file_type())?;
-    Ok(Some((file, meta)))
 }
 
 /// Refuses a chunk that this consumer could not remove once delivered. The

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while operating a bus.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A system call on one of the bus files failed.
     #[error("cannot {action} {}: {source}", path.display())]
@@ -42,7 +43,7 @@ pub enum Error {
         /// The bus data file.
         path: PathBuf,
         /// What was lost.
-        loss: crate::history::Loss,
+        loss: Loss,
     },
     /// A history consumer's position file holds no sequence number.
     #[error("{} does not hold a chunk sequence number", path.display())]
@@ -70,6 +71,28 @@ pub enum Error {
     /// Writing to the consumer's output failed.
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),
+}
+
+/// Chunks a history consumer fell too far behind to deliver: the producer
+/// had pruned them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loss {
+    /// The first lost sequence number.
+    pub first: u64,
+    /// The last lost sequence number.
+    pub last: u64,
+    /// The sequence number delivery continues with (unless strict).
+    pub resume_at: u64,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "lost chunk {} (fell behind)", self.first)
+        } else {
+            write!(f, "lost chunks {}-{} (fell behind)", self.first, self.last)
+        }
+    }
 }
 
 /// Shorthand for results in this crate.

@@ -30,7 +30,6 @@
 //! `F.history/` appears.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::num::NonZeroU64;
@@ -47,11 +46,11 @@ use nix::libc;
 use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
-use crate::bus::{BusOptions, Mode as BusMode};
-use crate::error::{Error, Result};
+use crate::error::{Error, Loss, Result};
+use crate::files::{create_afresh, open_regular};
+use crate::options::{BusOptions, HistoryOptions, Start};
 use crate::output::Output;
 use crate::paths::BusPaths;
-use crate::publish::create_afresh;
 use crate::watch::{Awaited, Watcher};
 
 /// Digits in a history entry name: enough for every `u64`.
@@ -343,64 +342,11 @@ impl Retention {
     }
 }
 
-/// Where a history consumer starts when it has no recorded position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Start {
-    /// The newest retained chunk, so that a newcomer sees the latest value;
-    /// when that is an end chunk, the first chunk after it.
-    #[default]
-    Newest,
-    /// The oldest retained chunk.
-    Oldest,
-    /// This sequence number; it waits if that chunk is not published yet.
-    Seq(u64),
-}
-
-/// How a history consumer follows `F.history/`.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryOptions {
-    /// Where to start. With no retained chunk yet, a consumer always starts
-    /// at the first chunk published after it was created.
-    pub start: Start,
-    /// Fail with [`Error::FellBehind`] instead of resuming after a loss.
-    pub strict: bool,
-    /// A file holding the sequence number of the last delivered chunk. When
-    /// it exists, the consumer resumes after it (overriding `start`). It is
-    /// rewritten (atomically) after each chunk has been delivered, so a
-    /// consumer that dies between the two delivers that chunk again after a
-    /// restart: at-least-once across crashes, exactly-once across clean
-    /// stops. Its directory must be writable, which the consumer checks
-    /// before it delivers anything. Unsequenced chunks are not recorded: a
-    /// resuming consumer leaves out the one in `F` when it starts.
-    pub position_file: Option<PathBuf>,
-}
-
-/// Chunks a history consumer fell too far behind to deliver: the producer
-/// had pruned them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Loss {
-    /// The first lost sequence number.
-    pub first: u64,
-    /// The last lost sequence number.
-    pub last: u64,
-    /// The sequence number delivery continues with (unless strict).
-    pub resume_at: u64,
-}
-
-impl fmt::Display for Loss {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "lost chunk {} (fell behind)", self.first)
-        } else {
-            write!(f, "lost chunks {}-{} (fell behind)", self.first, self.last)
-        }
-    }
-}
-
 /// What one step of a [`HistoryConsumer`] produced. `T` is the chunk's
 /// content (`Vec<u8>`) from [`HistoryConsumer::recv`], or its size in bytes
 /// from [`HistoryConsumer::deliver_to`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HistoryEvent<T> {
     /// The chunk with this sequence number.
     Chunk {
@@ -549,21 +495,6 @@ fn stat_data(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
     }
 }
 
-/// Opens `F`, or `None` when it does not exist.
-fn open_data(paths: &BusPaths) -> Result<Option<(File, Metadata)>> {
-    let path = paths.data();
-    // O_NONBLOCK: opening a FIFO planted at F must not hang.
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let file = match openat(AT_FDCWD, path, flags, Mode::empty()) {
-        Ok(fd) => File::from(fd),
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(e) => return Err(errno_io("open", path)(e)),
-    };
-    let meta = file.metadata().map_err(Error::io("stat", path))?;
-    Error::unless_regular(path, meta.file_type())?;
-    Ok(Some((file, meta)))
-}
-
 /// Looks at `F` for a chunk published without retention.
 ///
 /// A producer with retention links a chunk into the history before it
@@ -585,7 +516,7 @@ fn look_at_data(paths: &BusPaths, seen: &mut Option<Seen>) -> Result<InF> {
     if seen.as_ref().is_some_and(|seen| seen.id == id) {
         return Ok(InF::Unchanged);
     }
-    let Some((file, meta)) = open_data(paths)? else {
+    let Some((file, meta)) = open_regular(paths.data())? else {
         return Ok(InF::Replaced);
     };
     let chunk = Chunk::new(file, &meta);
@@ -705,13 +636,12 @@ enum Step {
 ///
 /// ```
 /// use std::num::NonZeroU64;
-/// use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions};
+/// use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, ProducerOptions};
 ///
 /// let dir = tempfile::tempdir()?;
-/// let options = BusOptions { retain: NonZeroU64::new(100), ..BusOptions::default() };
-/// let bus = Bus::new(dir.path().join("bus"), options);
+/// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
 /// let mut consumer = bus.history_consumer(HistoryOptions::default())?;
-/// let mut producer = bus.producer()?;
+/// let mut producer = bus.producer_with(ProducerOptions::default().with_retain(NonZeroU64::new(100)))?;
 /// for word in ["one", "two", "three"] {
 ///     producer.publish(word.as_bytes())?;
 /// }
@@ -750,11 +680,6 @@ impl HistoryConsumer {
         options: BusOptions,
         history: HistoryOptions,
     ) -> Result<Self> {
-        if options.mode == BusMode::Lossless {
-            return Err(Error::Incompatible(
-                "a history consumer cannot use back pressure",
-            ));
-        }
         let position = history.position_file.map(PositionFile::new);
         let delivered = position
             .as_ref()
@@ -777,7 +702,7 @@ impl HistoryConsumer {
         // in `F` now may have been delivered before the restart, so a
         // resuming consumer leaves it out rather than repeat it.
         let seen = match delivered {
-            Some(_) => open_data(&paths)?.map(|(file, meta)| Seen {
+            Some(_) => open_regular(paths.data())?.map(|(file, meta)| Seen {
                 id: (meta.dev(), meta.ino()),
                 _file: file,
             }),

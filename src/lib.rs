@@ -20,7 +20,7 @@
 //! use filebus::{Bus, BusOptions, Mode};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let bus = Bus::new(dir.path().join("bus"), BusOptions { mode: Mode::Lossless, ..Default::default() });
+//! let bus = Bus::new(dir.path().join("bus"), BusOptions::default().with_mode(Mode::Lossless));
 //! let mut consumer = bus.consumer()?;
 //! let writer = {
 //!     let bus = bus.clone();
@@ -51,8 +51,10 @@ mod bus;
 mod chunker;
 mod consume;
 mod error;
+mod files;
 mod history;
 mod lock;
+mod options;
 mod output;
 mod paths;
 mod progress;
@@ -61,11 +63,12 @@ mod status;
 mod stream;
 mod watch;
 
-pub use bus::{Bus, BusOptions, Mode};
-pub use chunker::{Chunker, Chunking, FdSource, Source};
+pub use bus::Bus;
+pub use chunker::{Chunker, FdSource, Source};
 pub use consume::{Consumer, Delivery};
-pub use error::{Error, Result};
-pub use history::{HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Start};
+pub use error::{Error, Loss, Result};
+pub use history::{HistoryConsumer, HistoryEvent};
+pub use options::{BusOptions, Chunking, HistoryOptions, Mode, ProducerOptions, Start};
 pub use output::Output;
 pub use paths::BusPaths;
 pub use publish::Producer;

@@ -16,9 +16,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
-use crate::bus::Mode;
 use crate::error::{Error, Result};
-use crate::watch::EAGER;
+use crate::options::WaitPolicy;
 
 /// A reusable handle on `F.lock`.
 #[derive(Debug)]
@@ -26,7 +25,7 @@ pub(crate) struct BusLock {
     path: PathBuf,
     idle: Option<File>,
     /// How long to retry a held lock without sleeping (see
-    /// [`crate::watch::EAGER`]); zero blocks at once.
+    /// [`WaitPolicy::eager`]); zero blocks at once.
     eager: Duration,
 }
 
@@ -52,11 +51,8 @@ impl BusLock {
     /// A lock on `path`; in lossless mode a held lock is retried eagerly
     /// before sleeping, as lossless waits are (the holder is usually the
     /// other side of the hand-off, about to release it).
-    pub(crate) fn new(path: PathBuf, mode: Mode) -> Self {
-        let eager = match mode {
-            Mode::Lossless => EAGER,
-            Mode::Lossy => Duration::ZERO,
-        };
+    pub(crate) fn new(path: PathBuf, policy: WaitPolicy) -> Self {
+        let eager = policy.eager;
         BusLock {
             path,
             idle: None,

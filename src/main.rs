@@ -10,11 +10,11 @@ use std::io;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use filebus::{Bus, BusOptions, Chunking, Delivery, HistoryEvent, HistoryOptions, Mode, Output};
+use filebus::{Bus, Delivery, HistoryEvent, HistoryOptions, Output, ProducerOptions};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-use cli::{Cli, Command, Impl, Parsed};
+use cli::{Cli, Command, Parsed};
 
 fn main() -> ExitCode {
     let (cli, filename) = match Cli::parse_or_exit() {
@@ -23,32 +23,14 @@ fn main() -> ExitCode {
     };
     logger::init(cli.verbose);
     install_signal_handlers();
-    let options = BusOptions {
-        mode: if cli.back_pressure {
-            Mode::Lossless
-        } else {
-            Mode::Lossy
-        },
-        sleep_interval: cli.sleep_interval,
-        file_monitoring: !cli.no_file_monitoring,
-        retain: match cli.command {
-            Command::Producer { retain, .. } => retain,
-            Command::Consumer(_) | Command::Status { .. } => None,
-        },
-    };
     if let Some(closed) = closed_own_stream(&cli.command) {
         eprintln!("filebus: {closed} was closed when filebus started; the bus was not touched");
         return ExitCode::FAILURE;
     }
-    let bus = Bus::new(filename, options);
-    let result = match cli.command {
+    let bus = Bus::new(filename, cli.bus_options());
+    let result = match &cli.command {
         Command::Producer { blocking_read, .. } => {
-            let chunking = if cli.lines || cli.implementation == Impl::Bash {
-                Chunking::Lines
-            } else {
-                Chunking::Bytes
-            };
-            produce(&bus, chunking, cli.block_size, blocking_read)
+            produce(&bus, cli.producer_options(), *blocking_read)
         }
         Command::Consumer(history) => match history.options() {
             Some(options) => consume_history(&bus, options),
@@ -57,7 +39,7 @@ fn main() -> ExitCode {
         Command::Status {
             json,
             position_file,
-        } => status(&bus, json, &position_file),
+        } => status(&bus, *json, position_file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,18 +63,13 @@ fn closed_own_stream(command: &Command) -> Option<&'static str> {
     }
 }
 
-fn produce(
-    bus: &Bus,
-    chunking: Chunking,
-    block_size: usize,
-    blocking_read: bool,
-) -> filebus::Result<()> {
+fn produce(bus: &Bus, options: ProducerOptions, blocking_read: bool) -> filebus::Result<()> {
     let stdin = io::stdin();
     if blocking_read {
         clear_nonblocking(&stdin);
     }
-    let mut producer = bus.producer()?;
-    producer.publish_stream(&stdin, chunking, block_size)?;
+    let mut producer = bus.producer_with(options)?;
+    producer.publish_stream(&stdin)?;
     log::info!("end of input");
     producer.finish()
 }
@@ -123,6 +100,7 @@ fn consume_history(bus: &Bus, options: HistoryOptions) -> filebus::Result<()> {
                 log::info!("end of stream at chunk {seq}");
                 return Ok(());
             }
+            other => log::debug!("{other:?}"),
         }
     }
 }

@@ -1,7 +1,10 @@
-//! Publishing chunks: stage the chunk in `F.__new__` and rename it over `F`,
-//! all under the bus lock, so that `F` always names one whole chunk. With
-//! retained history the staged chunk is also linked into `F.history/` before
-//! the rename (see [`crate::history`]).
+//! Publishing chunks. A chunk is written whole into a file of its own
+//! before it gets a name, and under the bus lock that file becomes
+//! `F.__new__` and is renamed over `F`, so that `F` always names one whole
+//! chunk and the lock is held only for a few system calls (see
+//! [`Producer::publish_with`]). With retained history the staged chunk is
+//! also linked into `F.history/` before the rename (see
+//! [`crate::history`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, Write};
@@ -13,10 +16,11 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::libc;
 use nix::unistd::linkat;
 
-use crate::bus::{BusOptions, Mode};
 use crate::error::{Error, Result};
+use crate::files::{create_afresh, make_afresh};
 use crate::history::Retention;
 use crate::lock::BusLock;
+use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::watch::{Awaited, Watcher};
@@ -26,6 +30,7 @@ use crate::watch::{Awaited, Watcher};
 pub struct Producer {
     paths: BusPaths,
     options: BusOptions,
+    producer: ProducerOptions,
     lock: BusLock,
     watcher: Watcher,
     retention: Option<Retention>,
@@ -37,23 +42,29 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(paths: BusPaths, options: BusOptions) -> Result<Self> {
-        if options.retain.is_some() && options.mode == Mode::Lossless {
-            return Err(Error::Incompatible(
-                "retained history cannot be combined with back pressure",
-            ));
-        }
+    /// A producer; `producer` was checked against `options` by the caller.
+    pub(crate) fn new(
+        paths: BusPaths,
+        options: BusOptions,
+        producer: ProducerOptions,
+    ) -> Result<Self> {
         std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
         Ok(Producer {
-            lock: BusLock::new(paths.lock().to_path_buf(), options.mode),
+            lock: BusLock::new(paths.lock().to_path_buf(), options.wait_policy()),
             watcher: Watcher::new(&paths, &options, Awaited::Removal),
-            retention: options.retain.map(|keep| Retention::new(&paths, keep)),
+            retention: producer.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,
             unnamed_staging: Path::new(PROC_FD).is_dir(),
             progress: Progress::new("published"),
             paths,
             options,
+            producer,
         })
+    }
+
+    /// The options this producer was made with.
+    pub fn options(&self) -> &ProducerOptions {
+        &self.producer
     }
 
     /// With retained history, the sequence number of the chunk this
@@ -254,35 +265,6 @@ fn link_staging(paths: &BusPaths, file: &File) -> Result<()> {
 /// Creates `F.__new__` afresh.
 fn create_staging(paths: &BusPaths) -> Result<File> {
     create_afresh(paths.staging())
-}
-
-/// Opens a new file at `path` for writing. `O_EXCL` never follows a symlink
-/// and never reuses an inode a neighbour planted (a hard link to someone
-/// else's file would otherwise be truncated).
-pub(crate) fn create_afresh(path: &Path) -> Result<File> {
-    make_afresh(path, || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-    })
-}
-
-/// Runs `make`, which creates `name` and fails if anything is there. What is
-/// there is a leftover of a dead process or a neighbour's plant, so the entry
-/// itself (never what it points to) is removed and `make` runs once more.
-fn make_afresh<T>(name: &Path, make: impl Fn() -> io::Result<T>) -> Result<T> {
-    match make() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            log::debug!("removing stale {}", name.display());
-            std::fs::remove_file(name).map_err(Error::io("remove stale", name))?;
-            make()
-        }
-        other => other,
-    }
-    .map_err(Error::io("create", name))
 }
 
 #[cfg(test)]

@@ -15,22 +15,20 @@ use nix::errno::Errno;
 use nix::fcntl::{SpliceFFlags, splice};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::chunker::{Chunker, Chunking, FdSource};
+use crate::chunker::{Chunker, FdSource};
 use crate::error::{Error, Result};
+use crate::options::Chunking;
 use crate::output::{is_pipe, queued_bytes};
 use crate::publish::Producer;
 
 impl Producer {
     /// Publishes everything `input` yields until its end, in chunks of at
-    /// most `block_size` bytes cut as `chunking` says; each chunk goes out
-    /// as soon as the input has no more bytes ready. Does not end the
-    /// stream: call [`Producer::finish`] for that.
-    pub fn publish_stream(
-        &mut self,
-        input: impl AsFd,
-        chunking: Chunking,
-        block_size: usize,
-    ) -> Result<()> {
+    /// most [`crate::ProducerOptions::block_size`] bytes cut as
+    /// [`crate::ProducerOptions::chunking`] says; each chunk goes out as
+    /// soon as the input has no more bytes ready. Does not end the stream:
+    /// call [`Producer::finish`] for that.
+    pub fn publish_stream(&mut self, input: impl AsFd) -> Result<()> {
+        let (chunking, block_size) = (self.options().chunking, self.options().block_size);
         let source = FdSource(input.as_fd());
         source.enlarge_pipe(block_size);
         if chunking == Chunking::Bytes && is_pipe(input.as_fd()) {

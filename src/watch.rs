@@ -16,7 +16,7 @@
 //! directory not there yet), waits poll adaptively. A lossless chunk costs a
 //! round trip of waits, so polling at the sleep interval alone would move
 //! about ten chunks a second; instead the pause starts short after activity
-//! ([`FIRST_PAUSE`]) and doubles while nothing happens, up to the sleep
+//! ([`WaitPolicy::first_pause`]) and doubles while nothing happens, up to the sleep
 //! interval, which keeps an idle process at a few wake-ups a second.
 //! Activity is a check that passed: the caller then returns and comes back
 //! with its next [`Watcher::arm`] without having waited.
@@ -31,7 +31,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use crate::bus::{BusOptions, Mode};
+use crate::options::{BusOptions, WaitPolicy};
 use crate::paths::BusPaths;
 
 /// The change to `F` a wait is for. Each process watches only for its own,
@@ -60,23 +60,6 @@ impl Awaited {
 
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
-
-/// How long a lossless wait keeps checking before it sleeps.
-pub(crate) const EAGER: Duration = Duration::from_micros(60);
-
-/// The first pause of polling after activity (when there are no events),
-/// in lossless mode: the other side of the hand-off usually answers within
-/// microseconds. With the timer slack of a normal thread, the sleep lasts
-/// about twice as long.
-pub(crate) const FIRST_PAUSE: Duration = Duration::from_micros(50);
-
-/// The first pause of polling after activity in lossy mode. Lossy and
-/// history consumers may be many, and a millisecond's delay costs them
-/// nothing but latency (they catch up on what was published meanwhile).
-/// Here, a producer of 100 000 small chunks followed by sixteen history
-/// consumers, eight of them polling, took about 55% more CPU in all with
-/// polling from 50 µs than with polling every 0.1 s; from 1 ms, 20-40%.
-const FIRST_PAUSE_LOSSY: Duration = Duration::from_millis(1);
 
 /// Waits for changes to one bus file, by events when possible and by
 /// polling always.
@@ -110,23 +93,14 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// A watcher for `F`, by the bus's options: polling alone without file
-    /// monitoring, and an eager start in lossless mode.
-    ///
-    /// Lossless chunks go back and forth one at a time, so each one costs a
-    /// sleep and a wake-up on both sides, and on a virtual machine a wake-up
-    /// across CPUs costs tens of microseconds. The other side usually answers
-    /// within that time, so a lossless wait first checks for the event for a
-    /// few tens of microseconds, yielding the CPU in between, and only then
-    /// sleeps (about 40% more throughput at 4 KiB chunks here). Lossy
-    /// consumers never do this: there may be many of them, and their spinning
-    /// would take the CPU from the producer.
+    /// monitoring, and waits that start eagerly or poll as the
+    /// [`WaitPolicy`] of the bus's mode says.
     pub(crate) fn new(paths: &BusPaths, options: &BusOptions, awaited: Awaited) -> Self {
-        let interval = options.sleep_interval;
-        let (eager, first_pause) = match options.mode {
-            Mode::Lossless => (EAGER, FIRST_PAUSE),
-            Mode::Lossy => (Duration::ZERO, FIRST_PAUSE_LOSSY),
-        };
-        let first_pause = first_pause.min(interval);
+        let WaitPolicy {
+            eager,
+            first_pause,
+            interval,
+        } = options.wait_policy();
         Watcher {
             file_monitoring: options.file_monitoring,
             started: false,
@@ -342,6 +316,7 @@ fn parse_events(buf: &[u8], name: &[u8]) -> Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::Mode;
 
     /// One event as the kernel lays it out: the name NUL-padded to a
     /// multiple of the header size, its length counting the padding.
@@ -440,11 +415,9 @@ mod tests {
     }
 
     fn options(file_monitoring: bool, sleep_interval: Duration) -> BusOptions {
-        BusOptions {
-            file_monitoring,
-            sleep_interval,
-            ..BusOptions::default()
-        }
+        BusOptions::default()
+            .with_file_monitoring(file_monitoring)
+            .with_sleep_interval(sleep_interval)
     }
 
     /// Times one wait of `watcher`.
@@ -460,10 +433,7 @@ mod tests {
     fn idle_pauses(mode: Mode, interval: Duration, rounds: usize) -> Vec<u64> {
         let dir = tempfile::tempdir().unwrap();
         let paths = BusPaths::new(dir.path().join("bus"));
-        let options = BusOptions {
-            mode,
-            ..options(false, interval)
-        };
+        let options = options(false, interval).with_mode(mode);
         let mut watcher = Watcher::new(&paths, &options, Awaited::Publication);
         assert!(!watcher.has_events());
         watcher.arm();

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 
 use common::{Scratch, assert_success, consumer, ours, wait_until, write_records};
-use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, Mode, Start};
+use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, Mode, ProducerOptions, Start};
 use nix::fcntl::{Flock, FlockArg};
 use support::proc_status_kb;
 
@@ -218,13 +218,7 @@ fn make_impossibly_large(path: &Path) {
 fn receiving_a_chunk_too_large_for_memory_is_an_error() {
     let s = Scratch::in_memory();
     for mode in [Mode::Lossy, Mode::Lossless] {
-        let bus = Bus::new(
-            s.bus(),
-            BusOptions {
-                mode,
-                ..Default::default()
-            },
-        );
+        let bus = Bus::new(s.bus(), BusOptions::default().with_mode(mode));
         bus.producer().unwrap().publish(b"small").unwrap();
         make_impossibly_large(&s.bus());
         let got = bus.consumer().unwrap().recv();
@@ -234,20 +228,15 @@ fn receiving_a_chunk_too_large_for_memory_is_an_error() {
         std::fs::remove_file(s.bus()).unwrap();
     }
 
-    let history = Bus::new(
-        s.path("history"),
-        BusOptions {
-            retain: NonZeroU64::new(3),
-            ..Default::default()
-        },
-    );
-    history.producer().unwrap().publish(b"small").unwrap();
+    let history = Bus::new(s.path("history"), BusOptions::default());
+    history
+        .producer_with(ProducerOptions::default().with_retain(NonZeroU64::new(3)))
+        .unwrap()
+        .publish(b"small")
+        .unwrap();
     make_impossibly_large(&s.path("history"));
     let mut reader = history
-        .history_consumer(HistoryOptions {
-            start: Start::Oldest,
-            ..Default::default()
-        })
+        .history_consumer(HistoryOptions::default().with_start(Start::Oldest))
         .unwrap();
     match reader.recv() {
         Err(e) => eprintln!("history: {e}"),

@@ -15,17 +15,17 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use filebus::{
-    Bus, BusOptions, HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Mode, Producer, Start,
+    Bus, BusOptions, HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Mode, Producer,
+    ProducerOptions, Start,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 fn retaining(bus: &Path, keep: u64) -> Producer {
-    let options = BusOptions {
-        retain: NonZeroU64::new(keep),
-        ..BusOptions::default()
-    };
-    Bus::new(bus, options).producer().unwrap()
+    let options = ProducerOptions::default().with_retain(NonZeroU64::new(keep));
+    Bus::new(bus, BusOptions::default())
+        .producer_with(options)
+        .unwrap()
 }
 
 /// Our consumer with subcommand options (the harness's `consumer` puts its
@@ -465,21 +465,14 @@ fn retain_with_back_pressure_is_refused() {
     );
     assert!(!s.path("bus.history").exists(), "nothing was created");
     // The library refuses the combination too.
-    let options = BusOptions {
-        mode: Mode::Lossless,
-        retain: NonZeroU64::new(5),
-        ..BusOptions::default()
-    };
-    let lossless = Bus::new(&bus, options);
+    let lossless = Bus::new(&bus, BusOptions::default().with_mode(Mode::Lossless));
+    let retaining = ProducerOptions::default().with_retain(NonZeroU64::new(5));
     assert!(matches!(
-        lossless.producer(),
+        lossless.producer_with(retaining),
         Err(filebus::Error::Incompatible(_))
     ));
     assert!(matches!(
-        lossless.history_consumer(HistoryOptions {
-            start: Start::Oldest,
-            ..HistoryOptions::default()
-        }),
+        lossless.history_consumer(HistoryOptions::default().with_start(Start::Oldest)),
         Err(filebus::Error::Incompatible(_))
     ));
 }
@@ -786,10 +779,10 @@ fn unsequenced_chunks_keep_their_place_beside_a_busy_retaining_producer() {
 fn resuming_consumer_does_not_repeat_the_unsequenced_chunk_in_f() {
     let s = Scratch::in_memory();
     let bus = s.bus();
-    let options = || HistoryOptions {
-        start: Start::Oldest,
-        position_file: Some(s.path("position")),
-        ..HistoryOptions::default()
+    let options = || {
+        HistoryOptions::default()
+            .with_start(Start::Oldest)
+            .with_position_file(Some(s.path("position")))
     };
     let plain_bus = Bus::new(&bus, BusOptions::default());
     let mut retained = retaining(&bus, 10);

@@ -150,13 +150,7 @@ fn unremovable_chunk_is_not_delivered(
     std::fs::create_dir(&dir).unwrap();
     mode(&dir, 0o755);
     let bus = dir.join("bus");
-    let lossless = Bus::new(
-        &bus,
-        BusOptions {
-            mode: Mode::Lossless,
-            ..Default::default()
-        },
-    );
+    let lossless = Bus::new(&bus, BusOptions::default().with_mode(Mode::Lossless));
     lossless.producer().unwrap().publish(b"precious\n").unwrap();
     deny(&dir, &bus);
     // Lifted before any assertion, and even if the test fails before, so

@@ -1,0 +1,61 @@
+//! Opening and creating files in a directory that other users share. Every
+//! role needs the same few operations, and each must hold against a
+//! neighbour who plants a symbolic link, a hard link, a FIFO or a leftover
+//! where a bus file belongs: such an entry is refused or replaced, never
+//! followed, never written through, and never waited on.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::libc;
+
+use crate::error::{Error, Result};
+
+/// Opens the regular file at `path` for reading, or `None` when nothing is
+/// there. Not following a symbolic link, not hanging on a FIFO
+/// (`O_NONBLOCK`), and refusing anything but a regular file.
+pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path)(e)),
+    };
+    let meta = file.metadata().map_err(Error::io("stat", path))?;
+    Error::unless_regular(path, meta.file_type())?;
+    Ok(Some((file, meta)))
+}
+
+/// Opens a new file at `path` for writing. `O_EXCL` never follows a symlink
+/// and never reuses an inode a neighbour planted (a hard link to someone
+/// else's file would otherwise be truncated).
+pub(crate) fn create_afresh(path: &Path) -> Result<File> {
+    make_afresh(path, || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    })
+}
+
+/// Runs `make`, which creates `name` and fails if anything is there. What is
+/// there is a leftover of a dead process or a neighbour's plant, so the entry
+/// itself (never what it points to) is removed and `make` runs once more.
+pub(crate) fn make_afresh<T>(name: &Path, make: impl Fn() -> io::Result<T>) -> Result<T> {
+    match make() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            log::debug!("removing stale {}", name.display());
+            std::fs::remove_file(name).map_err(Error::io("remove stale", name))?;
+            make()
+        }
+        other => other,
+    }
+    .map_err(Error::io("create", name))
+}
