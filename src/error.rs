@@ -151,3 +151,24 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_reports_name_the_lost_numbers() {
+        let range = Loss {
+            first: 17,
+            last: 42,
+            resume_at: 43,
+        };
+        assert_eq!(range.to_string(), "lost chunks 17-42 (fell behind)");
+        let single = Loss {
+            first: 5,
+            last: 5,
+            resume_at: 6,
+        };
+        assert_eq!(single.to_string(), "lost chunk 5 (fell behind)");
+    }
+}

@@ -11,7 +11,7 @@
 //!   chunk, slow consumers skip.
 //! * [`Mode::Lossless`]: each chunk goes to exactly one consumer, producers
 //!   wait for it to be consumed, and an empty chunk ends the stream.
-//! * Retained history ([`BusOptions::retain`] on the producer,
+//! * Retained history ([`ProducerOptions::retain`] on the producer,
 //!   [`Bus::history_consumer`]): multicast without loss, every consumer gets
 //!   every numbered chunk in order as long as it keeps within the newest
 //!   `N`, and learns exactly which ones it lost otherwise.

@@ -1,0 +1,218 @@
+//! The history directory `F.history/` through one open descriptor: entries
+//! are opened, linked and removed relative to the directory that was
+//! checked, so a symbolic link planted in its place is never followed, and a
+//! directory that was removed or replaced is noticed. Also where the
+//! invariant of the module (entries form one unbroken range) is put to use:
+//! the newest entry is found by probing, not listing.
+
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
+
+use super::name::{entry_name, parse_entry_name};
+use crate::error::{Error, Result};
+
+pub(super) fn errno_io(action: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
+    let to_error = Error::io(action, path);
+    move |errno| to_error(io::Error::from(errno))
+}
+
+/// An open handle on `F.history/`. Working through a descriptor opened with
+/// `O_NOFOLLOW` means a symlink planted in place of the directory is never
+/// followed, and every entry is opened relative to the directory that was
+/// checked.
+#[derive(Debug)]
+pub(super) struct HistoryDir {
+    pub(super) path: PathBuf,
+    fd: OwnedFd,
+    id: (u64, u64),
+}
+
+impl HistoryDir {
+    /// Opens `F.history/`, or `None` when it does not exist.
+    pub(super) fn open(path: &Path) -> Result<Option<Self>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match openat(AT_FDCWD, path, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno_io("open directory", path)(e)),
+        };
+        let meta = fstat(&fd).map_err(errno_io("stat", path))?;
+        Ok(Some(HistoryDir {
+            path: path.to_path_buf(),
+            fd,
+            id: (meta.st_dev, meta.st_ino),
+        }))
+    }
+
+    /// Opens `F.history/`, creating it first if needed.
+    pub(super) fn create(path: &Path) -> Result<Self> {
+        match mkdirat(AT_FDCWD, path, Mode::from_bits_truncate(0o777)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(errno_io("create directory", path)(e)),
+        }
+        HistoryDir::open(path)?.ok_or_else(|| {
+            Error::io("open directory", path)(io::Error::from(io::ErrorKind::NotFound))
+        })
+    }
+
+    /// Whether the path still names the directory this handle holds: a
+    /// removed or replaced history directory must be opened afresh.
+    pub(super) fn still_named(&self) -> Result<bool> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => Ok((meta.dev(), meta.ino()) == self.id),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", &self.path)(e)),
+        }
+    }
+
+    pub(super) fn entry_path(&self, seq: u64) -> PathBuf {
+        self.path.join(entry_name(seq))
+    }
+
+    pub(super) fn has(&self, seq: u64) -> Result<bool> {
+        match fstatat(
+            &self.fd,
+            entry_name(seq).as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(errno_io("stat", &self.entry_path(seq))(e)),
+        }
+    }
+
+    /// Whether `id` is one of the two entries before `next`. A consumer
+    /// that has every entry up to `next - 1` and looks at `F` can find
+    /// there no other numbered chunk (see [`look_at_data`]).
+    pub(super) fn precedes(&self, next: u64, id: (u64, u64)) -> Result<bool> {
+        for seq in next.saturating_sub(2).max(1)..next {
+            match fstatat(
+                &self.fd,
+                entry_name(seq).as_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) if (st.st_dev, st.st_ino) == id => return Ok(true),
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Opens entry `seq` for reading, or `None` when it does not exist.
+    pub(super) fn open_entry(&self, seq: u64) -> Result<Option<(File, Metadata)>> {
+        // O_NONBLOCK: opening a FIFO planted as an entry must not hang.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let file = match openat(&self.fd, entry_name(seq).as_str(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno_io("open", &self.entry_path(seq))(e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(Error::io("stat", &self.entry_path(seq)))?;
+        if !meta.is_file() {
+            return Err(Error::NotRegularFile {
+                path: self.entry_path(seq),
+                kind: "special file",
+            });
+        }
+        Ok(Some((file, meta)))
+    }
+
+    /// Links `staging` as entry `seq`; `false` when that entry exists
+    /// already (another producer published it).
+    pub(super) fn link(&self, staging: &Path, seq: u64) -> Result<bool> {
+        // No AT_SYMLINK_FOLLOW: the staged file itself is linked.
+        match linkat(
+            AT_FDCWD,
+            staging,
+            &self.fd,
+            entry_name(seq).as_str(),
+            AtFlags::empty(),
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(errno_io("link into", &self.entry_path(seq))(e)),
+        }
+    }
+
+    pub(super) fn remove(&self, seq: u64) -> Result<()> {
+        match unlinkat(
+            &self.fd,
+            entry_name(seq).as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(errno_io("remove", &self.entry_path(seq))(e)),
+        }
+    }
+
+    /// Lists the directory: the oldest and newest entries, and the oldest
+    /// one after `after`.
+    pub(super) fn scan(&self, after: u64) -> Result<Scan> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut dir = Dir::openat(&self.fd, ".", flags, Mode::empty())
+            .map_err(errno_io("list", &self.path))?;
+        let mut scan = Scan::default();
+        for entry in dir.iter() {
+            let entry = entry.map_err(errno_io("list", &self.path))?;
+            let Some(seq) = parse_entry_name(OsStr::from_bytes(entry.file_name().to_bytes()))
+            else {
+                continue;
+            };
+            let (lo, hi) = scan.range.unwrap_or((seq, seq));
+            scan.range = Some((lo.min(seq), hi.max(seq)));
+            if seq > after {
+                scan.first_after = Some(scan.first_after.unwrap_or(seq).min(seq));
+            }
+        }
+        Ok(scan)
+    }
+
+    /// The newest entry, given that `present` exists: doubles the step until
+    /// an entry is missing, then bisects, relying on the entries forming one
+    /// contiguous range.
+    pub(super) fn newest_from(&self, present: u64) -> Result<u64> {
+        let mut lo = present;
+        let mut step = 1u64;
+        let hi = loop {
+            let probe = lo.saturating_add(step);
+            if probe == lo || !self.has(probe)? {
+                break probe;
+            }
+            lo = probe;
+            step = step.saturating_mul(2);
+        };
+        let mut hi = hi;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.has(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+}
+
+/// What a listing of the history directory found.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// Oldest and newest entries.
+    pub(super) range: Option<(u64, u64)>,
+    /// The oldest entry after the number asked about.
+    pub(super) first_after: Option<u64>,
+}
