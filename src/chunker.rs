@@ -11,11 +11,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, fcntl};
-use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::options::Chunking;
+use crate::sys;
 
 /// A byte stream that can also say whether a read would return at once.
 pub trait Source {
@@ -41,14 +40,13 @@ impl<F: AsFd> FdSource<F> {
     /// chunks come out full instead of cut at the pipe's default 64 KiB.
     pub fn enlarge_pipe(&self, block_size: usize) {
         let fd = self.0.as_fd();
-        let Ok(current) = fcntl(fd, FcntlArg::F_GETPIPE_SZ) else {
+        let Some(current) = sys::pipe_capacity(fd) else {
             return;
         };
-        let want = libc::c_int::try_from(block_size).unwrap_or(libc::c_int::MAX);
-        if want > current
-            && let Err(e) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(want))
+        if block_size > current
+            && let Err(e) = sys::set_pipe_capacity(fd, block_size)
         {
-            log::debug!("cannot enlarge the input pipe to {want} bytes: {e}");
+            log::debug!("cannot enlarge the input pipe to {block_size} bytes: {e}");
         }
     }
 

@@ -61,6 +61,7 @@ mod progress;
 mod publish;
 mod status;
 mod stream;
+mod sys;
 mod watch;
 
 pub use bus::Bus;

@@ -70,13 +70,15 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::sys;
 
 nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
 
@@ -211,7 +213,7 @@ struct Plan {
 
 impl Pipe {
     fn new(fd: BorrowedFd<'_>, page: usize) -> Self {
-        let capacity = fcntl(fd, FcntlArg::F_GETPIPE_SZ).map_or(16 * page, |c| c as usize);
+        let capacity = sys::pipe_capacity(fd).unwrap_or(16 * page);
         let packets = fcntl(fd, FcntlArg::F_GETFL)
             .is_ok_and(|f| OFlag::from_bits_truncate(f).contains(OFlag::O_DIRECT));
         let mut pipe = Pipe {
@@ -358,10 +360,9 @@ impl Pipe {
             return;
         }
         self.asked = slots;
-        let want = libc::c_int::try_from(slots * page).unwrap_or(libc::c_int::MAX);
-        match fcntl(fd, FcntlArg::F_SETPIPE_SZ(want)) {
-            Ok(got) => self.slots = got as usize / page,
-            Err(e) => log::debug!("cannot grow the output pipe to {want} bytes: {e}"),
+        match sys::set_pipe_capacity(fd, slots * page) {
+            Ok(got) => self.slots = got / page,
+            Err(e) => log::debug!("cannot grow the output pipe to {} bytes: {e}", slots * page),
         }
     }
 }
@@ -376,32 +377,6 @@ struct Socket {
     used: usize,
     /// The largest size the buffer was asked to grow to.
     asked: usize,
-}
-
-/// `SO_MEMINFO`: (memory held by the send buffer, its size).
-fn send_memory(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
-    let mut info = [0u32; 9];
-    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `info` and stores
-    // the length it wrote in `len`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if r != 0 || (len as usize) < 6 * 4 {
-        return None;
-    }
-    let held =
-        info[libc::SK_MEMINFO_WMEM_ALLOC as usize].max(info[libc::SK_MEMINFO_WMEM_QUEUED as usize]);
-    Some((
-        held as usize,
-        info[libc::SK_MEMINFO_SNDBUF as usize] as usize,
-    ))
 }
 
 fn int_sockopt(fd: BorrowedFd<'_>, option: libc::c_int) -> Option<libc::c_int> {
@@ -442,7 +417,7 @@ impl Socket {
         if !unix_stream {
             return None;
         }
-        let (used, sndbuf) = send_memory(fd)?;
+        let (used, sndbuf) = sys::send_memory(fd)?;
         Some(Socket {
             sndbuf,
             used,
@@ -451,7 +426,7 @@ impl Socket {
     }
 
     fn sync(&mut self, fd: BorrowedFd<'_>) {
-        if let Some((used, sndbuf)) = send_memory(fd) {
+        if let Some((used, sndbuf)) = sys::send_memory(fd) {
             self.used = used;
             self.sndbuf = sndbuf;
         }
@@ -506,39 +481,12 @@ impl Socket {
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .is_some_and(|max| max.min(half as usize) * 2 > self.sndbuf);
-        if !set_int_sockopt(fd, libc::SO_SNDBUFFORCE, half) && grows {
+        if !sys::force_send_buffer(fd, half) && grows {
             set_int_sockopt(fd, libc::SO_SNDBUF, half);
         }
         self.sync(fd);
         log::debug!("output socket send buffer: {} bytes", self.sndbuf);
     }
-}
-
-/// Opens a private, non-blocking description of the terminal or pipe `fd`
-/// refers to, through `/proc/self/fd`.
-fn reopen_nonblocking(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    let mine = nix::sys::stat::fstat(&file).ok()?;
-    let theirs = nix::sys::stat::fstat(fd).ok()?;
-    (mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino && mine.st_rdev == theirs.st_rdev)
-        .then(|| file.into())
-}
-
-/// `pwritev2(fd, buf, -1, RWF_NOWAIT)`: a write that fails with `EAGAIN`
-/// rather than wait, without changing flags shared with other processes.
-fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
-    let iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: the kernel only reads `buf.len()` bytes from `buf`.
-    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
-    Errno::result(n).map(|n| n as usize)
 }
 
 /// `send(fd, buf, MSG_DONTWAIT)`.
@@ -576,14 +524,19 @@ impl<'a> Output<'a> {
         let page = page_size();
         let mode = nix::sys::stat::fstat(fd).map_or(0, |st| st.st_mode & libc::S_IFMT);
         let (kind, nowait) = match mode {
+            // Without its size, a pipe's room cannot be counted: the
+            // portable path writes it as a file.
+            libc::S_IFIFO if sys::pipe_capacity(fd).is_none() => (Kind::Other, NoWait::Unavailable),
             libc::S_IFIFO => {
                 let pipe = Pipe::new(fd, page);
                 // A description reopened without O_DIRECT would not write
                 // packets.
-                let private = (!pipe.packets).then(|| reopen_nonblocking(fd)).flatten();
+                let private = (!pipe.packets)
+                    .then(|| sys::reopen_nonblocking(fd))
+                    .flatten();
                 let nowait = match private {
                     Some(private) => NoWait::Private(private),
-                    None if write_nowait(fd, &[]).is_ok() => NoWait::Flag,
+                    None if sys::write_nowait(fd, &[]).is_ok() => NoWait::Flag,
                     None => NoWait::Unavailable,
                 };
                 (Kind::Pipe(pipe), nowait)
@@ -593,7 +546,7 @@ impl<'a> Output<'a> {
                 NoWait::Flag,
             ),
             libc::S_IFCHR if nix::unistd::isatty(fd).unwrap_or(false) => {
-                match reopen_nonblocking(fd) {
+                match sys::reopen_nonblocking(fd) {
                     Some(private) => (Kind::Unmeasured, NoWait::Private(private)),
                     None => (Kind::Other, NoWait::Unavailable),
                 }
@@ -723,7 +676,7 @@ impl<'a> Output<'a> {
         let mut offset: libc::off_t = 0;
         while left > 0 && self.sendfile_works {
             let count = left.min(1 << 30);
-            match nix::sys::sendfile::sendfile(self.fd, file.as_fd(), Some(&mut offset), count) {
+            match sys::sendfile(self.fd, file, &mut offset, count) {
                 // The file shrank under us: chunk files are immutable, so
                 // only a hostile neighbour does this; deliver what there is.
                 Ok(0) => return Ok(()),
@@ -762,12 +715,11 @@ impl<'a> Output<'a> {
         let mut done = 0;
         let mut offset: libc::loff_t = 0;
         while done < spliced {
-            let flags = SpliceFFlags::SPLICE_F_NONBLOCK;
             let target = match &self.nowait {
                 NoWait::Private(private) => private.as_fd(),
                 _ => self.fd,
             };
-            match splice(file, Some(&mut offset), target, None, spliced - done, flags) {
+            match sys::splice_to_pipe(file, &mut offset, target, spliced - done) {
                 Ok(0) => return Ok(true),
                 Ok(n) => {
                     if let Kind::Pipe(pipe) = &mut self.kind {
@@ -818,7 +770,7 @@ impl<'a> Output<'a> {
         while !rest.is_empty() {
             let written = match (&self.nowait, &self.kind) {
                 (NoWait::Flag, Kind::Socket(_) | Kind::Unmeasured) => send_nowait(self.fd, rest),
-                (NoWait::Flag, _) => write_nowait(self.fd, rest),
+                (NoWait::Flag, _) => sys::write_nowait(self.fd, rest),
                 (NoWait::Private(fd), _) => nix::unistd::write(fd, rest),
                 (NoWait::Unavailable, _) => nix::unistd::write(self.fd, rest),
             };
@@ -940,7 +892,7 @@ mod tests {
     /// Slots the kernel has free, found by filling them with whole pages
     /// (a write of a page never merges), which it then reads back out.
     fn free_slots(read: &mut File, write: &OwnedFd) -> usize {
-        let nonblocking = reopen_nonblocking(write.as_fd()).unwrap();
+        let nonblocking = sys::reopen_nonblocking(write.as_fd()).unwrap();
         let page = vec![0u8; page_size()];
         let mut free = 0;
         while nix::unistd::write(&nonblocking, &page).is_ok() {

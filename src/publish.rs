@@ -6,15 +6,9 @@
 //! also linked into `F.history/` before the rename (see
 //! [`crate::history`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-
-use nix::fcntl::{AT_FDCWD, AtFlags};
-use nix::libc;
-use nix::unistd::linkat;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::files::{create_afresh, make_afresh};
@@ -23,6 +17,7 @@ use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::sys;
 use crate::watch::{Awaited, Watcher};
 
 /// The writing side of a bus. Obtained from [`crate::Bus::producer`].
@@ -54,7 +49,7 @@ impl Producer {
             watcher: Watcher::new(&paths, &options, Awaited::Removal),
             retention: producer.retain.map(|keep| Retention::new(&paths, keep)),
             last_seq: None,
-            unnamed_staging: Path::new(PROC_FD).is_dir(),
+            unnamed_staging: true,
             progress: Progress::new("published"),
             paths,
             options,
@@ -113,16 +108,13 @@ impl Producer {
 
     fn publish_filled(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<()> {
         if self.unnamed_staging {
-            match open_unnamed(self.paths.dir()) {
-                Ok(mut file) => {
+            match sys::open_unnamed(self.paths.dir()) {
+                Ok(Some(mut file)) => {
                     // Errors name the file the chunk was going to be.
                     fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
                     return self.publish_staged(Staging::<WrittenAlready>::Unnamed(file));
                 }
-                Err(e) if unnamed_unsupported(&e) => {
-                    log::debug!("no unnamed files in {}: {e}", self.paths.dir().display());
-                    self.unnamed_staging = false;
-                }
+                Ok(None) => self.unnamed_staging = false,
                 Err(e) => return Err(Error::io("create", self.paths.staging())(e)),
             }
         }
@@ -191,29 +183,6 @@ enum Staging<F> {
     Named(F),
 }
 
-/// Where `/proc` shows a process its own descriptors, through which an
-/// unnamed file gets a name (`linkat` with `AT_EMPTY_PATH` would need a
-/// capability).
-const PROC_FD: &str = "/proc/self/fd";
-
-/// An unnamed file in `dir`, to be linked into place once written.
-fn open_unnamed(dir: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .mode(0o666)
-        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
-        .open(dir)
-}
-
-/// Whether opening an unnamed file failed because the filesystem (or the
-/// kernel) has none, rather than for a reason worth reporting.
-fn unnamed_unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-    )
-}
-
 /// Makes `F.__new__` hold the chunk, hands it to `before_rename` and
 /// renames it to `F`. Must be called with the bus lock held.
 fn stage_and_rename<F>(
@@ -248,18 +217,7 @@ where
 /// name, symlink or not, and a leftover entry is removed.
 fn link_staging(paths: &BusPaths, file: &File) -> Result<()> {
     let name = paths.staging();
-    let source = PathBuf::from(format!("{PROC_FD}/{}", file.as_raw_fd()));
-    let link = || {
-        linkat(
-            AT_FDCWD,
-            &source,
-            AT_FDCWD,
-            name,
-            AtFlags::AT_SYMLINK_FOLLOW,
-        )
-        .map_err(io::Error::from)
-    };
-    make_afresh(name, link)
+    make_afresh(name, || sys::name_unnamed(file, name))
 }
 
 /// Creates `F.__new__` afresh.
@@ -296,8 +254,12 @@ mod tests {
     #[test]
     fn unnamed_staging_never_writes_through_a_planted_link() {
         let dir = tempfile::tempdir().unwrap();
+        if sys::portable() {
+            assert!(sys::open_unnamed(dir.path()).unwrap().is_none());
+            return;
+        }
         publish_over_planted_symlink(|chunk| {
-            let mut file = open_unnamed(dir.path()).unwrap();
+            let mut file = sys::open_unnamed(dir.path()).unwrap().expect("O_TMPFILE");
             file.write_all(chunk).unwrap();
             Staging::Unnamed(file)
         });

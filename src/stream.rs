@@ -12,7 +12,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{SpliceFFlags, splice};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::chunker::{Chunker, FdSource};
@@ -20,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::options::Chunking;
 use crate::output::{is_pipe, queued_bytes};
 use crate::publish::Producer;
+use crate::sys;
 
 impl Producer {
     /// Publishes everything `input` yields until its end, in chunks of at
@@ -31,7 +31,7 @@ impl Producer {
         let (chunking, block_size) = (self.options().chunking, self.options().block_size);
         let source = FdSource(input.as_fd());
         source.enlarge_pipe(block_size);
-        if chunking == Chunking::Bytes && is_pipe(input.as_fd()) {
+        if chunking == Chunking::Bytes && sys::splices_input() && is_pipe(input.as_fd()) {
             return self.splice_from_pipe(input.as_fd(), block_size);
         }
         let mut chunker = Chunker::new(source, chunking, block_size);
@@ -55,8 +55,7 @@ impl Producer {
                 let mut left = ready.min(block_size);
                 let mut moved = 0;
                 while left > 0 {
-                    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
-                    match splice(input, None, &*file, None, left, flags) {
+                    match sys::splice_from_pipe(input, file, left) {
                         Ok(0) | Err(Errno::EAGAIN) => break,
                         Ok(n) => {
                             left -= n;

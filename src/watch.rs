@@ -22,44 +22,18 @@
 //! with its next [`Watcher::arm`] without having waited.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::options::{BusOptions, WaitPolicy};
 use crate::paths::BusPaths;
+use crate::sys::{self, Events, Seen};
 
-/// The change to `F` a wait is for. Each process watches only for its own,
-/// because every queued event wakes it: a consumer woken also by the
-/// producer's creation of `F.__new__` pays a second wake-up per chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Awaited {
-    /// A chunk being published: every implementation renames it into place.
-    Publication,
-    /// The chunk being taken away (lossless consumers remove it).
-    Removal,
-}
-
-impl Awaited {
-    fn events(self) -> AddWatchFlags {
-        let entry = match self {
-            Awaited::Publication => AddWatchFlags::IN_MOVED_TO,
-            Awaited::Removal => AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
-        };
-        entry
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF
-            | AddWatchFlags::IN_ONLYDIR
-    }
-}
-
-/// Size of `struct inotify_event` without its trailing name.
-const EVENT_HEADER: usize = 16;
+pub(crate) use crate::sys::Awaited;
 
 /// Waits for changes to one bus file, by events when possible and by
 /// polling always.
@@ -70,7 +44,7 @@ pub(crate) struct Watcher {
     /// producer) takes none of the few inotify instances a user may have.
     file_monitoring: bool,
     started: bool,
-    inotify: Option<Inotify>,
+    inotify: Option<Events>,
     watching: bool,
     dir: PathBuf,
     name: OsString,
@@ -129,8 +103,8 @@ impl Watcher {
             log::info!("file monitoring off; {}", self.polling);
             return;
         }
-        match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
-            Ok(inotify) => self.inotify = Some(inotify),
+        match sys::events() {
+            Ok(events) => self.inotify = Some(events),
             Err(e) => log::info!("inotify unavailable ({e}); {}", self.polling),
         }
     }
@@ -162,14 +136,14 @@ impl Watcher {
             }
         }
         if let Some(inotify) = &self.inotify {
-            match inotify.add_watch(&self.dir, self.awaited.events()) {
+            match inotify.watch(&self.dir, self.awaited) {
                 Ok(_) => {
                     self.watching = true;
                     log::debug!("watching {} for events", self.dir.display());
                 }
                 // The directory is made by the first producer; until then
                 // polling is expected.
-                Err(Errno::ENOENT) => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     log::debug!("cannot watch {} yet: it does not exist", self.dir.display())
                 }
                 Err(e) if !self.reported_no_watch => {
@@ -223,7 +197,7 @@ impl Watcher {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [PollFd::new(inotify.fd(), PollFlags::POLLIN)];
             match poll(&mut fds, timeout) {
                 Ok(0) => return,
                 Ok(_) => {}
@@ -246,174 +220,17 @@ impl Watcher {
     /// Reads every queued event: whether any concerned `F`, and whether the
     /// directory watch itself went away.
     fn drain(&self) -> Seen {
-        let mut seen = Seen::default();
-        let Some(inotify) = &self.inotify else {
-            return seen;
-        };
-        // Room for many events at once; the kernel returns whole events.
-        let mut buf = [0u8; 4096];
-        loop {
-            match nix::unistd::read(inotify.as_fd(), &mut buf) {
-                Ok(n) if n > 0 => seen.add(parse_events(&buf[..n], self.name.as_bytes())),
-                Err(Errno::EINTR) => {}
-                // EAGAIN: the queue is empty.
-                _ => return seen,
-            }
+        match &self.inotify {
+            Some(events) => events.drain(self.name.as_bytes()),
+            None => Seen::default(),
         }
     }
-}
-
-/// What a batch of inotify events says.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    /// An event concerned `F` (or may have: the queue overflowed, or the
-    /// watch went away); the condition waited for may hold now.
-    relevant: bool,
-    /// The watch on the directory went away (it was removed or moved); it
-    /// must be added again.
-    lost_watch: bool,
-}
-
-impl Seen {
-    fn add(&mut self, other: Seen) {
-        self.relevant |= other.relevant;
-        self.lost_watch |= other.lost_watch;
-    }
-}
-
-/// Parses `buf`, as read from an inotify descriptor, for events about the
-/// entry `name` of the watched directory. Each event is a `struct
-/// inotify_event` (watch descriptor, mask, cookie, name length, in native
-/// byte order) followed by that many bytes of name, padded with NULs.
-fn parse_events(buf: &[u8], name: &[u8]) -> Seen {
-    let mut seen = Seen::default();
-    let mut at = 0;
-    while let Some(header) = buf.get(at..at + EVENT_HEADER) {
-        let field =
-            |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let flags = AddWatchFlags::from_bits_truncate(field(4));
-        let len = field(12) as usize;
-        let end = (at + EVENT_HEADER).saturating_add(len).min(buf.len());
-        let event_name = buf[at + EVENT_HEADER..end]
-            .split(|&b| b == 0)
-            .next()
-            .unwrap_or_default();
-        if flags.intersects(
-            AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
-        ) {
-            seen.lost_watch = true;
-            seen.relevant = true;
-        }
-        // Events were dropped, any of them about `F`.
-        if flags.contains(AddWatchFlags::IN_Q_OVERFLOW) || event_name == name {
-            seen.relevant = true;
-        }
-        at = end;
-    }
-    seen
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::options::Mode;
-
-    /// One event as the kernel lays it out: the name NUL-padded to a
-    /// multiple of the header size, its length counting the padding.
-    fn event(mask: AddWatchFlags, name: &str) -> Vec<u8> {
-        let padded = if name.is_empty() {
-            0
-        } else {
-            (name.len() + 1).next_multiple_of(EVENT_HEADER)
-        };
-        let mut out = Vec::new();
-        out.extend_from_slice(&1i32.to_ne_bytes());
-        out.extend_from_slice(&mask.bits().to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(&(padded as u32).to_ne_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.resize(EVENT_HEADER + padded, 0);
-        out
-    }
-
-    const RELEVANT: Seen = Seen {
-        relevant: true,
-        lost_watch: false,
-    };
-    const LOST: Seen = Seen {
-        relevant: true,
-        lost_watch: true,
-    };
-
-    #[test]
-    fn an_event_naming_the_file_is_relevant() {
-        for mask in [AddWatchFlags::IN_MOVED_TO, AddWatchFlags::IN_DELETE] {
-            assert_eq!(parse_events(&event(mask, "bus"), b"bus"), RELEVANT);
-        }
-        // A 15-byte name and its one NUL fill the 16 bytes of padding.
-        let long = "fifteen-bytes.x";
-        assert_eq!(long.len(), 15);
-        assert_eq!(
-            parse_events(&event(AddWatchFlags::IN_MOVED_TO, long), long.as_bytes()),
-            RELEVANT
-        );
-    }
-
-    #[test]
-    fn events_about_other_names_are_not() {
-        for other in ["bus.__new__", "bus.lock", "bu", "bus2", "BUS"] {
-            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, other), b"bus");
-            assert_eq!(seen, Seen::default(), "{other}");
-        }
-        assert_eq!(parse_events(&[], b"bus"), Seen::default());
-    }
-
-    #[test]
-    fn the_file_is_found_among_several_events() {
-        let mut buf = event(AddWatchFlags::IN_CREATE, "bus.__new__");
-        buf.extend(event(AddWatchFlags::IN_MOVED_FROM, "bus.__new__"));
-        buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
-        buf.extend(event(AddWatchFlags::IN_CREATE, "other"));
-        assert_eq!(parse_events(&buf, b"bus"), RELEVANT);
-        assert_eq!(parse_events(&buf, b"absent"), Seen::default());
-    }
-
-    #[test]
-    fn losing_the_watch_is_reported() {
-        for mask in [
-            AddWatchFlags::IN_IGNORED,
-            AddWatchFlags::IN_DELETE_SELF,
-            AddWatchFlags::IN_MOVE_SELF,
-        ] {
-            let mut buf = event(AddWatchFlags::IN_CREATE, "other");
-            buf.extend(event(mask, ""));
-            assert_eq!(parse_events(&buf, b"bus"), LOST, "{mask:?}");
-        }
-    }
-
-    #[test]
-    fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
-        let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
-        assert_eq!(parse_events(&buf, b"bus"), RELEVANT);
-    }
-
-    #[test]
-    fn truncated_events_are_read_safely() {
-        let mut buf = event(AddWatchFlags::IN_MOVED_TO, "other");
-        buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
-        for cut in 0..buf.len() {
-            // Up to the second event's name, nothing names the file.
-            let seen = parse_events(&buf[..cut], b"bus");
-            let whole = cut >= 2 * EVENT_HEADER + EVENT_HEADER + 3;
-            assert_eq!(seen.relevant, whole, "cut at {cut}");
-            assert!(!seen.lost_watch);
-        }
-        // A length field pointing far past the end.
-        let mut huge = event(AddWatchFlags::IN_MOVED_TO, "bus");
-        huge[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
-        assert_eq!(parse_events(&huge, b"bus"), RELEVANT);
-    }
-
     fn options(file_monitoring: bool, sleep_interval: Duration) -> BusOptions {
         BusOptions::default()
             .with_file_monitoring(file_monitoring)

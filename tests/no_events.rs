@@ -110,7 +110,7 @@ impl NoEvents {
     /// What the `-v` line about the fallback names as its cause.
     fn cause(self) -> &'static str {
         match self {
-            NoEvents::Instances => "inotify unavailable (EMFILE",
+            NoEvents::Instances => "inotify unavailable (Too many open files",
             NoEvents::Watches => "cannot watch",
             NoEvents::Flag => "file monitoring off",
         }

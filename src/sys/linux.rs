@@ -1,0 +1,357 @@
+//! The Linux calls behind [`crate::sys`]: inotify, `O_TMPFILE` named through
+//! `/proc/self/fd`, `splice(2)`, `sendfile(2)`, pipe sizes, private
+//! non-blocking reopens through `/proc`, `RWF_NOWAIT` and socket memory.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, FcntlArg, SpliceFFlags, fcntl, splice};
+use nix::libc;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::unistd::linkat;
+
+use super::{Awaited, Seen};
+
+/// Size of `struct inotify_event` without its trailing name.
+const EVENT_HEADER: usize = 16;
+
+/// An inotify instance.
+#[derive(Debug)]
+pub(crate) struct Events(Inotify);
+
+impl Events {
+    pub(super) fn new() -> io::Result<Events> {
+        Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map(Events)
+            .map_err(io::Error::from)
+    }
+
+    /// Watches `dir` for what `awaited` needs.
+    pub(crate) fn watch(&self, dir: &Path, awaited: Awaited) -> io::Result<()> {
+        let entry = match awaited {
+            Awaited::Publication => AddWatchFlags::IN_MOVED_TO,
+            Awaited::Removal => AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
+        };
+        let mask = entry
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR;
+        self.0
+            .add_watch(dir, mask)
+            .map(drop)
+            .map_err(io::Error::from)
+    }
+
+    /// The descriptor that becomes readable when events are queued.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    /// Reads every queued event: whether any concerned the entry `name`,
+    /// and whether the directory watch itself went away.
+    pub(crate) fn drain(&self, name: &[u8]) -> Seen {
+        let mut seen = Seen::default();
+        // Room for many events at once; the kernel returns whole events.
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(self.0.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => seen.add(parse_events(&buf[..n], name)),
+                Err(Errno::EINTR) => {}
+                // EAGAIN: the queue is empty.
+                _ => return seen,
+            }
+        }
+    }
+}
+
+/// Parses `buf`, as read from an inotify descriptor, for events about the
+/// entry `name` of the watched directory. Each event is a `struct
+/// inotify_event` (watch descriptor, mask, cookie, name length, in native
+/// byte order) followed by that many bytes of name, padded with NULs.
+fn parse_events(buf: &[u8], name: &[u8]) -> Seen {
+    let mut seen = Seen::default();
+    let mut at = 0;
+    while let Some(header) = buf.get(at..at + EVENT_HEADER) {
+        let field =
+            |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let flags = AddWatchFlags::from_bits_truncate(field(4));
+        let len = field(12) as usize;
+        let end = (at + EVENT_HEADER).saturating_add(len).min(buf.len());
+        let event_name = buf[at + EVENT_HEADER..end]
+            .split(|&b| b == 0)
+            .next()
+            .unwrap_or_default();
+        if flags.intersects(
+            AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
+        ) {
+            seen.lost_watch = true;
+            seen.relevant = true;
+        }
+        // Events were dropped, any of them about `F`.
+        if flags.contains(AddWatchFlags::IN_Q_OVERFLOW) || event_name == name {
+            seen.relevant = true;
+        }
+        at = end;
+    }
+    seen
+}
+
+/// Where `/proc` shows a process its own descriptors, through which an
+/// unnamed file gets a name (`linkat` with `AT_EMPTY_PATH` would need a
+/// capability).
+const PROC_FD: &str = "/proc/self/fd";
+
+pub(super) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
+    if !Path::new(PROC_FD).is_dir() {
+        return Ok(None);
+    }
+    let opened = OpenOptions::new()
+        .write(true)
+        .mode(0o666)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir);
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        // The filesystem (or the kernel) has no unnamed files, which is no
+        // error to report.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            log::debug!("no unnamed files in {}: {e}", dir.display());
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) fn name_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    let source = PathBuf::from(format!("{PROC_FD}/{}", file.as_raw_fd()));
+    linkat(
+        AT_FDCWD,
+        &source,
+        AT_FDCWD,
+        path,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+pub(super) fn splice_from_pipe(
+    input: BorrowedFd<'_>,
+    file: &File,
+    len: usize,
+) -> nix::Result<usize> {
+    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    splice(input, None, file, None, len, flags)
+}
+
+pub(super) fn sendfile(
+    out: BorrowedFd<'_>,
+    file: &File,
+    offset: &mut i64,
+    count: usize,
+) -> nix::Result<usize> {
+    nix::sys::sendfile::sendfile(out, file.as_fd(), Some(offset), count)
+}
+
+pub(super) fn splice_to_pipe(
+    file: &File,
+    offset: &mut i64,
+    out: BorrowedFd<'_>,
+    count: usize,
+) -> nix::Result<usize> {
+    splice(
+        file,
+        Some(offset),
+        out,
+        None,
+        count,
+        SpliceFFlags::SPLICE_F_NONBLOCK,
+    )
+}
+
+pub(super) fn pipe_capacity(fd: BorrowedFd<'_>) -> Option<usize> {
+    fcntl(fd, FcntlArg::F_GETPIPE_SZ)
+        .ok()
+        .and_then(|c| usize::try_from(c).ok())
+}
+
+pub(super) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> nix::Result<usize> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    fcntl(fd, FcntlArg::F_SETPIPE_SZ(want)).map(|got| got as usize)
+}
+
+/// Opens a private, non-blocking description of the terminal or pipe `fd`
+/// refers to, through `/proc/self/fd`.
+pub(super) fn reopen_nonblocking(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let mine = nix::sys::stat::fstat(&file).ok()?;
+    let theirs = nix::sys::stat::fstat(fd).ok()?;
+    (mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino && mine.st_rdev == theirs.st_rdev)
+        .then(|| file.into())
+}
+
+/// `pwritev2(fd, buf, -1, RWF_NOWAIT)`: a write that fails with `EAGAIN`
+/// rather than wait, without changing flags shared with other processes.
+pub(super) fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel only reads `buf.len()` bytes from `buf`.
+    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// `SO_MEMINFO`: (memory held by the send buffer, its size).
+pub(super) fn send_memory(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info` and stores
+    // the length it wrote in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || (len as usize) < 6 * 4 {
+        return None;
+    }
+    let held =
+        info[libc::SK_MEMINFO_WMEM_ALLOC as usize].max(info[libc::SK_MEMINFO_WMEM_QUEUED as usize]);
+    Some((
+        held as usize,
+        info[libc::SK_MEMINFO_SNDBUF as usize] as usize,
+    ))
+}
+
+pub(super) fn force_send_buffer(fd: BorrowedFd<'_>, half: i32) -> bool {
+    // SAFETY: the kernel reads one c_int from the pointer.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&half as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One event as the kernel lays it out: the name NUL-padded to a
+    /// multiple of the header size, its length counting the padding.
+    fn event(mask: AddWatchFlags, name: &str) -> Vec<u8> {
+        let padded = if name.is_empty() {
+            0
+        } else {
+            (name.len() + 1).next_multiple_of(EVENT_HEADER)
+        };
+        let mut out = Vec::new();
+        out.extend_from_slice(&1i32.to_ne_bytes());
+        out.extend_from_slice(&mask.bits().to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(&(padded as u32).to_ne_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.resize(EVENT_HEADER + padded, 0);
+        out
+    }
+
+    const RELEVANT: Seen = Seen {
+        relevant: true,
+        lost_watch: false,
+    };
+    const LOST: Seen = Seen {
+        relevant: true,
+        lost_watch: true,
+    };
+
+    #[test]
+    fn an_event_naming_the_file_is_relevant() {
+        for mask in [AddWatchFlags::IN_MOVED_TO, AddWatchFlags::IN_DELETE] {
+            assert_eq!(parse_events(&event(mask, "bus"), b"bus"), RELEVANT);
+        }
+        // A 15-byte name and its one NUL fill the 16 bytes of padding.
+        let long = "fifteen-bytes.x";
+        assert_eq!(long.len(), 15);
+        assert_eq!(
+            parse_events(&event(AddWatchFlags::IN_MOVED_TO, long), long.as_bytes()),
+            RELEVANT
+        );
+    }
+
+    #[test]
+    fn events_about_other_names_are_not() {
+        for other in ["bus.__new__", "bus.lock", "bu", "bus2", "BUS"] {
+            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, other), b"bus");
+            assert_eq!(seen, Seen::default(), "{other}");
+        }
+        assert_eq!(parse_events(&[], b"bus"), Seen::default());
+    }
+
+    #[test]
+    fn the_file_is_found_among_several_events() {
+        let mut buf = event(AddWatchFlags::IN_CREATE, "bus.__new__");
+        buf.extend(event(AddWatchFlags::IN_MOVED_FROM, "bus.__new__"));
+        buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
+        buf.extend(event(AddWatchFlags::IN_CREATE, "other"));
+        assert_eq!(parse_events(&buf, b"bus"), RELEVANT);
+        assert_eq!(parse_events(&buf, b"absent"), Seen::default());
+    }
+
+    #[test]
+    fn losing_the_watch_is_reported() {
+        for mask in [
+            AddWatchFlags::IN_IGNORED,
+            AddWatchFlags::IN_DELETE_SELF,
+            AddWatchFlags::IN_MOVE_SELF,
+        ] {
+            let mut buf = event(AddWatchFlags::IN_CREATE, "other");
+            buf.extend(event(mask, ""));
+            assert_eq!(parse_events(&buf, b"bus"), LOST, "{mask:?}");
+        }
+    }
+
+    #[test]
+    fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
+        let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
+        assert_eq!(parse_events(&buf, b"bus"), RELEVANT);
+    }
+
+    #[test]
+    fn truncated_events_are_read_safely() {
+        let mut buf = event(AddWatchFlags::IN_MOVED_TO, "other");
+        buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
+        for cut in 0..buf.len() {
+            // Up to the second event's name, nothing names the file.
+            let seen = parse_events(&buf[..cut], b"bus");
+            let whole = cut >= 2 * EVENT_HEADER + EVENT_HEADER + 3;
+            assert_eq!(seen.relevant, whole, "cut at {cut}");
+            assert!(!seen.lost_watch);
+        }
+        // A length field pointing far past the end.
+        let mut huge = event(AddWatchFlags::IN_MOVED_TO, "bus");
+        huge[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(parse_events(&huge, b"bus"), RELEVANT);
+    }
+}

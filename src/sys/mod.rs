@@ -1,0 +1,202 @@
+//! Every system call that only some systems have, behind one seam. The
+//! rest of the crate asks this module for file events, unnamed staging
+//! files, zero-copy transfers, pipe sizes and non-blocking writes on a
+//! shared output, and gets either the Linux way (`linux.rs`) or an answer
+//! that sends it down its portable path (`portable.rs`): polling, named
+//! staging, read/write copies, blocking writes.
+//!
+//! Which one a process uses is decided once: the Linux calls on Linux,
+//! unless the environment variable `FILEBUS_PORTABLE` is set to anything
+//! but `0` or nothing, which forces the portable path so that the test
+//! suite can walk it on Linux too; the portable path everywhere else.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+#[cfg(target_os = "linux")]
+mod linux;
+mod portable;
+
+#[cfg(target_os = "linux")]
+use linux as native;
+#[cfg(not(target_os = "linux"))]
+use portable as native;
+
+pub(crate) use native::Events;
+
+/// The environment variable that forces the portable path.
+pub const PORTABLE_VAR: &str = "FILEBUS_PORTABLE";
+
+/// Whether this process takes the portable path.
+pub(crate) fn portable() -> bool {
+    static PORTABLE: OnceLock<bool> = OnceLock::new();
+    *PORTABLE.get_or_init(|| {
+        let forced = std::env::var_os(PORTABLE_VAR).is_some_and(|v| !v.is_empty() && v != "0");
+        forced || cfg!(not(target_os = "linux"))
+    })
+}
+
+/// The change to `F` a wait is for. Each process watches only for its own,
+/// because every queued event wakes it: a consumer woken also by the
+/// producer's creation of `F.__new__` pays a second wake-up per chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaited {
+    /// A chunk being published: every implementation renames it into place.
+    Publication,
+    /// The chunk being taken away (lossless consumers remove it).
+    Removal,
+}
+
+/// What a batch of inotify events says.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// An event concerned `F` (or may have: the queue overflowed, or the
+    /// watch went away); the condition waited for may hold now.
+    pub(crate) relevant: bool,
+    /// The watch on the directory went away (it was removed or moved); it
+    /// must be added again.
+    pub(crate) lost_watch: bool,
+}
+
+impl Seen {
+    pub(crate) fn add(&mut self, other: Seen) {
+        self.relevant |= other.relevant;
+        self.lost_watch |= other.lost_watch;
+    }
+}
+
+/// A source of file events (inotify), or an error saying why there is
+/// none: the portable path has none, and the system may refuse one (past
+/// `fs.inotify.max_user_instances`).
+pub(crate) fn events() -> io::Result<Events> {
+    if portable() {
+        return portable::events();
+    }
+    Events::new()
+}
+
+/// An unnamed file in `dir` to write a chunk into before it gets a name, or
+/// `None` where there are none (the portable path, or a filesystem without
+/// them): the chunk is then written into `F.__new__` under the lock.
+pub(crate) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
+    if portable() {
+        return portable::open_unnamed(dir);
+    }
+    native::open_unnamed(dir)
+}
+
+/// Gives the unnamed `file` the name `path`; fails if anything is there.
+pub(crate) fn name_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    if portable() {
+        return portable::name_unnamed(file, path);
+    }
+    native::name_unnamed(file, path)
+}
+
+/// Whether bytes can be moved from an input pipe into a file without
+/// passing through user space ([`splice_from_pipe`]).
+pub(crate) fn splices_input() -> bool {
+    !portable()
+}
+
+/// Moves up to `len` bytes that `input` (a pipe) holds now into `file`,
+/// without blocking; `EAGAIN` when it holds none.
+pub(crate) fn splice_from_pipe(
+    input: BorrowedFd<'_>,
+    file: &File,
+    len: usize,
+) -> nix::Result<usize> {
+    if portable() {
+        return portable::splice_from_pipe(input, file, len);
+    }
+    native::splice_from_pipe(input, file, len)
+}
+
+/// Sends up to `count` bytes of `file` from `offset` (advanced) to `out`
+/// without passing through user space; `ENOSYS` on the portable path, where
+/// the caller reads and writes instead.
+pub(crate) fn sendfile(
+    out: BorrowedFd<'_>,
+    file: &File,
+    offset: &mut i64,
+    count: usize,
+) -> nix::Result<usize> {
+    if portable() {
+        return portable::sendfile(out, file, offset, count);
+    }
+    native::sendfile(out, file, offset, count)
+}
+
+/// Moves up to `count` bytes of `file` from `offset` (advanced) into the
+/// pipe `out`, page by page, without blocking; `ENOSYS` on the portable
+/// path.
+pub(crate) fn splice_to_pipe(
+    file: &File,
+    offset: &mut i64,
+    out: BorrowedFd<'_>,
+    count: usize,
+) -> nix::Result<usize> {
+    if portable() {
+        return portable::splice_to_pipe(file, offset, out, count);
+    }
+    native::splice_to_pipe(file, offset, out, count)
+}
+
+/// The size of the pipe `fd` in bytes, where the system tells.
+pub(crate) fn pipe_capacity(fd: BorrowedFd<'_>) -> Option<usize> {
+    if portable() {
+        return portable::pipe_capacity(fd);
+    }
+    native::pipe_capacity(fd)
+}
+
+/// Asks for the pipe `fd` to hold `bytes`; returns the size it has now, or
+/// `None` where pipes cannot be resized.
+pub(crate) fn set_pipe_capacity(fd: BorrowedFd<'_>, bytes: usize) -> nix::Result<usize> {
+    if portable() {
+        return portable::set_pipe_capacity(fd, bytes);
+    }
+    native::set_pipe_capacity(fd, bytes)
+}
+
+/// A private, non-blocking open file description of the terminal or pipe
+/// `fd` refers to, so that writes to it never block and the flag never
+/// reaches the other processes sharing `fd`; `None` where there is no way
+/// to get one.
+pub(crate) fn reopen_nonblocking(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    if portable() {
+        return portable::reopen_nonblocking(fd);
+    }
+    native::reopen_nonblocking(fd)
+}
+
+/// Writes what `fd` takes of `buf` now without waiting, and without
+/// changing flags shared with other processes; `ENOSYS` where the system
+/// cannot.
+pub(crate) fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    if portable() {
+        return portable::write_nowait(fd, buf);
+    }
+    native::write_nowait(fd, buf)
+}
+
+/// The memory a socket's queued data holds, counting its overhead, and its
+/// send buffer's size, where the system tells.
+pub(crate) fn send_memory(fd: BorrowedFd<'_>) -> Option<(usize, usize)> {
+    if portable() {
+        return portable::send_memory(fd);
+    }
+    native::send_memory(fd)
+}
+
+/// Sets a socket's send buffer past the system's limit for unprivileged
+/// processes, where this process may.
+pub(crate) fn force_send_buffer(fd: BorrowedFd<'_>, half: i32) -> bool {
+    if portable() {
+        return portable::force_send_buffer(fd, half);
+    }
+    native::force_send_buffer(fd, half)
+}

@@ -1,0 +1,94 @@
+//! The portable path of [`crate::sys`]: what POSIX alone offers. No file
+//! events (waits poll), no unnamed files (chunks are written into
+//! `F.__new__` under the lock), no zero-copy transfers (chunks are read
+//! and written), no pipe sizes and no private non-blocking descriptors
+//! (pipes and terminals are written with blocking writes). It is the path
+//! on systems other than Linux, and on Linux when `FILEBUS_PORTABLE` asks
+//! for it.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+
+/// No file events: there is nothing to construct.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub(crate) enum Events {}
+
+#[cfg(not(target_os = "linux"))]
+impl Events {
+    pub(super) fn new() -> io::Result<Events> {
+        events()
+    }
+
+    pub(crate) fn watch(&self, _: &Path, _: super::Awaited) -> io::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        match *self {}
+    }
+
+    pub(crate) fn drain(&self, _: &[u8]) -> super::Seen {
+        match *self {}
+    }
+}
+
+pub(super) fn events<T>() -> io::Result<T> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the portable path has no file events",
+    ))
+}
+
+pub(super) fn open_unnamed(_: &Path) -> io::Result<Option<File>> {
+    Ok(None)
+}
+
+pub(super) fn name_unnamed(_: &File, _: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+pub(super) fn splice_from_pipe(_: BorrowedFd<'_>, _: &File, _: usize) -> nix::Result<usize> {
+    Err(Errno::ENOSYS)
+}
+
+pub(super) fn sendfile(_: BorrowedFd<'_>, _: &File, _: &mut i64, _: usize) -> nix::Result<usize> {
+    Err(Errno::ENOSYS)
+}
+
+pub(super) fn splice_to_pipe(
+    _: &File,
+    _: &mut i64,
+    _: BorrowedFd<'_>,
+    _: usize,
+) -> nix::Result<usize> {
+    Err(Errno::ENOSYS)
+}
+
+pub(super) fn pipe_capacity(_: BorrowedFd<'_>) -> Option<usize> {
+    None
+}
+
+pub(super) fn set_pipe_capacity(_: BorrowedFd<'_>, _: usize) -> nix::Result<usize> {
+    Err(Errno::ENOSYS)
+}
+
+pub(super) fn reopen_nonblocking(_: BorrowedFd<'_>) -> Option<OwnedFd> {
+    None
+}
+
+pub(super) fn write_nowait(_: BorrowedFd<'_>, _: &[u8]) -> nix::Result<usize> {
+    Err(Errno::ENOSYS)
+}
+
+pub(super) fn send_memory(_: BorrowedFd<'_>) -> Option<(usize, usize)> {
+    None
+}
+
+pub(super) fn force_send_buffer(_: BorrowedFd<'_>, _: i32) -> bool {
+    false
+}
