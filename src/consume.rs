@@ -22,7 +22,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::NixPath;
 use nix::fcntl::{AT_FDCWD, AtFlags};
@@ -36,6 +36,7 @@ use crate::options::{BusOptions, Mode};
 use crate::output::Output;
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::stop::Stop;
 use crate::watch::{Awaited, Watcher};
 
 /// What one call to [`Consumer::deliver_to`] did.
@@ -137,6 +138,20 @@ fn to_usize(n: u64) -> usize {
 ///
 /// As an [`Iterator`] it yields chunks as byte vectors and ends at the
 /// lossless end-of-stream marker (a lossy bus never ends).
+///
+/// # Waiting
+///
+/// The receiving calls block until there is a chunk. A chunk published
+/// meanwhile ends the wait at once with file monitoring (inotify), and
+/// within [`BusOptions::sleep_interval`] without it. A [`Stop`] from
+/// [`Consumer::stopper`] ends a wait for the bus at once (within a
+/// millisecond while polling pauses are shorter than that), and a lossless
+/// consumer's wait for room in its output between two pauses of at most
+/// the sleep interval. Two things are not interrupted: taking the bus lock
+/// (lossless mode), which others hold for a few system calls or, a lossless
+/// consumer, for one write of a chunk its output can take (see
+/// [`Output`]); and a write to an output whose reader takes nothing, which
+/// [`Consumer::deliver`] finishes rather than tear the chunk.
 #[derive(Debug)]
 pub struct Consumer {
     paths: BusPaths,
@@ -181,7 +196,8 @@ impl Consumer {
     /// fails it stays for another consumer. A chunk this consumer could not
     /// remove is not delivered at all ([`Error::NotRemovable`]). A lossless
     /// consumer never waits for the reader of `out` while it holds the bus
-    /// lock (see [`Output`] for the exceptions).
+    /// lock (see [`Output`] for the exceptions). See
+    /// [how it waits](Consumer#waiting).
     ///
     /// This describes `out` afresh on each call: what was written into a
     /// pipe before is then of unknown layout, and a chunk larger than a
@@ -201,16 +217,88 @@ impl Consumer {
     }
 
     /// Blocks until the next chunk and returns it, or `None` once the
-    /// lossless end-of-stream marker has been consumed.
+    /// lossless end-of-stream marker has been consumed. See
+    /// [how it waits](Consumer#waiting): how long it may take to return
+    /// after a publication or a stop.
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>> {
         let mut collect = Collect(Vec::new());
         Ok(self.next_into(&mut collect)?.map(|_| collect.0))
+    }
+
+    /// [`Consumer::recv`], waiting at most `timeout` for the bus: fails
+    /// with [`Error::TimedOut`] when no chunk came in time, as
+    /// [`std::sync::mpsc::Receiver::recv_timeout`] does, having taken
+    /// nothing. A chunk there at the deadline is still received, and a
+    /// lossless consumer may wait for the bus lock past it (see
+    /// [how it waits](Consumer#waiting)). `Ok(None)` is the lossless end of the stream,
+    /// as for `recv`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use filebus::{Bus, BusOptions, Error};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let mut consumer = bus.consumer()?;
+    /// let waited = consumer.recv_timeout(Duration::from_millis(50));
+    /// assert!(matches!(waited, Err(Error::TimedOut)));
+    /// bus.producer()?.publish(b"news")?;
+    /// assert_eq!(consumer.recv_timeout(Duration::from_secs(60))?, Some(b"news".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        // A deadline too far to represent is no deadline.
+        self.watcher
+            .set_deadline(Instant::now().checked_add(timeout));
+        let received = self.recv();
+        self.watcher.set_deadline(None);
+        received
+    }
+
+    /// [`Consumer::recv`] without waiting for the bus: the chunk there now
+    /// that this consumer has not received, or [`Error::TimedOut`]. The
+    /// same as [`Consumer::recv_timeout`] with a zero timeout.
+    ///
+    /// ```
+    /// use filebus::{Bus, BusOptions, Error};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let mut consumer = bus.consumer()?;
+    /// assert!(matches!(consumer.try_recv(), Err(Error::TimedOut)));
+    /// bus.producer()?.publish(b"news")?;
+    /// assert_eq!(consumer.try_recv()?, Some(b"news".to_vec()));
+    /// assert!(matches!(consumer.try_recv(), Err(Error::TimedOut)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.recv_timeout(Duration::ZERO)
+    }
+
+    /// A handle that stops this consumer from another thread (see
+    /// [`Stop`]); every call returns a clone of the same one. Fails only
+    /// when the pipe it wakes waits through cannot be made (out of
+    /// descriptors).
+    ///
+    /// ```
+    /// use filebus::{Bus, BusOptions, Error};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut consumer = Bus::new(dir.path().join("bus"), BusOptions::default()).consumer()?;
+    /// let stop = consumer.stopper()?;
+    /// std::thread::spawn(move || stop.stop());
+    /// assert!(matches!(consumer.recv(), Err(Error::Stopped)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stopper(&mut self) -> Result<Stop> {
+        self.watcher.stopper()
     }
 
     fn next_into(&mut self, sink: &mut impl Sink) -> Result<Option<u64>> {
         if self.ended {
             return Ok(None);
         }
+        self.watcher.check_stop()?;
         let taken = match self.options.mode {
             Mode::Lossy => self.next_lossy(sink).map(Some),
             Mode::Lossless => self.next_lossless(sink),
@@ -224,7 +312,7 @@ impl Consumer {
 
     fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
         if std::mem::take(&mut self.delivered) && self.watcher.has_events() {
-            self.watcher.wait();
+            self.watcher.wait()?;
         }
         loop {
             self.watcher.arm();
@@ -244,12 +332,14 @@ impl Consumer {
                     return Ok(meta.size());
                 }
             }
-            self.watcher.wait();
+            self.watcher.wait()?;
         }
     }
 
     fn next_lossless(&mut self, sink: &mut impl Sink) -> Result<Option<u64>> {
         loop {
+            // Also between the pauses of a wait for room in the output.
+            self.watcher.check_stop()?;
             self.watcher.arm();
             let announced = match std::fs::symlink_metadata(self.paths.data()) {
                 Ok(meta) => Some(meta.size()),
@@ -257,7 +347,7 @@ impl Consumer {
                 Err(e) => return Err(Error::io("stat", self.paths.data())(e)),
             };
             let Some(announced) = announced else {
-                self.watcher.wait();
+                self.watcher.wait()?;
                 continue;
             };
             if !sink.wait_for_room(announced, self.options.sleep_interval) {

@@ -71,6 +71,14 @@ pub enum Error {
     /// Writing to the consumer's output failed.
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),
+    /// The producer or consumer was stopped through its [`crate::Stop`]
+    /// handle; the call changed nothing on the bus.
+    #[error("stopped")]
+    Stopped,
+    /// `recv_timeout` or `try_recv` found nothing to receive before the
+    /// deadline; the call changed nothing on the bus.
+    #[error("timed out waiting for a chunk")]
+    TimedOut,
 }
 
 /// Chunks a history consumer fell too far behind to deliver: the producer

@@ -44,6 +44,12 @@
 //! The `filebus` binary is a thin layer over this crate: it cuts standard
 //! input into chunks with a [`Chunker`] and hands each to a [`Producer`], or
 //! copies each chunk a [`Consumer`] takes to standard output.
+//!
+//! Every blocking call documents how soon it returns (see "Waiting" on
+//! [`Producer`], [`Consumer`] and [`HistoryConsumer`]). A program can bound
+//! a wait with [`Consumer::recv_timeout`] or [`Consumer::try_recv`] (and
+//! their [`HistoryConsumer`] twins), and end one from another thread with
+//! the [`Stop`] handle each of them gives out.
 
 #![warn(missing_docs)]
 
@@ -60,6 +66,7 @@ mod paths;
 mod progress;
 mod publish;
 mod status;
+mod stop;
 mod stream;
 mod sys;
 mod watch;
@@ -74,3 +81,4 @@ pub use output::Output;
 pub use paths::BusPaths;
 pub use publish::Producer;
 pub use status::{FileState, LockState, LockUser, PositionState, Status};
+pub use stop::Stop;

@@ -17,10 +17,22 @@ use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
 
 /// The writing side of a bus. Obtained from [`crate::Bus::producer`].
+///
+/// # Waiting
+///
+/// Publishing takes the bus lock, which others hold for a few system calls
+/// or, a lossless consumer, for one write of a chunk its output can take
+/// (see [`crate::Output`]); a [`Stop`] does not interrupt that. In lossless
+/// mode a producer also waits for the previous chunk to be consumed: its
+/// removal ends the wait at once with file monitoring (inotify), and within
+/// [`BusOptions::sleep_interval`] without it, and a [`Stop`] from
+/// [`Producer::stopper`] ends it at once (within a millisecond while
+/// polling pauses are shorter than that), publishing nothing.
 #[derive(Debug)]
 pub struct Producer {
     paths: BusPaths,
@@ -62,6 +74,29 @@ impl Producer {
         &self.producer
     }
 
+    /// A handle that stops this producer from another thread (see
+    /// [`Stop`]); every call returns a clone of the same one. Fails only
+    /// when the pipe it wakes waits through cannot be made (out of
+    /// descriptors).
+    ///
+    /// ```
+    /// use filebus::{Bus, BusOptions, Error, Mode};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default().with_mode(Mode::Lossless));
+    /// let mut producer = bus.producer()?;
+    /// producer.publish(b"first")?;
+    /// let stop = producer.stopper()?;
+    /// std::thread::spawn(move || stop.stop());
+    /// // No consumer takes the first chunk: only the stop ends this wait.
+    /// assert!(matches!(producer.publish(b"second"), Err(Error::Stopped)));
+    /// assert_eq!(std::fs::read(bus.path())?, b"first");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stopper(&mut self) -> Result<Stop> {
+        self.watcher.stopper()
+    }
+
     /// With retained history, the sequence number of the chunk this
     /// producer published last.
     pub fn last_seq(&self) -> Option<u64> {
@@ -69,7 +104,7 @@ impl Producer {
     }
 
     /// Publishes one chunk. In lossless mode this first waits until the
-    /// previous chunk has been consumed.
+    /// previous chunk has been consumed (see [how it waits](Producer#waiting)).
     ///
     /// An empty chunk is the end-of-stream marker in lossless mode; use
     /// [`Producer::finish`] for that.
@@ -92,6 +127,7 @@ impl Producer {
         &mut self,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
+        self.watcher.check_stop()?;
         let mut size = 0;
         let fill = |file: &mut File| {
             fill(file)?;
@@ -145,7 +181,7 @@ impl Producer {
                         return stage_and_rename(&self.paths, staging, |_| Ok(()));
                     }
                 }
-                self.watcher.wait();
+                self.watcher.wait()?;
             },
         }
     }

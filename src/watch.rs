@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::error::{Error, Result};
 use crate::options::{BusOptions, WaitPolicy};
 use crate::paths::BusPaths;
+use crate::stop::Stop;
 use crate::sys::{self, Events, Seen};
 
 pub(crate) use crate::sys::Awaited;
@@ -63,6 +65,10 @@ pub(crate) struct Watcher {
     polling: String,
     /// Whether the failure to watch `F`'s directory was reported.
     reported_no_watch: bool,
+    /// Made on request only: it costs two descriptors.
+    stop: Option<Stop>,
+    /// When waits give up with [`Error::TimedOut`].
+    deadline: Option<Instant>,
 }
 
 impl Watcher {
@@ -93,6 +99,8 @@ impl Watcher {
                  {interval:?} while idle"
             ),
             reported_no_watch: false,
+            stop: None,
+            deadline: None,
         }
     }
 
@@ -161,16 +169,71 @@ impl Watcher {
 
     /// Blocks until an event concerning `F` arrives or the sleep interval
     /// passes, whichever is first; without events, for the next pause of
-    /// polling.
-    pub(crate) fn wait(&mut self) {
+    /// polling. Fails with [`Error::Stopped`] once stopped, and with
+    /// [`Error::TimedOut`] once the deadline passed and no event concerning
+    /// `F` is queued (the caller has then checked its condition after the
+    /// deadline). Sleeps end at the deadline, and at once on a stop (but
+    /// for polling pauses under a millisecond, which are slept out).
+    pub(crate) fn wait(&mut self) -> Result<()> {
+        self.check_stop()?;
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            if self.has_events() && self.drain().relevant {
+                return Ok(());
+            }
+            return Err(Error::TimedOut);
+        }
         self.waited = true;
         if !self.has_events() {
-            std::thread::sleep(self.pause);
+            self.pause_polling(self.capped(self.pause));
             self.pause = (self.pause * 2).min(self.interval);
-            return;
-        }
-        if !self.caught_eagerly() {
+        } else if !self.caught_eagerly() {
             self.sleep_until_event();
+        }
+        self.check_stop()
+    }
+
+    /// The handle that stops this watcher's waits, made at the first call.
+    pub(crate) fn stopper(&mut self) -> Result<Stop> {
+        if self.stop.is_none() {
+            self.stop = Some(Stop::new()?);
+        }
+        Ok(self.stop.clone().expect("made above"))
+    }
+
+    /// Fails with [`Error::Stopped`] once stopped.
+    pub(crate) fn check_stop(&self) -> Result<()> {
+        match &self.stop {
+            Some(stop) if stop.is_stopped() => Err(Error::Stopped),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets (or with `None` clears) the time after which waits fail with
+    /// [`Error::TimedOut`].
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// `wait` shortened to end at the deadline.
+    fn capped(&self, wait: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => wait.min(deadline.saturating_duration_since(Instant::now())),
+            None => wait,
+        }
+    }
+
+    /// Sleeps one polling pause; a stop ends it, unless it is too short
+    /// for `poll(2)`, which counts milliseconds.
+    fn pause_polling(&self, pause: Duration) {
+        match &self.stop {
+            Some(stop) if pause >= Duration::from_millis(1) => {
+                let timeout = PollTimeout::try_from(pause).unwrap_or(PollTimeout::MAX);
+                let _ = poll(&mut [PollFd::new(stop.fd(), PollFlags::POLLIN)], timeout);
+            }
+            _ => std::thread::sleep(pause),
         }
     }
 
@@ -193,13 +256,18 @@ impl Watcher {
         let Some(inotify) = self.inotify.as_ref() else {
             return;
         };
-        let deadline = Instant::now() + self.interval;
+        let deadline = Instant::now() + self.capped(self.interval);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(inotify.fd(), PollFlags::POLLIN)];
+            let inotify_fd = PollFd::new(inotify.fd(), PollFlags::POLLIN);
+            let mut fds = match &self.stop {
+                Some(stop) => vec![inotify_fd, PollFd::new(stop.fd(), PollFlags::POLLIN)],
+                None => vec![inotify_fd],
+            };
             match poll(&mut fds, timeout) {
                 Ok(0) => return,
+                Ok(_) if self.check_stop().is_err() => return,
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
@@ -240,7 +308,7 @@ mod tests {
     /// Times one wait of `watcher`.
     fn timed_wait(watcher: &mut Watcher) -> Duration {
         let start = Instant::now();
-        watcher.wait();
+        watcher.wait().unwrap();
         start.elapsed()
     }
 
@@ -258,7 +326,7 @@ mod tests {
         let mut pauses = Vec::new();
         for _ in 0..rounds {
             pauses.push(watcher.pause.as_micros() as u64);
-            watcher.wait();
+            watcher.wait().unwrap();
             watcher.arm();
         }
         // The last arm came after a wait: still idle.
@@ -293,7 +361,7 @@ mod tests {
         let mut watcher = Watcher::new(&paths, &options(false, interval), Awaited::Removal);
         watcher.arm();
         assert_eq!(watcher.pause, interval);
-        watcher.wait();
+        watcher.wait().unwrap();
         assert_eq!(watcher.pause, interval);
     }
 

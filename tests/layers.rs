@@ -12,7 +12,7 @@ use std::path::Path;
 /// to be given its place.
 const LAYERS: &[&[&str]] = &[
     &["error", "options", "paths", "files", "sys"],
-    &["lock", "watch", "output", "chunker", "progress"],
+    &["lock", "stop", "watch", "output", "chunker", "progress"],
     &["publish", "stream", "consume", "history", "status"],
     &["bus"],
 ];

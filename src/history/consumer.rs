@@ -16,6 +16,7 @@ use crate::files::open_regular;
 use crate::options::{BusOptions, HistoryOptions, Start};
 use crate::output::Output;
 use crate::paths::BusPaths;
+use crate::stop::Stop;
 use crate::watch::{Awaited, Watcher};
 
 /// What one step of a [`HistoryConsumer`] produced. `T` is the chunk's
@@ -261,6 +262,17 @@ enum Step {
 /// ]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Waiting
+///
+/// The receiving calls block until there is an event. A chunk published
+/// meanwhile ends the wait at once with file monitoring (inotify), and
+/// within [`BusOptions::sleep_interval`] without it. A [`Stop`] from
+/// [`HistoryConsumer::stopper`] ends a wait for the bus at once (within a
+/// millisecond while polling pauses are shorter than that). A history
+/// consumer takes no lock; what a stop does not interrupt is a write to an
+/// output whose reader takes nothing, which
+/// [`HistoryConsumer::deliver`] finishes rather than tear the chunk.
 #[derive(Debug)]
 pub struct HistoryConsumer {
     paths: BusPaths,
@@ -344,7 +356,8 @@ impl HistoryConsumer {
     /// `out` (a file, pipe, socket or terminal descriptor, such as standard
     /// output) without copying it through user space. The event carries the
     /// chunk's size. Once the end chunk was delivered, it returns
-    /// [`HistoryEvent::End`] again at once.
+    /// [`HistoryEvent::End`] again at once. See
+    /// [how it waits](HistoryConsumer#waiting).
     pub fn deliver_to(&mut self, out: impl AsFd) -> Result<HistoryEvent<u64>> {
         self.deliver(&mut Output::new(out.as_fd()))
     }
@@ -360,8 +373,88 @@ impl HistoryConsumer {
         })
     }
 
+    /// [`HistoryConsumer::recv`], waiting at most `timeout` for the bus:
+    /// fails with [`Error::TimedOut`] when no event came in time, as
+    /// [`std::sync::mpsc::Receiver::recv_timeout`] does, having taken
+    /// nothing and recorded nothing in the position file. An event ready at
+    /// the deadline is still returned. `Ok(None)` follows
+    /// [`HistoryEvent::End`], as for `recv`.
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    /// use std::time::Duration;
+    /// use filebus::{Bus, BusOptions, Error, HistoryEvent, HistoryOptions, ProducerOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let mut consumer = bus.history_consumer(HistoryOptions::default())?;
+    /// let waited = consumer.recv_timeout(Duration::from_millis(50));
+    /// assert!(matches!(waited, Err(Error::TimedOut)));
+    /// let retain = ProducerOptions::default().with_retain(NonZeroU64::new(10));
+    /// bus.producer_with(retain)?.publish(b"news")?;
+    /// assert_eq!(
+    ///     consumer.recv_timeout(Duration::from_secs(60))?,
+    ///     Some(HistoryEvent::Chunk { seq: 1, data: b"news".to_vec() })
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<HistoryEvent<Vec<u8>>>> {
+        // A deadline too far to represent is no deadline.
+        self.watcher
+            .set_deadline(Instant::now().checked_add(timeout));
+        let received = self.recv();
+        self.watcher.set_deadline(None);
+        received
+    }
+
+    /// [`HistoryConsumer::recv`] without waiting for the bus: the next
+    /// event if it is there now, or [`Error::TimedOut`]. The same as
+    /// [`HistoryConsumer::recv_timeout`] with a zero timeout.
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    /// use filebus::{Bus, BusOptions, Error, HistoryEvent, HistoryOptions, ProducerOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let mut consumer = bus.history_consumer(HistoryOptions::default())?;
+    /// assert!(matches!(consumer.try_recv(), Err(Error::TimedOut)));
+    /// let retain = ProducerOptions::default().with_retain(NonZeroU64::new(10));
+    /// bus.producer_with(retain)?.publish(b"news")?;
+    /// assert_eq!(
+    ///     consumer.try_recv()?,
+    ///     Some(HistoryEvent::Chunk { seq: 1, data: b"news".to_vec() })
+    /// );
+    /// assert!(matches!(consumer.try_recv(), Err(Error::TimedOut)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Option<HistoryEvent<Vec<u8>>>> {
+        self.recv_timeout(Duration::ZERO)
+    }
+
+    /// A handle that stops this consumer from another thread (see
+    /// [`Stop`]); every call returns a clone of the same one. Fails only
+    /// when the pipe it wakes waits through cannot be made (out of
+    /// descriptors).
+    ///
+    /// ```
+    /// use filebus::{Bus, BusOptions, Error, HistoryOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let mut consumer = bus.history_consumer(HistoryOptions::default())?;
+    /// let stop = consumer.stopper()?;
+    /// std::thread::spawn(move || stop.stop());
+    /// assert!(matches!(consumer.recv(), Err(Error::Stopped)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stopper(&mut self) -> Result<Stop> {
+        self.watcher.stopper()
+    }
+
     /// Blocks until the next event and returns it with the chunk's content.
-    /// After [`HistoryEvent::End`] it returns `Ok(None)`.
+    /// After [`HistoryEvent::End`] it returns `Ok(None)`. See
+    /// [how it waits](HistoryConsumer#waiting).
     pub fn recv(&mut self) -> Result<Option<HistoryEvent<Vec<u8>>>> {
         if self.ended.is_some() {
             return Ok(None);
@@ -433,6 +526,7 @@ impl HistoryConsumer {
         out: &mut O,
         mut take: impl FnMut(&mut O, &mut File, u64) -> io::Result<T>,
     ) -> Result<HistoryEvent<T>> {
+        self.watcher.check_stop()?;
         loop {
             self.watcher.arm();
             self.settle(None)?;
@@ -441,7 +535,7 @@ impl HistoryConsumer {
                 State::Following { .. } => self.step_following()?,
             };
             match step {
-                Step::Wait => self.watcher.wait(),
+                Step::Wait => self.watcher.wait()?,
                 Step::Again => {}
                 Step::Lost(loss) => {
                     if self.strict {
