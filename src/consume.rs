@@ -57,10 +57,14 @@ pub enum Delivery {
 struct LastChunk {
     dev: u64,
     ino: u64,
-    /// The change and modification times and the size: with the file held
-    /// they tell only a chunk modified in place (by a writer that ignores
-    /// the protocol) from the one delivered, and then it counts as new.
-    changes: ((i64, i64), (i64, i64), u64),
+    /// The modification time and the size: with the file held they tell
+    /// only a chunk modified in place (by a writer that ignores the
+    /// protocol) from the one delivered, and then it counts as new. Not the
+    /// change time: the rename that publishes a chunk changes it, and a
+    /// consumer may open the chunk before that change shows (seen on ext4
+    /// with a consumer polling, and across GlusterFS clients), then take
+    /// the same chunk for a new one at its next look.
+    changes: ((i64, i64), u64),
     file: File,
 }
 
@@ -74,12 +78,8 @@ impl LastChunk {
         }
     }
 
-    fn changes(m: &Metadata) -> ((i64, i64), (i64, i64), u64) {
-        (
-            (m.ctime(), m.ctime_nsec()),
-            (m.mtime(), m.mtime_nsec()),
-            m.size(),
-        )
+    fn changes(m: &Metadata) -> ((i64, i64), u64) {
+        ((m.mtime(), m.mtime_nsec()), m.size())
     }
 
     /// Whether the open chunk file described by `m` is this chunk.
