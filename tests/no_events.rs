@@ -109,7 +109,13 @@ impl NoEvents {
 
     /// What the `-v` line about the fallback names as its cause.
     fn cause(self) -> &'static str {
+        // The portable path (FILEBUS_PORTABLE) has no events to begin with.
+        let portable =
+            std::env::var_os("FILEBUS_PORTABLE").is_some_and(|v| !v.is_empty() && v != "0");
         match self {
+            NoEvents::Instances | NoEvents::Watches if portable => {
+                "inotify unavailable (the portable path has no file events"
+            }
             NoEvents::Instances => "inotify unavailable (Too many open files",
             NoEvents::Watches => "cannot watch",
             NoEvents::Flag => "file monitoring off",
