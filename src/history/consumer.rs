@@ -16,6 +16,7 @@ use crate::files::open_regular;
 use crate::options::{BusOptions, HistoryOptions, Start};
 use crate::output::Output;
 use crate::paths::BusPaths;
+use crate::progress::Progress;
 use crate::stop::Stop;
 use crate::watch::{Awaited, Watcher};
 
@@ -288,6 +289,7 @@ pub struct HistoryConsumer {
     /// The user was told that the bus has no history.
     told_no_history: bool,
     report: Report,
+    progress: Progress,
     /// The sequence number of the end chunk, once delivered.
     ended: Option<u64>,
 }
@@ -336,6 +338,7 @@ impl HistoryConsumer {
             no_history: false,
             told_no_history: false,
             report: Report::default(),
+            progress: Progress::new("delivered"),
             ended: None,
         };
         // Look now, so that "the first chunk published after it started"
@@ -551,6 +554,7 @@ impl HistoryConsumer {
                 }
                 Step::Unsequenced(mut chunk) => {
                     let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                    self.progress.chunk(chunk.size, || None);
                     match self.state {
                         State::Following { next, .. } => {
                             self.report.chunk(self.paths.data(), next - 1);
@@ -578,6 +582,17 @@ impl HistoryConsumer {
                         HistoryEvent::End { seq }
                     } else {
                         let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                        let state = &self.state;
+                        self.progress.chunk(chunk.size, || match state {
+                            State::Following { dir, .. } => {
+                                let newest = dir.newest_from(seq).ok()?;
+                                Some(format!(
+                                    "at chunk {seq}, {} behind the newest",
+                                    newest - seq
+                                ))
+                            }
+                            State::Waiting { .. } => None,
+                        });
                         HistoryEvent::Chunk { seq, data }
                     };
                     if let State::Following { next, witness, .. } = &mut self.state {
