@@ -287,6 +287,41 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
     assert!(!s.a("bus").exists(), "end markers left on the bus");
 }
 
+#[test]
+fn retained_history_from_a_is_read_whole_on_b() {
+    let Some(s) = shared("retained_history_from_a_is_read_whole_on_b") else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let input = scratch.path("in");
+    let text: String = (0..300).map(|i| format!("event {i:05}\n")).collect();
+    std::fs::write(&input, &text).unwrap();
+    let history = ["--history", "--from", "oldest", "-v"];
+    let live_out = scratch.path("live");
+    let mut live = consumer_into(&s.b("bus"), &history, &live_out);
+    // Small chunks: many numbered history entries.
+    let mut producer = producer_from(
+        &s.a("bus"),
+        &["--lines", "--block-size", "64", "--retain", "1000"],
+        &input,
+    );
+    succeed(&mut producer, "producer on A");
+    succeed(&mut live, "live history consumer on B");
+    let late_out = scratch.path("late");
+    let mut late = consumer_into(&s.b("bus"), &history, &late_out);
+    succeed(&mut late, "late history consumer on B");
+    for out in [&live_out, &late_out] {
+        assert!(
+            std::fs::read_to_string(out).unwrap() == text,
+            "{} differs from what A published",
+            out.display()
+        );
+    }
+    let entries = std::fs::read_dir(s.b("bus.history")).unwrap().count();
+    eprintln!("history: {entries} entries read whole through B");
+    assert!(entries > 50, "expected many small chunks, got {entries}");
+}
+
 /// Frames as large as the block size, so each publish writes one frame.
 const FRAME: usize = 1 << 20;
 

@@ -475,9 +475,16 @@ impl HistoryConsumer {
         let State::Waiting { next } = self.state else {
             return Ok(());
         };
+        // `F` first: a retaining producer makes its history before its
+        // first `F`, so an `F` seen before the history was found missing is
+        // one without history. Looked at the other way round, a producer
+        // starting between the two looks passes for one that keeps none
+        // (seen across two GlusterFS clients, where each look is a round
+        // trip to the server).
+        let data_exists = !self.told_no_history && self.paths.data().symlink_metadata().is_ok();
         let Some(dir) = HistoryDir::open(self.paths.history())? else {
             self.no_history = true;
-            if !self.told_no_history && self.paths.data().symlink_metadata().is_ok() {
+            if data_exists {
                 log::warn!(
                     "{} has no history ({} is missing); following it as a lossy consumer \
                      until the history appears",
