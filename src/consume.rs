@@ -29,7 +29,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::libc;
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_gone};
 use crate::files::open_regular;
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
@@ -343,7 +343,7 @@ impl Consumer {
             self.watcher.arm();
             let announced = match std::fs::symlink_metadata(self.paths.data()) {
                 Ok(meta) => Some(meta.size()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) if is_gone(e.raw_os_error()) => None,
                 Err(e) => return Err(Error::io("stat", self.paths.data())(e)),
             };
             let Some(announced) = announced else {

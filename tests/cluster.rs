@@ -288,6 +288,58 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
 }
 
 #[test]
+fn lossy_consumers_on_b_keep_up_with_a_fast_producer_on_a() {
+    let Some(s) = shared("lossy_consumers_on_b_keep_up_with_a_fast_producer_on_a") else {
+        return;
+    };
+    // Small frames published back to back: F is replaced through A while
+    // the consumers on B look it up, open and read it, which is when a
+    // network filesystem answers ESTALE for a name that moved on.
+    const SMALL: usize = 4096;
+    const COUNT: u64 = 600;
+    let scratch = Scratch::new();
+    let input = scratch.path("in");
+    write_frames(&input, 0, COUNT, SMALL);
+    let outs: Vec<PathBuf> = (0..3).map(|k| scratch.path(&format!("out{k}"))).collect();
+    let mut consumers: Vec<Child> = outs
+        .iter()
+        .map(|o| consumer_into(&s.b("bus"), &[], o))
+        .collect();
+    let block = SMALL.to_string();
+    let mut producer = producer_from(&s.a("bus"), &["--block-size", &block], &input);
+    succeed(&mut producer, "producer on A");
+    for (k, (out, c)) in outs.iter().zip(&mut consumers).enumerate() {
+        wait_until(
+            &format!("consumer {k} on B to deliver the last frame"),
+            || {
+                let bytes = std::fs::read(out).unwrap();
+                bytes.len() >= SMALL
+                    && bytes.len().is_multiple_of(SMALL)
+                    && check_frame(&bytes[bytes.len() - SMALL..], SMALL) == Ok(COUNT - 1)
+                    || c.try_wait().unwrap().is_some()
+            },
+        );
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "consumer {k} on B ended: {}",
+            stderr_of(c)
+        );
+        let _ = c.kill();
+        let _ = c.wait();
+        let bytes = std::fs::read(out).unwrap();
+        assert_eq!(bytes.len() % SMALL, 0, "consumer {k}: a torn frame");
+        let seqs: Vec<u64> = bytes
+            .chunks(SMALL)
+            .map(|f| check_frame(f, SMALL).unwrap_or_else(|e| panic!("consumer {k}: {e}")))
+            .collect();
+        eprintln!(
+            "lossy consumer {k} on B: {} of {COUNT} frames, all whole",
+            seqs.len()
+        );
+    }
+}
+
+#[test]
 fn retained_history_from_a_is_read_whole_on_b() {
     let Some(s) = shared("retained_history_from_a_is_read_whole_on_b") else {
         return;

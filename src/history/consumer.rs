@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::dir::HistoryDir;
 use super::position::PositionFile;
-use crate::error::{Error, Loss, Result};
+use crate::error::{Error, Loss, Result, is_gone};
 use crate::files::open_regular;
 use crate::options::{BusOptions, HistoryOptions, Start};
 use crate::output::Output;
@@ -97,7 +97,7 @@ fn stat_data(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
             Error::unless_regular(paths.data(), meta.file_type())?;
             Ok(Some((meta.dev(), meta.ino())))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if is_gone(e.raw_os_error()) => Ok(None),
         Err(e) => Err(Error::io("stat", paths.data())(e)),
     }
 }
