@@ -107,6 +107,41 @@ fn shared(test: &str) -> Option<Shared> {
     })
 }
 
+/// A child process that is killed when the value goes, so that a failing
+/// test leaves no process behind (one would keep the mount busy).
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+trait Start {
+    /// Spawns the command as a [`Proc`].
+    fn start(&mut self, what: &str) -> Proc;
+}
+
+impl Start for Command {
+    fn start(&mut self, what: &str) -> Proc {
+        Proc(self.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")))
+    }
+}
+
 /// Our binary as `role` on `bus` with the cluster's polling interval and
 /// `args` (global options may follow the subcommand).
 fn filebus(bus: &Path, role: &str, args: &[&str]) -> Command {
@@ -119,23 +154,21 @@ fn filebus(bus: &Path, role: &str, args: &[&str]) -> Command {
 }
 
 /// A consumer on `bus` writing into the local file `out`.
-fn consumer_into(bus: &Path, args: &[&str], out: &Path) -> Child {
+fn consumer_into(bus: &Path, args: &[&str], out: &Path) -> Proc {
     filebus(bus, "consumer", args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(out).unwrap())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn consumer")
+        .start("consumer")
 }
 
 /// A producer on `bus` reading the local file `input`.
-fn producer_from(bus: &Path, args: &[&str], input: &Path) -> Child {
+fn producer_from(bus: &Path, args: &[&str], input: &Path) -> Proc {
     filebus(bus, "producer", args)
         .stdin(std::fs::File::open(input).unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn producer")
+        .start("producer")
 }
 
 fn stderr_of(child: &mut Child) -> String {
@@ -197,8 +230,7 @@ fn lossless_stream(s: &Shared, name: &str, len: usize, block: usize) -> f64 {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn producer");
+        .start("producer");
     let mut stdin = writer.stdin.take().unwrap();
     let feed = std::thread::spawn(move || stdin.write_all(&data).map(|()| data));
     let data = feed.join().unwrap().expect("feed the producer");
@@ -242,7 +274,7 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
     let block = (RECORD_LEN * 16).to_string();
     let args = ["--back-pressure", "--block-size", &block];
     let bus = |side: char| if side == 'a' { s.a("bus") } else { s.b("bus") };
-    let mut consumers: Vec<(Child, PathBuf, char)> = ['a', 'b']
+    let mut consumers: Vec<(Proc, PathBuf, char)> = ['a', 'b']
         .into_iter()
         .map(|side| {
             let out = scratch.path(&format!("out-{side}"));
@@ -250,7 +282,7 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
         })
         .collect();
     let tags = ["pra".to_string(), "prb".to_string()];
-    let mut producers: Vec<(Child, char)> = ['a', 'b']
+    let mut producers: Vec<(Proc, char)> = ['a', 'b']
         .into_iter()
         .zip(&tags)
         .map(|(side, tag)| {
@@ -302,7 +334,7 @@ fn lossy_consumers_on_b_keep_up_with_a_fast_producer_on_a() {
     let input = scratch.path("in");
     write_frames(&input, 0, COUNT, SMALL);
     let outs: Vec<PathBuf> = (0..3).map(|k| scratch.path(&format!("out{k}"))).collect();
-    let mut consumers: Vec<Child> = outs
+    let mut consumers: Vec<Proc> = outs
         .iter()
         .map(|o| consumer_into(&s.b("bus"), &[], o))
         .collect();
@@ -374,14 +406,13 @@ fn lossy_ticks_from_a_reach_consumers_on_b_within_bound() {
     };
     const TICKS: usize = 200;
     let (tx, rx) = mpsc::channel();
-    let mut consumers: Vec<Child> = (0..2)
+    let mut consumers: Vec<Proc> = (0..2)
         .map(|who| {
             let mut c = filebus(&s.b("bus"), "consumer", &[])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn consumer on B");
+                .start("consumer on B");
             arrivals(&mut c, tx.clone(), who);
             c
         })
@@ -390,8 +421,7 @@ fn lossy_ticks_from_a_reach_consumers_on_b_within_bound() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn producer on A");
+        .start("producer on A");
     let mut stdin = producer.stdin.take().unwrap();
     let mut latencies = Vec::new();
     let mut delivered = vec![Vec::new(); consumers.len()];
@@ -596,7 +626,7 @@ fn producer_killed_mid_publish_on_a_leaves_consumers_on_b_working() {
     // Lossy: two consumers on B follow a producer that is killed on A; the
     // next producer's frames reach them whole.
     let outs: Vec<PathBuf> = (0..2).map(|k| scratch.path(&format!("lossy{k}"))).collect();
-    let mut followers: Vec<Child> = outs
+    let mut followers: Vec<Proc> = outs
         .iter()
         .map(|o| consumer_into(&s.b("lossy"), &[], o))
         .collect();
