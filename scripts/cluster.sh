@@ -88,7 +88,12 @@ wait_for() {
 # The gluster command line tool, never prompting, never hanging.
 gcli() { timeout "$TIMEOUT" gluster --mode=script "$@"; }
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# alive PID: the process exists and is not a zombie (a killed daemon may stay
+# one for a while when nothing reaps it).
+alive() {
+    [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null &&
+        [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
+}
 
 # pid_of FILE NAME: the PID in FILE if that process is alive and is NAME.
 pid_of() {
@@ -101,7 +106,9 @@ pid_of() {
 }
 
 # stop PID:WHAT...: SIGTERM to all at once (each takes a second or two to
-# clean up), then SIGKILL to any still there after the deadline.
+# clean up), then SIGKILL to any still there after the deadline. Waits until
+# each is gone altogether, zombie included: glusterd takes a brick whose PID
+# still exists for a running one and would not start it again.
 stop() {
     local deadline=$((SECONDS + TIMEOUT)) entry left
     for entry in "$@"; do
@@ -110,7 +117,7 @@ stop() {
     while :; do
         left=()
         for entry in "$@"; do
-            if alive "${entry%%:*}"; then left+=("$entry"); fi
+            if kill -0 "${entry%%:*}" 2>/dev/null; then left+=("$entry"); fi
         done
         ((${#left[@]})) || break
         if ((SECONDS >= deadline)); then
@@ -148,18 +155,20 @@ install() {
         die "apt-get install glusterfs-server glusterfs-client failed"
 }
 
+# answers_or_gone PID: glusterd PID answers the command line tool, or exited.
+answers_or_gone() { gcli volume list >/dev/null 2>&1 || ! alive "$1"; }
+
 start_glusterd() {
     local pid
-    if pid=$(pid_of "$GLUSTERD_PID" glusterd); then
-        wait_for "glusterd (pid $pid) to answer" gcli volume list
-        return
-    fi
-    # A glusterd that someone else started serves us as well. (Asking the
-    # CLI instead takes three seconds to fail when there is none.)
-    if pid=$(pgrep -x glusterd | head -n1) && [ -n "$pid" ]; then
-        say "using glusterd (pid $pid), which this script did not start"
-        wait_for "glusterd (pid $pid) to answer" gcli volume list
-        return
+    # Ours, or one that someone else started, which serves us as well.
+    # (Asking the CLI instead takes three seconds to fail when there is none.)
+    if pid=$(pid_of "$GLUSTERD_PID" glusterd) ||
+        { pid=$(pgrep -x glusterd | head -n1) && alive "$pid"; }; then
+        wait_for "glusterd (pid $pid) to answer" answers_or_gone "$pid"
+        if alive "$pid"; then
+            return
+        fi
+        say "glusterd (pid $pid) exited; starting another"
     fi
     mkdir -p "$LOGS"
     glusterd -p "$GLUSTERD_PID" -l "$LOGS/glusterd.log" ||
@@ -170,7 +179,9 @@ start_glusterd() {
 
 # The brick of our volume as glusterd knows it, empty if there is no volume.
 known_brick() {
-    gcli volume info "$VOLUME" 2>/dev/null | sed -n 's/^Brick1: //p'
+    local info
+    info=$(gcli volume info "$VOLUME" 2>/dev/null) || return 0
+    sed -n 's/^Brick1: //p' <<<"$info"
 }
 
 ensure_volume() {
