@@ -32,6 +32,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::error::{Error, Result};
 use crate::options::{BusOptions, WaitPolicy};
 use crate::paths::BusPaths;
+use crate::remote;
 use crate::stop::Stop;
 use crate::sys::{self, Events, Seen};
 
@@ -107,6 +108,14 @@ impl Watcher {
     /// Sets up events, or says (with `-v`) why waits poll instead.
     fn start(&mut self) {
         self.started = true;
+        if let Some(kind) = remote::shared_filesystem(&self.dir) {
+            log::info!(
+                "{} is on {kind}: changes made on other hosts raise no events here, so \
+                 waits for them end at the next poll (every {:?}, --sleep-interval)",
+                self.dir.display(),
+                self.interval
+            );
+        }
         if !self.file_monitoring {
             log::info!("file monitoring off; {}", self.polling);
             return;

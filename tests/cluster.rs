@@ -261,6 +261,54 @@ fn lossless_stream_from_a_arrives_byte_exact_on_b() {
     eprintln!("lossless A -> B: 4 KiB blocks {small:.2} MiB/s, 1 MiB blocks {large:.1} MiB/s");
 }
 
+/// What `-v` says about a bus on a filesystem without events from other
+/// hosts.
+const POLLING_NOTE: &str = "changes made on other hosts raise no events here";
+
+#[test]
+fn participants_say_once_with_v_that_they_poll_and_stage_in_named_files() {
+    let Some(s) = shared("participants_say_once_with_v_that_they_poll_and_stage_in_named_files")
+    else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let input = scratch.path("in");
+    std::fs::write(&input, "one\ntwo\nthree\n").unwrap();
+    let out = scratch.path("out");
+    let args = ["--back-pressure", "--lines", "--block-size", "4", "-vv"];
+    let mut consumer = consumer_into(&s.b("bus"), &args, &out);
+    let mut producer = producer_from(&s.a("bus"), &args, &input);
+    succeed(&mut producer, "producer on A");
+    succeed(&mut consumer, "consumer on B");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\nthree\n");
+    for (who, child) in [("producer", &mut producer), ("consumer", &mut consumer)] {
+        let err = stderr_of(child);
+        let notes = err.lines().filter(|l| l.contains(POLLING_NOTE)).count();
+        assert_eq!(notes, 1, "{who} on the cluster said:\n{err}");
+        // Diagnostics only: no warning, no error.
+        let quiet = |l: &str| {
+            [": info: ", ": debug: ", ": trace: "]
+                .iter()
+                .any(|k| l.contains(k))
+        };
+        assert!(err.lines().all(quiet), "{who}: {err}");
+        if who == "producer" {
+            // FUSE has no O_TMPFILE: staging falls back to F.__new__ quietly.
+            assert!(err.contains("no unnamed files"), "{who}: {err}");
+        }
+    }
+    // On a local disk there is nothing to say.
+    let local = scratch.path("local");
+    let mut consumer = consumer_into(&local, &args, &scratch.path("local-out"));
+    succeed(
+        &mut producer_from(&local, &args, &input),
+        "producer on a local disk",
+    );
+    succeed(&mut consumer, "consumer on a local disk");
+    let err = stderr_of(&mut consumer);
+    assert!(!err.contains(POLLING_NOTE), "local consumer: {err}");
+}
+
 #[test]
 fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
     let Some(s) = shared("two_producers_two_consumers_across_mounts_deliver_each_record_once")
