@@ -162,7 +162,8 @@ pub struct Consumer {
     /// A lossy chunk was just delivered: whatever replaces it raises an
     /// event, so the next call can wait first instead of opening `F` again
     /// only to find the same chunk (a third of a lossy consumer's system
-    /// calls per chunk, which adds up with many consumers). Without events
+    /// calls per chunk, which adds up with many consumers). Without events,
+    /// or on a shared filesystem where other hosts' publications raise none,
     /// it checks first: a wait would only delay it, and checking at once
     /// tells the watcher that the last check passed, so that polling starts
     /// over at its shortest pause.
@@ -311,7 +312,7 @@ impl Consumer {
     }
 
     fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
-        if std::mem::take(&mut self.delivered) && self.watcher.has_events() {
+        if std::mem::take(&mut self.delivered) && self.watcher.sees_every_change() {
             self.watcher.wait()?;
         }
         loop {
