@@ -30,6 +30,11 @@ fi
 # Includes tests/upstream.rs: the original's own test suite, from shared/
 # beside the repository, run against our binary alone and mixed with the peers.
 cargo test --locked
+# The cross-host benchmark's smoke run (tiny sizes, asserts nothing about
+# timings), while the cluster is up.
+if scripts/cluster.sh status >/dev/null 2>&1; then
+    scripts/cluster-bench.py --smoke --filebus target/debug/filebus >/dev/null
+fi
 if [ -n "$cluster_started" ]; then
     trap - EXIT
     scripts/cluster.sh down

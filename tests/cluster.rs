@@ -441,8 +441,8 @@ fn arrivals(child: &mut Child, tx: mpsc::Sender<(usize, String, Instant)>, who: 
 
 /// The latency bound asserted for one lossy tick from A to a consumer on B.
 /// Measured on the 2-core test machine while other jobs loaded it (load
-/// average up to 20), with `--sleep-interval 0.01`: p50 13-17 ms, p99
-/// 28-77 ms, max under 100 ms. The bound leaves room for a busier machine
+/// average up to 20), with `--sleep-interval 0.01`: p50 12-17 ms, p99
+/// 24-77 ms, max under 100 ms. The bound leaves room for a busier machine
 /// and still fails a consumer that misses a tick or waits for a 0.1 s poll
 /// several times over.
 const TICK_BOUND: Duration = Duration::from_millis(500);
