@@ -3,7 +3,6 @@
 //! reports exactly which numbers it lost when it fell behind.
 
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -14,7 +13,7 @@ use super::position::PositionFile;
 use crate::error::{Error, Loss, Result, is_gone};
 use crate::files::open_regular;
 use crate::options::{BusOptions, HistoryOptions, Start};
-use crate::output::Output;
+use crate::output::{CopyError, Output, read_whole};
 use crate::paths::BusPaths;
 use crate::stop::Stop;
 use crate::watch::{Awaited, Watcher};
@@ -459,13 +458,8 @@ impl HistoryConsumer {
         if self.ended.is_some() {
             return Ok(None);
         }
-        self.next_event(&mut (), |(), file, _| {
-            // Sizes the buffer from the file, and reports a size that does
-            // not fit in memory as an error instead of aborting.
-            let mut data = Vec::new();
-            file.read_to_end(&mut data).map(|_| data)
-        })
-        .map(Some)
+        self.next_event(&mut (), |(), file, size| read_whole(file, size))
+            .map(Some)
     }
 
     /// Decides, without blocking, whether to follow the history: once
@@ -531,7 +525,7 @@ impl HistoryConsumer {
     fn next_event<O: ?Sized, T>(
         &mut self,
         out: &mut O,
-        mut take: impl FnMut(&mut O, &mut File, u64) -> io::Result<T>,
+        mut take: impl FnMut(&mut O, &mut File, u64) -> Result<T, CopyError>,
     ) -> Result<HistoryEvent<T>> {
         self.watcher.check_stop()?;
         loop {
@@ -557,7 +551,16 @@ impl HistoryConsumer {
                     return Ok(HistoryEvent::Lost(loss));
                 }
                 Step::Unsequenced(mut chunk) => {
-                    let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                    // An unsequenced chunk is `F`: reading it is reading `F`.
+                    let data = match take(out, &mut chunk.file, chunk.size) {
+                        Ok(data) => data,
+                        Err(e) if e.stale_before_output() => {
+                            log::info!("{}; looking again", e.at(self.paths.data()));
+                            self.watcher.wait()?;
+                            continue;
+                        }
+                        Err(e) => return Err(e.at(self.paths.data())),
+                    };
                     match self.state {
                         State::Following { next, .. } => {
                             self.report.chunk(self.paths.data(), next - 1);
@@ -584,8 +587,21 @@ impl HistoryConsumer {
                         self.report.flush(self.paths.data());
                         HistoryEvent::End { seq }
                     } else {
-                        let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
-                        HistoryEvent::Chunk { seq, data }
+                        let path = match &self.state {
+                            State::Following { dir, .. } if !is_data => dir.entry_path(seq),
+                            _ => self.paths.data().to_path_buf(),
+                        };
+                        match take(out, &mut chunk.file, chunk.size) {
+                            Ok(data) => HistoryEvent::Chunk { seq, data },
+                            // Pruned through another client of a network
+                            // filesystem: looking again reports it lost.
+                            Err(e) if e.stale_before_output() => {
+                                log::info!("{}; looking again", e.at(&path));
+                                self.watcher.wait()?;
+                                continue;
+                            }
+                            Err(e) => return Err(e.at(&path)),
+                        }
                     };
                     if let State::Following { next, witness, .. } = &mut self.state {
                         *next = seq + 1;
