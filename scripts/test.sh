@@ -12,6 +12,21 @@ cargo clippy --all-targets --locked -- -D warnings
 # manual pages and completion scripts need man, groff and the shells.
 scripts/setup-peers.sh >/dev/null
 scripts/setup-tools.sh
+# The cross-host tests (tests/cluster.rs) run on a GlusterFS volume mounted
+# twice; scripts/cluster.sh installs GlusterFS with apt-get if needed and
+# brings it up, and it goes down again at the end, pass or fail. A cluster
+# that was up already is left up. Without root (outside CI) those tests say
+# SKIPPED; under CI a missing cluster fails them.
+cluster_started=
+if ! scripts/cluster.sh status >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+        trap 'scripts/cluster.sh down' EXIT
+        cluster_started=1
+        scripts/cluster.sh up
+    else
+        echo "test.sh: not root, so no cluster: tests/cluster.rs will be SKIPPED" >&2
+    fi
+fi
 # Includes tests/upstream.rs: the original's own test suite, from shared/
 # beside the repository, run against our binary alone and mixed with the peers.
 cargo test --locked
@@ -26,6 +41,15 @@ for t in tests/*.rs; do
 done
 FILEBUS_PORTABLE=1 cargo test --locked --lib "${portable_tests[@]}"
 FILEBUS_PORTABLE=1 cargo test --locked --doc
+# The cross-host benchmark's smoke run (tiny sizes, asserts nothing about
+# timings), while the cluster is up.
+if scripts/cluster.sh status >/dev/null 2>&1; then
+    scripts/cluster-bench.py --smoke --filebus target/debug/filebus >/dev/null
+fi
+if [ -n "$cluster_started" ]; then
+    trap - EXIT
+    scripts/cluster.sh down
+fi
 # The API documentation builds without a warning (broken links included).
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --locked --quiet
 # What `cargo package` would publish: the license, and no build output,

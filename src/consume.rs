@@ -18,7 +18,7 @@
 
 use std::ffi::CStr;
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
@@ -29,11 +29,11 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::libc;
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_gone};
 use crate::files::open_regular;
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
-use crate::output::Output;
+use crate::output::{CopyError, Output, read_whole};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::stop::Stop;
@@ -65,7 +65,8 @@ struct LastChunk {
     /// with a consumer polling, and across GlusterFS clients), then take
     /// the same chunk for a new one at its next look.
     changes: ((i64, i64), u64),
-    file: File,
+    /// Held only to keep the inode in use.
+    _file: File,
 }
 
 impl LastChunk {
@@ -74,7 +75,7 @@ impl LastChunk {
             dev: m.dev(),
             ino: m.ino(),
             changes: Self::changes(m),
-            file,
+            _file: file,
         }
     }
 
@@ -95,19 +96,19 @@ trait Sink {
     fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool;
     /// Under the lock: takes the whole chunk and returns `true`, or takes
     /// nothing and returns `false` when it cannot without blocking.
-    fn try_take(&mut self, file: &mut File, size: u64) -> io::Result<bool>;
+    fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError>;
     /// Takes the whole chunk, waiting as long as it takes.
-    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()>;
+    fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError>;
 }
 
 impl Sink for Output<'_> {
     fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool {
         Output::wait_for_room(self, to_usize(size), interval)
     }
-    fn try_take(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
+    fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
         self.try_copy_from(file, size)
     }
-    fn take(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+    fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
         self.copy_from(file, size)
     }
 }
@@ -119,14 +120,12 @@ impl Sink for Collect {
     fn wait_for_room(&mut self, _: u64, _: Duration) -> bool {
         true
     }
-    fn try_take(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
+    fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
         self.take(file, size).map(|()| true)
     }
-    fn take(&mut self, file: &mut File, _: u64) -> io::Result<()> {
-        self.0.clear();
-        // Sizes its buffer from the file, and reports a size that does not
-        // fit in memory as an error instead of aborting.
-        file.read_to_end(&mut self.0).map(drop)
+    fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
+        self.0 = read_whole(file, size)?;
+        Ok(())
     }
 }
 
@@ -162,7 +161,8 @@ pub struct Consumer {
     /// A lossy chunk was just delivered: whatever replaces it raises an
     /// event, so the next call can wait first instead of opening `F` again
     /// only to find the same chunk (a third of a lossy consumer's system
-    /// calls per chunk, which adds up with many consumers). Without events
+    /// calls per chunk, which adds up with many consumers). Without events,
+    /// or on a shared filesystem where other hosts' publications raise none,
     /// it checks first: a wait would only delay it, and checking at once
     /// tells the watcher that the last check passed, so that polling starts
     /// over at its shortest pause.
@@ -311,22 +311,32 @@ impl Consumer {
     }
 
     fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
-        if std::mem::take(&mut self.delivered) && self.watcher.has_events() {
+        if std::mem::take(&mut self.delivered) && self.watcher.sees_every_change() {
             self.watcher.wait()?;
         }
         loop {
             self.watcher.arm();
-            if let Some((file, meta)) = open_regular(self.paths.data())?
+            if let Some((mut file, meta)) = open_regular(self.paths.data())?
                 && !self.last.as_ref().is_some_and(|last| last.is(&meta))
             {
                 // The chunk this one replaced is closed only after this one
                 // went out: its last close frees its storage, which on ext4
                 // costs a few hundred µs (see docs/latency-profile.md).
                 let replaced = self.last.take();
-                let last = self.last.insert(LastChunk::new(file, &meta));
                 if meta.size() > 0 {
-                    sink.take(&mut last.file, meta.size())
-                        .map_err(Error::Output)?;
+                    match sink.take(&mut file, meta.size()) {
+                        Ok(()) => {}
+                        Err(e) if e.stale_before_output() => {
+                            log::info!("{}; looking again", e.at(self.paths.data()));
+                            self.last = replaced;
+                            self.watcher.wait()?;
+                            continue;
+                        }
+                        Err(e) => return Err(e.at(self.paths.data())),
+                    }
+                }
+                self.last = Some(LastChunk::new(file, &meta));
+                if meta.size() > 0 {
                     self.delivered = true;
                     drop(replaced);
                     return Ok(meta.size());
@@ -343,7 +353,7 @@ impl Consumer {
             self.watcher.arm();
             let announced = match std::fs::symlink_metadata(self.paths.data()) {
                 Ok(meta) => Some(meta.size()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) if is_gone(e.raw_os_error()) => None,
                 Err(e) => return Err(Error::io("stat", self.paths.data())(e)),
             };
             let Some(announced) = announced else {
@@ -365,7 +375,11 @@ impl Consumer {
                 remove_data(&self.paths)?;
                 return Ok(None);
             }
-            if !sink.try_take(&mut file, size).map_err(Error::Output)? {
+            // A chunk not delivered whole stays for another consumer.
+            if !sink
+                .try_take(&mut file, size)
+                .map_err(|e| e.at(self.paths.data()))?
+            {
                 // The output cannot take it whole now (another chunk took
                 // the announced one's place, or the reader took less than
                 // counted on): wait for room again without the lock.
@@ -461,5 +475,93 @@ impl Iterator for Consumer {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.recv().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes chunks into memory, failing to read the first `failures` with
+    /// `errno` after `written` bytes went out.
+    struct Flaky {
+        failures: usize,
+        errno: i32,
+        written: u64,
+        taken: Vec<Vec<u8>>,
+    }
+
+    impl Sink for Flaky {
+        fn wait_for_room(&mut self, _: u64, _: Duration) -> bool {
+            true
+        }
+        fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
+            self.take(file, size).map(|()| true)
+        }
+        fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(CopyError::Read {
+                    source: io::Error::from_raw_os_error(self.errno),
+                    written: self.written,
+                });
+            }
+            self.taken.push(read_whole(file, size)?);
+            Ok(())
+        }
+    }
+
+    fn flaky(failures: usize, errno: i32, written: u64) -> Flaky {
+        Flaky {
+            failures,
+            errno,
+            written,
+            taken: Vec::new(),
+        }
+    }
+
+    /// A consumer in `mode` on a bus in `dir` whose `F` holds `chunk`.
+    fn consumer(dir: &tempfile::TempDir, mode: Mode, chunk: &[u8]) -> (BusPaths, Consumer) {
+        let paths = BusPaths::new(dir.path().join("bus"));
+        std::fs::write(paths.data(), chunk).unwrap();
+        let options = BusOptions::default()
+            .with_mode(mode)
+            .with_sleep_interval(Duration::from_millis(5));
+        (paths.clone(), Consumer::new(paths, options))
+    }
+
+    #[test]
+    fn lossy_consumers_look_again_when_nothing_went_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_paths, mut consumer) = consumer(&dir, Mode::Lossy, b"chunk");
+        let mut sink = flaky(2, libc::ESTALE, 0);
+        assert_eq!(consumer.next_into(&mut sink).unwrap(), Some(5));
+        assert_eq!(sink.taken, [b"chunk"]);
+    }
+
+    #[test]
+    fn other_read_errors_end_a_lossy_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_paths, mut consumer) = consumer(&dir, Mode::Lossy, b"chunk");
+        let err = consumer
+            .next_into(&mut flaky(usize::MAX, libc::EIO, 0))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("cannot read "), "{err}");
+    }
+
+    #[test]
+    fn chunks_not_delivered_whole_are_errors_and_stay() {
+        for mode in [Mode::Lossy, Mode::Lossless] {
+            let dir = tempfile::tempdir().unwrap();
+            let (paths, mut consumer) = consumer(&dir, mode, b"chunk");
+            let err = consumer
+                .next_into(&mut flaky(1, libc::ESTALE, 2))
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with("cannot read "),
+                "{mode:?}: {err}"
+            );
+            assert!(paths.data().exists(), "{mode:?}: a torn chunk was removed");
+        }
     }
 }

@@ -106,6 +106,15 @@ impl std::fmt::Display for Loss {
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether a lookup, open or stat of a bus file failed because the name no
+/// longer leads to a file. Besides `ENOENT`, network filesystems (NFS, FUSE
+/// clients such as GlusterFS) answer `ESTALE` when another host replaced or
+/// removed the file between the lookup and the open or `fstat`: the name
+/// moved on, and looking again finds the new file or none.
+pub(crate) fn is_gone(errno: Option<i32>) -> bool {
+    matches!(errno, Some(nix::libc::ENOENT | nix::libc::ESTALE))
+}
+
 impl Error {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
         let path = path.to_path_buf();
@@ -178,5 +187,15 @@ mod tests {
             resume_at: 6,
         };
         assert_eq!(single.to_string(), "lost chunk 5 (fell behind)");
+    }
+
+    #[test]
+    fn stale_handles_count_as_gone_like_missing_files() {
+        use nix::libc;
+        assert!(is_gone(Some(libc::ENOENT)));
+        assert!(is_gone(Some(libc::ESTALE)));
+        assert!(!is_gone(Some(libc::EACCES)));
+        assert!(!is_gone(Some(libc::EIO)));
+        assert!(!is_gone(None));
     }
 }

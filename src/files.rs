@@ -11,10 +11,11 @@ use std::path::Path;
 
 use nix::libc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_gone};
 
 /// Opens the regular file at `path` for reading, or `None` when nothing is
-/// there. Not following a symbolic link, not hanging on a FIFO
+/// there, or when the file opened went stale before its `fstat` (replaced
+/// through another client of a network filesystem). Not following a symbolic link, not hanging on a FIFO
 /// (`O_NONBLOCK`), and refusing anything but a regular file.
 pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>> {
     let file = OpenOptions::new()
@@ -23,10 +24,14 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>> {
         .open(path);
     let file = match file {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if is_gone(e.raw_os_error()) => return Ok(None),
         Err(e) => return Err(Error::io("open", path)(e)),
     };
-    let meta = file.metadata().map_err(Error::io("stat", path))?;
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) if is_gone(e.raw_os_error()) => return Ok(None),
+        Err(e) => return Err(Error::io("stat", path)(e)),
+    };
     Error::unless_regular(path, meta.file_type())?;
     Ok(Some((file, meta)))
 }

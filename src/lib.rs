@@ -65,6 +65,7 @@ mod output;
 mod paths;
 mod progress;
 mod publish;
+mod remote;
 mod status;
 mod stop;
 mod stream;

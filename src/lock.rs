@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_gone};
 use crate::options::WaitPolicy;
 
 /// A reusable handle on `F.lock`.
@@ -119,7 +119,9 @@ impl BusLock {
                     "{} was replaced while locking; locking again",
                     self.path.display()
                 ),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // ESTALE: removed through another client of a network
+                // filesystem between the lookup and the stat.
+                Err(e) if is_gone(e.raw_os_error()) => {
                     log::debug!(
                         "{} was removed while locking; locking again",
                         self.path.display()

@@ -68,9 +68,10 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -78,6 +79,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::error::{Error, is_gone};
 use crate::sys;
 
 nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
@@ -503,6 +505,75 @@ fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
     Errno::result(n).map(|n| n as usize)
 }
 
+/// Why a chunk did not reach the output whole.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// Reading the chunk file failed, or it ended before its size, after
+    /// `written` bytes of it had gone to the output.
+    Read {
+        /// The reason; `UnexpectedEof` for a file shorter than its size.
+        source: io::Error,
+        /// Bytes already delivered: with none, nothing is torn and the
+        /// consumer may look again.
+        written: u64,
+    },
+    /// Writing to the output failed.
+    Write(io::Error),
+}
+
+impl CopyError {
+    fn short(got: usize, size: usize, written: usize) -> Self {
+        CopyError::Read {
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the chunk ended after {got} of its {size} bytes"),
+            ),
+            written: written as u64,
+        }
+    }
+
+    fn read(source: io::Error, written: usize) -> Self {
+        CopyError::Read {
+            source,
+            written: written as u64,
+        }
+    }
+
+    /// Whether nothing went out and the chunk file went stale (replaced or
+    /// removed through another client of a network filesystem): then
+    /// nothing is torn and the consumer may look again. Other read errors
+    /// would fail the same way for ever.
+    pub(crate) fn stale_before_output(&self) -> bool {
+        matches!(self, CopyError::Read { source, written: 0 } if is_gone(source.raw_os_error()))
+    }
+
+    /// The error to report for the chunk file at `path`: reading it is the
+    /// input side ('cannot read F'), whatever the output did.
+    pub(crate) fn at(self, path: &Path) -> Error {
+        match self {
+            CopyError::Read { source, .. } => Error::io("read", path)(source),
+            CopyError::Write(source) => Error::Output(source),
+        }
+    }
+}
+
+/// Reads a whole chunk of `size` bytes into memory (nothing goes out until
+/// it is all there, so a failure tears nothing).
+pub(crate) fn read_whole(file: &File, size: u64) -> Result<Vec<u8>, CopyError> {
+    // Sized from `size` only up to a bound: a size that does not fit in
+    // memory is then an error as the reads go, instead of an abort.
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let mut data = Vec::new();
+    data.try_reserve_exact(size)
+        .map_err(|e| CopyError::read(io::Error::new(io::ErrorKind::OutOfMemory, e), 0))?;
+    data.resize(size, 0);
+    let got = read_at(file, &mut data, 0).map_err(|e| CopyError::read(e, 0))?;
+    if got < size {
+        return Err(CopyError::short(got, size, 0));
+    }
+    Ok(data)
+}
+
 /// Reads up to `buf.len()` bytes at `offset`, fewer only at the end of the
 /// file.
 fn read_at(file: &File, buf: &mut [u8], offset: usize) -> io::Result<usize> {
@@ -623,7 +694,7 @@ impl<'a> Output<'a> {
     /// returns `false` when the output cannot take it now without
     /// blocking. Only the cases the module comment lists make it wait for
     /// the reader, and then it finishes the chunk rather than tear it.
-    pub(crate) fn try_copy_from(&mut self, file: &mut File, size: u64) -> io::Result<bool> {
+    pub(crate) fn try_copy_from(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
         if matches!(self.kind, Kind::Other) {
             self.copy_from(file, size)?;
             return Ok(true);
@@ -666,47 +737,59 @@ impl<'a> Output<'a> {
 
     /// Copies the whole of `file` (`size` bytes from its start) to the
     /// output, waiting for the reader as long as it takes.
-    pub(crate) fn copy_from(&mut self, file: &mut File, size: u64) -> io::Result<()> {
+    ///
+    /// `sendfile(2)` cannot say which side an error came from (`EIO` may be
+    /// either), so after any error it cannot handle, the rest of the chunk
+    /// goes through `pread` and `write`, which can: a chunk file that went
+    /// stale or unreadable (a network filesystem) is then told apart from a
+    /// failing output.
+    pub(crate) fn copy_from(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         self.pause = FIRST_PAUSE;
         if matches!(self.kind, Kind::Pipe(_)) {
             return self.transfer(file, size, false).map(drop);
         }
-        let mut left = size;
         let mut offset: libc::off_t = 0;
-        while left > 0 && self.sendfile_works {
-            let count = left.min(1 << 30);
+        let mut sendfile = self.sendfile_works;
+        let done = |offset: libc::off_t| usize::try_from(offset).unwrap_or(usize::MAX);
+        while done(offset) < size && sendfile {
+            let count = (size - done(offset)).min(1 << 30);
             match sys::sendfile(self.fd, file, &mut offset, count) {
-                // The file shrank under us: chunk files are immutable, so
-                // only a hostile neighbour does this; deliver what there is.
-                Ok(0) => return Ok(()),
-                Ok(n) => left -= n,
+                // The file ends early: the reads below say so.
+                Ok(0) => sendfile = false,
+                Ok(_) => {}
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => self.wait_writable(),
                 Err(Errno::EINVAL) | Err(Errno::ENOSYS) if offset == 0 => {
                     self.sendfile_works = false;
+                    sendfile = false;
                 }
-                Err(e) => return Err(e.into()),
+                Err(_) => sendfile = false,
             }
         }
-        if left == 0 {
-            return Ok(());
-        }
+        let mut done = done(offset);
         let mut buf = [0u8; BUF];
-        loop {
-            let n = file.read(&mut buf)?;
+        while done < size {
+            let n = read_at(file, &mut buf[..(size - done).min(BUF)], done)
+                .map_err(|e| CopyError::read(e, done))?;
             if n == 0 {
-                return Ok(());
+                return Err(CopyError::short(done, size, done));
             }
-            self.write_all(&buf[..n], false)?;
+            self.write_all(&buf[..n], false).map_err(CopyError::Write)?;
+            done += n;
         }
+        Ok(())
     }
 
     /// Writes the chunk: pages spliced into a pipe as planned, the rest
     /// read and written in pieces. With `give_up`, returns `false` having
     /// written nothing if the output takes nothing; once a byte is written
     /// the rest follows, waiting if need be.
-    fn transfer(&mut self, file: &File, size: usize, give_up: bool) -> io::Result<bool> {
+    ///
+    /// A splice error cannot say which side it came from either: as in
+    /// [`Output::copy_from`], the rest then goes through `pread` and
+    /// `write`, which tell a failing chunk file from a failing output.
+    fn transfer(&mut self, file: &File, size: usize, give_up: bool) -> Result<bool, CopyError> {
         let page = self.page;
         let spliced = match &self.kind {
             Kind::Pipe(pipe) => pipe.plan(size, page, self.splice_works).spliced,
@@ -720,7 +803,11 @@ impl<'a> Output<'a> {
                 _ => self.fd,
             };
             match sys::splice_to_pipe(file, &mut offset, target, spliced - done) {
-                Ok(0) => return Ok(true),
+                // The file ends early: the reads below say so.
+                Ok(0) => {
+                    self.lost_track();
+                    break;
+                }
                 Ok(n) => {
                     if let Kind::Pipe(pipe) = &mut self.kind {
                         pipe.spliced(done, n, page);
@@ -745,17 +832,25 @@ impl<'a> Output<'a> {
                     }
                     return self.transfer(file, size, give_up);
                 }
-                Err(e) => return Err(e.into()),
+                Err(_) => {
+                    // The pages left are written instead of spliced: a
+                    // layout the model did not plan.
+                    self.lost_track();
+                    break;
+                }
             }
         }
         let mut buf = [0u8; BUF];
         while done < size {
-            let n = read_at(file, &mut buf[..(size - done).min(BUF)], done)?;
+            let n = read_at(file, &mut buf[..(size - done).min(BUF)], done)
+                .map_err(|e| CopyError::read(e, done))?;
             if n == 0 {
-                // The file shrank under us (see copy_from).
-                return Ok(true);
+                return Err(CopyError::short(done, size, done));
             }
-            if !self.write_all(&buf[..n], give_up && done == 0)? {
+            if !self
+                .write_all(&buf[..n], give_up && done == 0)
+                .map_err(CopyError::Write)?
+            {
                 return Ok(false);
             }
             done += n;
@@ -869,7 +964,91 @@ fn broken(fd: BorrowedFd<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_chunk_file_shorter_than_its_size_is_an_error() {
+        let sink = tempfile::tempfile().unwrap();
+        let result = Output::new(sink.as_fd()).copy_from(&mut chunk_file(50), 100);
+        match result {
+            Err(CopyError::Read { source, written }) => {
+                assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof);
+                assert_eq!(written, 50);
+            }
+            other => panic!("a 50-byte file delivered as a 100-byte chunk: {other:?}"),
+        }
+        assert!(matches!(
+            read_whole(&chunk_file(50), 100),
+            Err(CopyError::Read { written: 0, .. })
+        ));
+        // Into a pipe (the slot model's path) too.
+        let (_read, write) = pipe();
+        let result = Output::new(write.as_fd()).copy_from(&mut chunk_file(50), 100);
+        assert!(
+            matches!(result, Err(CopyError::Read { written: 50, .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn read_and_write_errors_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chunk");
+        std::fs::write(&path, [1u8; 100]).unwrap();
+        // Unreadable chunk (opened for writing only): an input-side error,
+        // with nothing delivered.
+        let mut unreadable = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let sink = tempfile::tempfile().unwrap();
+        let result = Output::new(sink.as_fd()).copy_from(&mut unreadable, 100);
+        assert!(
+            matches!(result, Err(CopyError::Read { written: 0, .. })),
+            "{result:?}"
+        );
+        let err = result.unwrap_err().at(&path).to_string();
+        assert!(err.starts_with("cannot read "), "{err}");
+        // The same into a pipe, where splice fails instead of sendfile.
+        let (_read, write) = pipe();
+        let result = Output::new(write.as_fd()).try_copy_from(&mut unreadable, 100);
+        assert!(
+            matches!(result, Err(CopyError::Read { written: 0, .. })),
+            "{result:?}"
+        );
+        // Unwritable output (opened for reading only): an output error.
+        let readonly = File::open(&path).unwrap();
+        let result = Output::new(readonly.as_fd()).copy_from(&mut File::open(&path).unwrap(), 100);
+        assert!(matches!(result, Err(CopyError::Write(_))), "{result:?}");
+        let err = result.unwrap_err().at(&path).to_string();
+        assert!(err.starts_with("cannot write output: "), "{err}");
+    }
+
+    #[test]
+    fn only_a_stale_chunk_with_nothing_delivered_is_looked_at_again() {
+        let stale = |written| CopyError::Read {
+            source: io::Error::from_raw_os_error(libc::ESTALE),
+            written,
+        };
+        assert!(stale(0).stale_before_output());
+        assert!(!stale(2).stale_before_output());
+        let eio = CopyError::Read {
+            source: io::Error::from_raw_os_error(libc::EIO),
+            written: 0,
+        };
+        assert!(!eio.stale_before_output());
+        assert!(
+            !CopyError::Write(io::Error::from_raw_os_error(libc::ESTALE)).stale_before_output()
+        );
+    }
+
+    #[test]
+    fn whole_chunks_are_copied() {
+        let sink = tempfile::tempfile().unwrap();
+        let mut file = chunk_file(70_000);
+        Output::new(sink.as_fd())
+            .copy_from(&mut file, 70_000)
+            .unwrap();
+        assert_eq!(sink.metadata().unwrap().len(), 70_000);
+        assert_eq!(read_whole(&file, 70_000).unwrap().len(), 70_000);
+    }
 
     fn chunk_file(size: usize) -> File {
         let mut file = tempfile::tempfile().unwrap();

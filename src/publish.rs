@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_gone};
 use crate::files::{create_afresh, make_afresh};
 use crate::history::Retention;
 use crate::lock::BusLock;
@@ -203,7 +203,9 @@ impl Producer {
 fn exists(paths: &BusPaths) -> Result<bool> {
     match std::fs::symlink_metadata(paths.data()) {
         Ok(meta) => Error::unless_regular(paths.data(), meta.file_type()).map(|()| true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        // ESTALE: a consumer on another client of a network filesystem
+        // removed it between the lookup and the stat.
+        Err(e) if is_gone(e.raw_os_error()) => Ok(false),
         Err(e) => Err(Error::io("stat", paths.data())(e)),
     }
 }

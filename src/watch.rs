@@ -20,6 +20,11 @@
 //! interval, which keeps an idle process at a few wake-ups a second.
 //! Activity is a check that passed: the caller then returns and comes back
 //! with its next [`Watcher::arm`] without having waited.
+//!
+//! On a shared filesystem (NFS, a FUSE client such as GlusterFS: see
+//! [`crate::remote`]) events come only for this host's changes, so waits
+//! with events end at those same polling pauses too, not at the sleep
+//! interval alone.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -32,6 +37,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::error::{Error, Result};
 use crate::options::{BusOptions, WaitPolicy};
 use crate::paths::BusPaths;
+use crate::remote;
 use crate::stop::Stop;
 use crate::sys::{self, Events, Seen};
 
@@ -69,6 +75,10 @@ pub(crate) struct Watcher {
     stop: Option<Stop>,
     /// When waits give up with [`Error::TimedOut`].
     deadline: Option<Instant>,
+    /// `F` is on a shared filesystem, where events come only for this
+    /// host's changes: waits with events are bounded by the polling pauses
+    /// too, not by the sleep interval alone.
+    shared: bool,
 }
 
 impl Watcher {
@@ -101,12 +111,22 @@ impl Watcher {
             reported_no_watch: false,
             stop: None,
             deadline: None,
+            shared: false,
         }
     }
 
     /// Sets up events, or says (with `-v`) why waits poll instead.
     fn start(&mut self) {
         self.started = true;
+        if let Some(kind) = remote::shared_filesystem(&self.dir) {
+            self.shared = true;
+            log::info!(
+                "{} is on {kind}: changes made on other hosts raise no events here, so \
+                 waits for them end at the next poll ({})",
+                self.dir.display(),
+                self.polling
+            );
+        }
         if !self.file_monitoring {
             log::info!("file monitoring off; {}", self.polling);
             return;
@@ -120,6 +140,13 @@ impl Watcher {
     /// Whether the next wait ends on events rather than by polling.
     pub(crate) fn has_events(&self) -> bool {
         self.inotify.is_some() && self.watching
+    }
+
+    /// Whether every change to `F` raises an event here: not without
+    /// events, nor on a shared filesystem, where other hosts' changes raise
+    /// none.
+    pub(crate) fn sees_every_change(&self) -> bool {
+        self.has_events() && !self.shared
     }
 
     /// Makes sure events are being collected before the caller checks its
@@ -189,8 +216,13 @@ impl Watcher {
         if !self.has_events() {
             self.pause_polling(self.capped(self.pause));
             self.pause = (self.pause * 2).min(self.interval);
-        } else if !self.caught_eagerly() {
-            self.sleep_until_event();
+        } else {
+            if !self.caught_eagerly() {
+                self.sleep_until_event();
+            }
+            if self.shared {
+                self.pause = (self.pause * 2).min(self.interval);
+            }
         }
         self.check_stop()
     }
@@ -256,7 +288,12 @@ impl Watcher {
         let Some(inotify) = self.inotify.as_ref() else {
             return;
         };
-        let deadline = Instant::now() + self.capped(self.interval);
+        let bound = if self.shared {
+            self.pause
+        } else {
+            self.interval
+        };
+        let deadline = Instant::now() + self.capped(bound);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
@@ -389,6 +426,24 @@ mod tests {
     fn publish(paths: &BusPaths) {
         std::fs::write(paths.staging(), b"chunk").unwrap();
         std::fs::rename(paths.staging(), paths.data()).unwrap();
+    }
+
+    #[test]
+    fn on_a_shared_filesystem_waits_with_events_poll_too() {
+        if !events_available() {
+            return;
+        }
+        // What start() finds on NFS or a FUSE client such as GlusterFS,
+        // where another host's publication raises no event here.
+        let (_dir, _paths, mut watcher) = armed(Awaited::Publication);
+        watcher.shared = true;
+        assert!(!watcher.sees_every_change());
+        assert!(timed_wait(&mut watcher) < Duration::from_secs(30));
+        assert_eq!(
+            watcher.pause,
+            watcher.first_pause * 2,
+            "backs off while idle"
+        );
     }
 
     #[test]

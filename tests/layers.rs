@@ -11,7 +11,7 @@ use std::path::Path;
 /// Bottom to top. A module missing here fails the test, so a new module has
 /// to be given its place.
 const LAYERS: &[&[&str]] = &[
-    &["error", "options", "paths", "files", "sys"],
+    &["error", "options", "paths", "files", "sys", "remote"],
     &["lock", "stop", "watch", "output", "chunker", "progress"],
     &["publish", "stream", "consume", "history", "status"],
     &["bus"],

@@ -3,7 +3,6 @@
 //! reports exactly which numbers it lost when it fell behind.
 
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::dir::HistoryDir;
 use super::position::PositionFile;
-use crate::error::{Error, Loss, Result};
+use crate::error::{Error, Loss, Result, is_gone};
 use crate::files::open_regular;
 use crate::options::{BusOptions, HistoryOptions, Start};
-use crate::output::Output;
+use crate::output::{CopyError, Output, read_whole};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::stop::Stop;
@@ -98,7 +97,7 @@ fn stat_data(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
             Error::unless_regular(paths.data(), meta.file_type())?;
             Ok(Some((meta.dev(), meta.ino())))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if is_gone(e.raw_os_error()) => Ok(None),
         Err(e) => Err(Error::io("stat", paths.data())(e)),
     }
 }
@@ -462,13 +461,8 @@ impl HistoryConsumer {
         if self.ended.is_some() {
             return Ok(None);
         }
-        self.next_event(&mut (), |(), file, _| {
-            // Sizes the buffer from the file, and reports a size that does
-            // not fit in memory as an error instead of aborting.
-            let mut data = Vec::new();
-            file.read_to_end(&mut data).map(|_| data)
-        })
-        .map(Some)
+        self.next_event(&mut (), |(), file, size| read_whole(file, size))
+            .map(Some)
     }
 
     /// Decides, without blocking, whether to follow the history: once
@@ -478,9 +472,16 @@ impl HistoryConsumer {
         let State::Waiting { next } = self.state else {
             return Ok(());
         };
+        // `F` first: a retaining producer makes its history before its
+        // first `F`, so an `F` seen before the history was found missing is
+        // one without history. Looked at the other way round, a producer
+        // starting between the two looks passes for one that keeps none
+        // (seen across two GlusterFS clients, where each look is a round
+        // trip to the server).
+        let data_exists = !self.told_no_history && self.paths.data().symlink_metadata().is_ok();
         let Some(dir) = HistoryDir::open(self.paths.history())? else {
             self.no_history = true;
-            if !self.told_no_history && self.paths.data().symlink_metadata().is_ok() {
+            if data_exists {
                 log::warn!(
                     "{} has no history ({} is missing); following it as a lossy consumer \
                      until the history appears",
@@ -527,7 +528,7 @@ impl HistoryConsumer {
     fn next_event<O: ?Sized, T>(
         &mut self,
         out: &mut O,
-        mut take: impl FnMut(&mut O, &mut File, u64) -> io::Result<T>,
+        mut take: impl FnMut(&mut O, &mut File, u64) -> Result<T, CopyError>,
     ) -> Result<HistoryEvent<T>> {
         self.watcher.check_stop()?;
         loop {
@@ -553,7 +554,16 @@ impl HistoryConsumer {
                     return Ok(HistoryEvent::Lost(loss));
                 }
                 Step::Unsequenced(mut chunk) => {
-                    let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                    // An unsequenced chunk is `F`: reading it is reading `F`.
+                    let data = match take(out, &mut chunk.file, chunk.size) {
+                        Ok(data) => data,
+                        Err(e) if e.stale_before_output() => {
+                            log::info!("{}; looking again", e.at(self.paths.data()));
+                            self.watcher.wait()?;
+                            continue;
+                        }
+                        Err(e) => return Err(e.at(self.paths.data())),
+                    };
                     self.progress.chunk(chunk.size, || None);
                     match self.state {
                         State::Following { next, .. } => {
@@ -581,7 +591,21 @@ impl HistoryConsumer {
                         self.report.flush(self.paths.data());
                         HistoryEvent::End { seq }
                     } else {
-                        let data = take(out, &mut chunk.file, chunk.size).map_err(Error::Output)?;
+                        let path = match &self.state {
+                            State::Following { dir, .. } if !is_data => dir.entry_path(seq),
+                            _ => self.paths.data().to_path_buf(),
+                        };
+                        let data = match take(out, &mut chunk.file, chunk.size) {
+                            Ok(data) => data,
+                            // Pruned through another client of a network
+                            // filesystem: looking again reports it lost.
+                            Err(e) if e.stale_before_output() => {
+                                log::info!("{}; looking again", e.at(&path));
+                                self.watcher.wait()?;
+                                continue;
+                            }
+                            Err(e) => return Err(e.at(&path)),
+                        };
                         let state = &self.state;
                         self.progress.chunk(chunk.size, || match state {
                             State::Following { dir, .. } => {

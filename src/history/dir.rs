@@ -20,7 +20,7 @@ use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_gone};
 
 pub(super) fn errno_io(action: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
     let to_error = Error::io(action, path);
@@ -44,7 +44,7 @@ impl HistoryDir {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = match openat(AT_FDCWD, path, flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) if is_gone(Some(e as i32)) => return Ok(None),
             Err(e) => return Err(errno_io("open directory", path)(e)),
         };
         let meta = fstat(&fd).map_err(errno_io("stat", path))?;
@@ -71,7 +71,7 @@ impl HistoryDir {
     pub(super) fn still_named(&self) -> Result<bool> {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) => Ok((meta.dev(), meta.ino()) == self.id),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) if is_gone(e.raw_os_error()) => Ok(false),
             Err(e) => Err(Error::io("stat", &self.path)(e)),
         }
     }
@@ -87,7 +87,7 @@ impl HistoryDir {
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
             Ok(_) => Ok(true),
-            Err(Errno::ENOENT) => Ok(false),
+            Err(e) if is_gone(Some(e as i32)) => Ok(false),
             Err(e) => Err(errno_io("stat", &self.entry_path(seq))(e)),
         }
     }
@@ -103,7 +103,8 @@ impl HistoryDir {
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
                 Ok(st) if (st.st_dev, st.st_ino) == id => return Ok(true),
-                Ok(_) | Err(Errno::ENOENT) => {}
+                Ok(_) => {}
+                Err(e) if is_gone(Some(e as i32)) => {}
                 Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
             }
         }
@@ -116,12 +117,14 @@ impl HistoryDir {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let file = match openat(&self.fd, entry_name(seq).as_str(), flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
-            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) if is_gone(Some(e as i32)) => return Ok(None),
             Err(e) => return Err(errno_io("open", &self.entry_path(seq))(e)),
         };
-        let meta = file
-            .metadata()
-            .map_err(Error::io("stat", &self.entry_path(seq)))?;
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) if is_gone(e.raw_os_error()) => return Ok(None),
+            Err(e) => return Err(Error::io("stat", &self.entry_path(seq))(e)),
+        };
         if !meta.is_file() {
             return Err(Error::NotRegularFile {
                 path: self.entry_path(seq),

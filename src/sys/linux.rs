@@ -1,6 +1,7 @@
 //! The Linux calls behind [`crate::sys`]: inotify, `O_TMPFILE` named through
 //! `/proc/self/fd`, `splice(2)`, `sendfile(2)`, pipe sizes, private
-//! non-blocking reopens through `/proc`, `RWF_NOWAIT` and socket memory.
+//! non-blocking reopens through `/proc`, `RWF_NOWAIT`, socket memory and
+//! `statfs(2)` filesystem magic numbers.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -253,6 +254,13 @@ pub(super) fn force_send_buffer(fd: BorrowedFd<'_>, half: i32) -> bool {
         )
     };
     r == 0
+}
+
+/// The `statfs(2)` magic number (`f_type`) of the filesystem holding `path`.
+pub(super) fn filesystem_magic(path: &Path) -> Option<u32> {
+    let fs = nix::sys::statfs::statfs(path).ok()?;
+    // f_type is a C long; the magic numbers are 32 bits.
+    Some(fs.filesystem_type().0 as u32)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Every system call that only some systems have, behind one seam. The
 //! rest of the crate asks this module for file events, unnamed staging
-//! files, zero-copy transfers, pipe sizes and non-blocking writes on a
-//! shared output, and gets either the Linux way (`linux.rs`) or an answer
+//! files, zero-copy transfers, pipe sizes, non-blocking writes on a
+//! shared output and the kind of filesystem a path is on, and gets either the Linux way (`linux.rs`) or an answer
 //! that sends it down its portable path (`portable.rs`): polling, named
 //! staging, read/write copies, blocking writes.
 //!
@@ -199,4 +199,13 @@ pub(crate) fn force_send_buffer(fd: BorrowedFd<'_>, half: i32) -> bool {
         return portable::force_send_buffer(fd, half);
     }
     native::force_send_buffer(fd, half)
+}
+
+/// The `statfs(2)` magic number of the filesystem holding `path`, where the
+/// system tells (Linux's `f_type`; other systems name filesystems instead).
+pub(crate) fn filesystem_magic(path: &Path) -> Option<u32> {
+    if portable() {
+        return portable::filesystem_magic(path);
+    }
+    native::filesystem_magic(path)
 }

@@ -2,7 +2,8 @@
 //! events (waits poll), no unnamed files (chunks are written into
 //! `F.__new__` under the lock), no zero-copy transfers (chunks are read
 //! and written), no pipe sizes and no private non-blocking descriptors
-//! (pipes and terminals are written with blocking writes). It is the path
+//! (pipes and terminals are written with blocking writes), no filesystem
+//! magic numbers (no filesystem is recognised as shared). It is the path
 //! on systems other than Linux, and on Linux when `FILEBUS_PORTABLE` asks
 //! for it.
 
@@ -91,4 +92,8 @@ pub(super) fn send_memory(_: BorrowedFd<'_>) -> Option<(usize, usize)> {
 
 pub(super) fn force_send_buffer(_: BorrowedFd<'_>, _: i32) -> bool {
     false
+}
+
+pub(super) fn filesystem_magic(_: &Path) -> Option<u32> {
+    None
 }
