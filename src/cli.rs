@@ -1,8 +1,11 @@
-//! Every command-line flag, documented in one place. The surface is the one of
-//! `filebus` 0.3.5 (so existing scripts keep working), plus `--lines`, and the
-//! global options are accepted after the subcommand as well as before it.
-//! Two subcommands that do not touch a bus, `completions` and `man`, describe
-//! the command itself; see `generate.rs`.
+//! Every command-line flag, documented in one place. The surface contains the
+//! one of `filebus` 0.3.5 (so existing scripts keep working) and adds line
+//! chunking (`--lines`), retained history (`--retain`, `--history` and its
+//! options) and `status`; the global options are accepted after the
+//! subcommand as well as before it. Two subcommands that do not touch a bus,
+//! `completions` and `man`, describe the command itself; see `generate.rs`.
+//! The flags are converted into the library's options here and checked by
+//! the library, so that a combination it refuses is a usage error.
 
 use std::num::{IntErrorKind, NonZeroU64};
 use std::path::PathBuf;
