@@ -31,13 +31,15 @@ fi
 # beside the repository, run against our binary alone and mixed with the peers.
 cargo test --locked
 # The portable path (src/sys/portable.rs: polling, named staging, read/write
-# copies, blocking writes), forced on Linux: every test again but two, whose
-# promise only the Linux calls keep: a stalled pipe or terminal never holds
-# the lock (tests/matrix.rs, tests/stalled.rs). README: Platform support.
+# copies, blocking writes), forced on Linux: every test again but three,
+# whose promises only the Linux calls keep: a stalled pipe or terminal never
+# holds the lock (tests/matrix.rs, tests/stalled.rs), and a bus on a shared
+# filesystem is recognised as one (tests/cluster.rs: statfs). README:
+# Platform support.
 portable_tests=()
 for t in tests/*.rs; do
     name=$(basename "$t" .rs)
-    case $name in matrix | stalled) ;; *) portable_tests+=(--test "$name") ;; esac
+    case $name in matrix | stalled | cluster) ;; *) portable_tests+=(--test "$name") ;; esac
 done
 FILEBUS_PORTABLE=1 cargo test --locked --lib "${portable_tests[@]}"
 FILEBUS_PORTABLE=1 cargo test --locked --doc

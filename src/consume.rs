@@ -99,6 +99,8 @@ trait Sink {
     fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError>;
     /// Takes the whole chunk, waiting as long as it takes.
     fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError>;
+    /// Takes a whole chunk already read into memory.
+    fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError>;
 }
 
 impl Sink for Output<'_> {
@@ -110,6 +112,9 @@ impl Sink for Output<'_> {
     }
     fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
         self.copy_from(file, size)
+    }
+    fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError> {
+        self.write_chunk(&bytes)
     }
 }
 
@@ -125,6 +130,10 @@ impl Sink for Collect {
     }
     fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
         self.0 = read_whole(file, size)?;
+        Ok(())
+    }
+    fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError> {
+        self.0 = bytes;
         Ok(())
     }
 }
@@ -324,7 +333,18 @@ impl Consumer {
                 // costs a few hundred µs (see docs/latency-profile.md).
                 let replaced = self.last.take();
                 if meta.size() > 0 {
-                    match sink.take(&mut file, meta.size()) {
+                    // On a shared filesystem another host's publish may
+                    // remove the chunk while it is read, and the removed
+                    // file does not stay readable there as it does locally:
+                    // the chunk is read whole before any of it goes out, so
+                    // that one that vanishes is looked for again, never
+                    // delivered torn. Memory then follows the chunk's size.
+                    let taken = if self.watcher.on_shared_filesystem() {
+                        read_whole(&file, meta.size()).and_then(|bytes| sink.take_bytes(bytes))
+                    } else {
+                        sink.take(&mut file, meta.size())
+                    };
+                    match taken {
                         Ok(()) => {}
                         Err(e) if e.stale_before_output() => {
                             log::info!("{}; looking again", e.at(self.paths.data()));

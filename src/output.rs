@@ -743,6 +743,15 @@ impl<'a> Output<'a> {
     /// goes through `pread` and `write`, which can: a chunk file that went
     /// stale or unreadable (a network filesystem) is then told apart from a
     /// failing output.
+    /// Writes `bytes`, a whole chunk already read, waiting for the reader
+    /// as long as it takes.
+    pub(crate) fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), CopyError> {
+        self.pause = FIRST_PAUSE;
+        self.write_all(bytes, false)
+            .map(drop)
+            .map_err(CopyError::Write)
+    }
+
     pub(crate) fn copy_from(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         self.pause = FIRST_PAUSE;

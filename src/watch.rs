@@ -142,6 +142,11 @@ impl Watcher {
         self.inotify.is_some() && self.watching
     }
 
+    /// Whether `F` is on a shared filesystem (NFS, a FUSE client, ...).
+    pub(crate) fn on_shared_filesystem(&self) -> bool {
+        self.shared
+    }
+
     /// Whether every change to `F` raises an event here: not without
     /// events, nor on a shared filesystem, where other hosts' changes raise
     /// none.
