@@ -529,6 +529,10 @@ mod tests {
             self.taken.push(read_whole(file, size)?);
             Ok(())
         }
+        fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError> {
+            self.taken.push(bytes);
+            Ok(())
+        }
     }
 
     fn flaky(failures: usize, errno: i32, written: u64) -> Flaky {
