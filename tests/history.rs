@@ -526,6 +526,11 @@ fn chunks_published_without_retain_are_delivered_unsequenced_in_place() {
         String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
         String::from_utf8(want).unwrap()
     );
+    // The consumer has exited; its stderr is whole once the reading thread
+    // reached the end and dropped its handle on the log.
+    wait_until("the consumer's stderr read to its end", || {
+        Arc::strong_count(&log) == 1
+    });
     let err = log.lock().unwrap().clone();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
