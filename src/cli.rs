@@ -219,14 +219,14 @@ impl Cli {
     /// completions leave the bus options out.
     pub fn definition() -> clap::Command {
         let cmd = Generate::augment_subcommands(Cli::command());
-        let bus_options: Vec<clap::Arg> = cmd
-            .get_arguments()
-            .filter(|arg| arg.is_global_set())
-            .map(|arg| arg.clone().global(false).hide(true))
-            .collect();
-        ["completions", "man"].into_iter().fold(cmd, |cmd, name| {
-            cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
-        })
+        let generate = Generate::augment_subcommands(clap::Command::new("filebus"));
+        let names: Vec<String> = subcommand_names(&generate);
+        copy_bus_options(cmd, &names, |arg| arg.hide(true))
+    }
+
+    /// The names of the subcommands that use a bus: those of [`Command`].
+    pub fn bus_commands() -> Vec<String> {
+        subcommand_names(&Cli::command())
     }
 
     /// The bus options the flags ask for.
@@ -293,6 +293,29 @@ impl Cli {
                 .exit(),
         }
     }
+}
+
+fn subcommand_names(cmd: &clap::Command) -> Vec<String> {
+    cmd.get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect()
+}
+
+/// Gives each of the subcommands `names` of `cmd` plain (not global)
+/// copies of the bus options, as `adjust` makes them.
+pub fn copy_bus_options(
+    cmd: clap::Command,
+    names: &[String],
+    adjust: impl Fn(clap::Arg) -> clap::Arg,
+) -> clap::Command {
+    let bus_options: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .map(|arg| adjust(arg.clone().global(false)))
+        .collect();
+    names.iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
+    })
 }
 
 /// Exits 2 when the command line of `filebus NAME` sets one of the bus

@@ -11,7 +11,7 @@ use clap::{CommandFactory, Subcommand};
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use crate::cli::{Cli, Generate};
+use crate::cli::{Cli, Generate, copy_bus_options};
 
 /// Writes what was asked for; exits 1 with one line when it cannot.
 pub fn run(what: Generate) -> ExitCode {
@@ -42,16 +42,7 @@ pub fn run(what: Generate) -> ExitCode {
 /// them.
 fn completed() -> clap::Command {
     let cmd = Generate::augment_subcommands(Cli::command());
-    let bus_options: Vec<clap::Arg> = cmd
-        .get_arguments()
-        .filter(|arg| arg.is_global_set())
-        .map(|arg| arg.clone().global(false))
-        .collect();
-    ["producer", "consumer", "status"]
-        .into_iter()
-        .fold(cmd.mut_args(|arg| arg.global(false)), |cmd, name| {
-            cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
-        })
+    copy_bus_options(cmd, &Cli::bus_commands(), |arg| arg).mut_args(|arg| arg.global(false))
 }
 
 /// The command as the manual describes it: every page documents `--help`,
