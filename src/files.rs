@@ -13,6 +13,18 @@ use nix::libc;
 
 use crate::error::{Error, Result, is_gone};
 
+/// What is at `path`, without following a symbolic link: `None` when
+/// nothing is there (or it went stale on a network filesystem, removed by
+/// another client between the lookup and the stat), an error for anything
+/// but a regular file.
+pub(crate) fn stat_regular(path: &Path) -> Result<Option<Metadata>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Error::unless_regular(path, meta.file_type()).map(|()| Some(meta)),
+        Err(e) if is_gone(e.raw_os_error()) => Ok(None),
+        Err(e) => Err(Error::io("stat", path)(e)),
+    }
+}
+
 /// Opens the regular file at `path` for reading, or `None` when nothing is
 /// there, or when the file opened went stale before its `fstat` (replaced
 /// through another client of a network filesystem). Not following a symbolic link, not hanging on a FIFO

@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result, is_gone};
-use crate::files::{create_afresh, make_afresh};
+use crate::error::{Error, Result};
+use crate::files::{create_afresh, make_afresh, stat_regular};
 use crate::history::Retention;
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode, ProducerOptions};
@@ -201,13 +201,7 @@ impl Producer {
 /// Whether `F` holds a chunk not consumed yet. Anything but a regular file
 /// there is an error: no consumer will ever remove it, so waiting would hang.
 fn exists(paths: &BusPaths) -> Result<bool> {
-    match std::fs::symlink_metadata(paths.data()) {
-        Ok(meta) => Error::unless_regular(paths.data(), meta.file_type()).map(|()| true),
-        // ESTALE: a consumer on another client of a network filesystem
-        // removed it between the lookup and the stat.
-        Err(e) if is_gone(e.raw_os_error()) => Ok(false),
-        Err(e) => Err(Error::io("stat", paths.data())(e)),
-    }
+    Ok(stat_regular(paths.data())?.is_some())
 }
 
 /// The writer of a chunk that is written already.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::dir::HistoryDir;
 use super::position::PositionFile;
-use crate::error::{Error, Loss, Result, is_gone};
-use crate::files::open_regular;
+use crate::error::{Error, Loss, Result};
+use crate::files::{open_regular, stat_regular};
 use crate::options::{BusOptions, HistoryOptions, Start};
 use crate::output::{CopyError, Output, read_whole};
 use crate::paths::BusPaths;
@@ -92,14 +92,7 @@ impl Chunk {
 /// `F`'s device and inode numbers, or `None` when it does not exist.
 /// Anything but a regular file there is an error, as for lossy consumers.
 fn stat_data(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
-    match std::fs::symlink_metadata(paths.data()) {
-        Ok(meta) => {
-            Error::unless_regular(paths.data(), meta.file_type())?;
-            Ok(Some((meta.dev(), meta.ino())))
-        }
-        Err(e) if is_gone(e.raw_os_error()) => Ok(None),
-        Err(e) => Err(Error::io("stat", paths.data())(e)),
-    }
+    Ok(stat_regular(paths.data())?.map(|meta| (meta.dev(), meta.ino())))
 }
 
 /// Looks at `F` for a chunk published without retention.
