@@ -16,17 +16,13 @@
 //! again by the next consumer. See [`crate::output`] for how the lock is kept
 //! off a blocked reader.
 
-use std::ffi::CStr;
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::NixPath;
 use nix::fcntl::{AT_FDCWD, AtFlags};
-use nix::libc;
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
 use crate::error::{Error, Result, is_gone};
@@ -37,6 +33,7 @@ use crate::output::{CopyError, Output, read_whole};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::stop::Stop;
+use crate::sys;
 use crate::watch::{Awaited, Watcher};
 
 /// What one call to [`Consumer::deliver_to`] did.
@@ -339,7 +336,9 @@ impl Consumer {
                     // the chunk is read whole before any of it goes out, so
                     // that one that vanishes is looked for again, never
                     // delivered torn. Memory then follows the chunk's size.
-                    let taken = if self.watcher.on_shared_filesystem() {
+                    // The portable path cannot tell a shared filesystem,
+                    // and copies through user space anyway: it always does.
+                    let taken = if self.watcher.on_shared_filesystem() || sys::portable() {
                         read_whole(&file, meta.size()).and_then(|bytes| sink.take_bytes(bytes))
                     } else {
                         sink.take(&mut file, meta.size())
@@ -426,64 +425,30 @@ fn check_removable(paths: &BusPaths, chunk: &File) -> Result<()> {
     faccessat(AT_FDCWD, dir, access, AtFlags::AT_EACCESS)
         .map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
     // Following a symlinked directory, as unlink(2) does.
-    let dir_stat = dir
-        .with_nix_path(|path| statx(AT_FDCWD.as_raw_fd(), path, 0))
-        .map_err(io::Error::from)
-        .and_then(|stat| stat)
-        .map_err(Error::io("stat", dir))?;
-    let chunk_stat = statx(chunk.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
-        .map_err(Error::io("stat", paths.data()))?;
-    for (stat, what) in [(&dir_stat, dir), (&chunk_stat, paths.data())] {
-        for (attribute, name) in [
-            (libc::STATX_ATTR_APPEND, "append-only"),
-            (libc::STATX_ATTR_IMMUTABLE, "immutable"),
+    let dir_facts = sys::removal_facts_at(dir).map_err(Error::io("stat", dir))?;
+    let chunk_facts = sys::removal_facts(chunk).map_err(Error::io("stat", paths.data()))?;
+    for (facts, what) in [(&dir_facts, dir), (&chunk_facts, paths.data())] {
+        for (set, name) in [
+            (facts.append_only, "append-only"),
+            (facts.immutable, "immutable"),
         ] {
-            if stat.stx_attributes & attribute as u64 != 0 {
+            if set {
                 return Err(refuse(format!("{} is {name}", what.display())));
             }
         }
     }
     let me = geteuid().as_raw();
-    let sticky = u32::from(dir_stat.stx_mode) & libc::S_ISVTX != 0;
-    if sticky && me != chunk_stat.stx_uid && me != dir_stat.stx_uid && !overrides_sticky_bit() {
+    if dir_facts.sticky
+        && me != chunk_facts.uid
+        && me != dir_facts.uid
+        && !sys::overrides_sticky_bit()
+    {
         return Err(refuse(format!(
             "{} is sticky and neither it nor the chunk belongs to this user",
             dir.display()
         )));
     }
     Ok(())
-}
-
-/// `statx(2)`, the only stat call that reports file attributes.
-fn statx(dirfd: libc::c_int, path: &CStr, flags: libc::c_int) -> io::Result<libc::statx> {
-    let mut stat = std::mem::MaybeUninit::<libc::statx>::uninit();
-    let mask = libc::STATX_MODE | libc::STATX_UID;
-    // SAFETY: statx fills `stat` when it returns 0; the path is
-    // NUL-terminated.
-    let done = unsafe { libc::statx(dirfd, path.as_ptr(), flags, mask, stat.as_mut_ptr()) };
-    if done != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statx succeeded, so `stat` is filled in.
-    Ok(unsafe { stat.assume_init() })
-}
-
-/// Whether this process may remove other users' files from a sticky
-/// directory: it has `CAP_FOWNER` (root, unless capabilities were dropped).
-fn overrides_sticky_bit() -> bool {
-    const CAP_FOWNER: u32 = 3;
-    static ANSWER: OnceLock<bool> = OnceLock::new();
-    *ANSWER.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok();
-        let effective = status.as_deref().and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        });
-        match effective {
-            Some(caps) => caps & (1 << CAP_FOWNER) != 0,
-            None => geteuid().is_root(),
-        }
-    })
 }
 
 fn remove_data(paths: &BusPaths) -> Result<()> {
@@ -500,6 +465,8 @@ impl Iterator for Consumer {
 
 #[cfg(test)]
 mod tests {
+    use nix::libc;
+
     use super::*;
 
     /// Takes chunks into memory, failing to read the first `failures` with

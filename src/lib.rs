@@ -50,6 +50,16 @@
 //! a wait with [`Consumer::recv_timeout`] or [`Consumer::try_recv`] (and
 //! their [`HistoryConsumer`] twins), and end one from another thread with
 //! the [`Stop`] handle each of them gives out.
+//!
+//! # Platform support
+//!
+//! Linux is where this crate is tested. Elsewhere (the library and the
+//! binary are checked to build for FreeBSD and macOS) it takes its portable
+//! path, which the test suite also walks on Linux when the environment
+//! variable `FILEBUS_PORTABLE=1` is set: waits poll instead of using file
+//! events, chunks are copied through user space, and a lossless consumer
+//! whose output stalls holds the bus lock while it waits. The README's
+//! "Platform support" lists what is checked where.
 
 #![warn(missing_docs)]
 

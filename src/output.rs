@@ -75,7 +75,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -216,8 +215,7 @@ struct Plan {
 impl Pipe {
     fn new(fd: BorrowedFd<'_>, page: usize) -> Self {
         let capacity = sys::pipe_capacity(fd).unwrap_or(16 * page);
-        let packets = fcntl(fd, FcntlArg::F_GETFL)
-            .is_ok_and(|f| OFlag::from_bits_truncate(f).contains(OFlag::O_DIRECT));
+        let packets = sys::packet_mode(fd);
         let mut pipe = Pipe {
             slots: capacity / page,
             packets,
@@ -397,6 +395,18 @@ fn int_sockopt(fd: BorrowedFd<'_>, option: libc::c_int) -> Option<libc::c_int> {
     (r == 0).then_some(value)
 }
 
+/// The address family of the socket `fd`, from its own address (POSIX;
+/// `SO_DOMAIN` would say it in one call, but only Linux and FreeBSD have it).
+fn socket_family(fd: BorrowedFd<'_>) -> Option<libc::c_int> {
+    let mut address = std::mem::MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `address`.
+    let r = unsafe { libc::getsockname(fd.as_raw_fd(), address.as_mut_ptr().cast(), &mut len) };
+    // SAFETY: zeroed storage is a valid sockaddr_storage, filled in or not.
+    let address = unsafe { address.assume_init() };
+    (r == 0).then(|| libc::c_int::from(address.ss_family))
+}
+
 fn set_int_sockopt(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) -> bool {
     // SAFETY: the kernel reads one c_int from `value`.
     let r = unsafe {
@@ -414,7 +424,7 @@ fn set_int_sockopt(fd: BorrowedFd<'_>, option: libc::c_int, value: libc::c_int) 
 impl Socket {
     /// `None` for a socket of another kind, or whose memory cannot be read.
     fn new(fd: BorrowedFd<'_>) -> Option<Self> {
-        let unix_stream = int_sockopt(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        let unix_stream = socket_family(fd) == Some(libc::AF_UNIX)
             && int_sockopt(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
         if !unix_stream {
             return None;
@@ -805,7 +815,7 @@ impl<'a> Output<'a> {
             _ => 0,
         };
         let mut done = 0;
-        let mut offset: libc::loff_t = 0;
+        let mut offset: i64 = 0;
         while done < spliced {
             let target = match &self.nowait {
                 NoWait::Private(private) => private.as_fd(),

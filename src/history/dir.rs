@@ -21,6 +21,7 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
 use crate::error::{Error, Result, is_gone};
+use crate::sys;
 
 pub(super) fn errno_io(action: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
     let to_error = Error::io(action, path);
@@ -51,7 +52,7 @@ impl HistoryDir {
         Ok(Some(HistoryDir {
             path: path.to_path_buf(),
             fd,
-            id: (meta.st_dev, meta.st_ino),
+            id: sys::file_id(&meta),
         }))
     }
 
@@ -102,7 +103,7 @@ impl HistoryDir {
                 entry_name(seq).as_str(),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
-                Ok(st) if (st.st_dev, st.st_ino) == id => return Ok(true),
+                Ok(st) if sys::file_id(&st) == id => return Ok(true),
                 Ok(_) => {}
                 Err(e) if is_gone(Some(e as i32)) => {}
                 Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),

@@ -3,11 +3,14 @@
 //! non-blocking reopens through `/proc`, `RWF_NOWAIT`, socket memory and
 //! `statfs(2)` filesystem magic numbers.
 
+use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, FcntlArg, SpliceFFlags, fcntl, splice};
@@ -15,7 +18,7 @@ use nix::libc;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::linkat;
 
-use super::{Awaited, Seen};
+use super::{Awaited, RemovalFacts, Seen};
 
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
@@ -261,6 +264,59 @@ pub(super) fn filesystem_magic(path: &Path) -> Option<u32> {
     let fs = nix::sys::statfs::statfs(path).ok()?;
     // f_type is a C long; the magic numbers are 32 bits.
     Some(fs.filesystem_type().0 as u32)
+}
+
+pub(super) fn removal_facts(file: &File) -> io::Result<RemovalFacts> {
+    statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+pub(super) fn removal_facts_at(path: &Path) -> io::Result<RemovalFacts> {
+    let path = CString::new(path.as_os_str().as_bytes())?;
+    statx(libc::AT_FDCWD, &path, 0)
+}
+
+/// `statx(2)`, the only stat call that reports file attributes.
+fn statx(dirfd: libc::c_int, path: &CStr, flags: libc::c_int) -> io::Result<RemovalFacts> {
+    let mut stat = std::mem::MaybeUninit::<libc::statx>::uninit();
+    let mask = libc::STATX_MODE | libc::STATX_UID;
+    // SAFETY: statx fills `stat` when it returns 0; the path is
+    // NUL-terminated.
+    let done = unsafe { libc::statx(dirfd, path.as_ptr(), flags, mask, stat.as_mut_ptr()) };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded, so `stat` is filled in.
+    let stat = unsafe { stat.assume_init() };
+    let has = |attribute: libc::c_int| stat.stx_attributes & attribute as u64 != 0;
+    Ok(RemovalFacts {
+        sticky: u32::from(stat.stx_mode) & libc::S_ISVTX != 0,
+        uid: stat.stx_uid,
+        append_only: has(libc::STATX_ATTR_APPEND),
+        immutable: has(libc::STATX_ATTR_IMMUTABLE),
+    })
+}
+
+/// Holding `CAP_FOWNER`: root, unless capabilities were dropped.
+pub(super) fn overrides_sticky_bit() -> bool {
+    const CAP_FOWNER: u32 = 3;
+    static ANSWER: OnceLock<bool> = OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok();
+        let effective = status.as_deref().and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        });
+        match effective {
+            Some(caps) => caps & (1 << CAP_FOWNER) != 0,
+            None => nix::unistd::geteuid().is_root(),
+        }
+    })
+}
+
+pub(super) fn packet_mode(fd: BorrowedFd<'_>) -> bool {
+    fcntl(fd, FcntlArg::F_GETFL).is_ok_and(|f| {
+        nix::fcntl::OFlag::from_bits_truncate(f).contains(nix::fcntl::OFlag::O_DIRECT)
+    })
 }
 
 #[cfg(test)]

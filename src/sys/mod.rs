@@ -62,6 +62,7 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
+    #[cfg(target_os = "linux")] // only inotify's events come in batches
     pub(crate) fn add(&mut self, other: Seen) {
         self.relevant |= other.relevant;
         self.lost_watch |= other.lost_watch;
@@ -208,4 +209,50 @@ pub(crate) fn filesystem_magic(path: &Path) -> Option<u32> {
         return portable::filesystem_magic(path);
     }
     native::filesystem_magic(path)
+}
+
+/// What unlink(2) asks of a file or a directory besides permission bits:
+/// the sticky bit and the owner, and the attributes that forbid removal
+/// even to root.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemovalFacts {
+    pub(crate) sticky: bool,
+    pub(crate) uid: u32,
+    pub(crate) append_only: bool,
+    pub(crate) immutable: bool,
+}
+
+// The calls below answer with the system's own calls on either path:
+// there is nothing slower but portable to fall back on, and a wrong answer
+// would make a lossless consumer deliver a chunk it then cannot remove.
+// Their portable versions serve the systems other than Linux.
+
+/// [`RemovalFacts`] of an open file.
+pub(crate) fn removal_facts(file: &File) -> io::Result<RemovalFacts> {
+    native::removal_facts(file)
+}
+
+/// [`RemovalFacts`] of `path`, following symlinks as unlink(2) does for
+/// the directories on the way.
+pub(crate) fn removal_facts_at(path: &Path) -> io::Result<RemovalFacts> {
+    native::removal_facts_at(path)
+}
+
+/// Whether this process may remove other users' files from a sticky
+/// directory.
+pub(crate) fn overrides_sticky_bit() -> bool {
+    native::overrides_sticky_bit()
+}
+
+/// Whether the pipe `fd` writes packets (Linux's `O_DIRECT` pipes), which
+/// never merge: a fact about the descriptor, whichever path writes to it.
+pub(crate) fn packet_mode(fd: BorrowedFd<'_>) -> bool {
+    native::packet_mode(fd)
+}
+
+/// The device and inode numbers in a `stat`, whose types differ in width
+/// and sign across systems.
+#[allow(clippy::unnecessary_cast)] // u64 already on Linux
+pub(crate) fn file_id(stat: &nix::libc::stat) -> (u64, u64) {
+    (stat.st_dev as u64, stat.st_ino as u64)
 }

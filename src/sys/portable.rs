@@ -97,3 +97,65 @@ pub(super) fn force_send_buffer(_: BorrowedFd<'_>, _: i32) -> bool {
 pub(super) fn filesystem_magic(_: &Path) -> Option<u32> {
     None
 }
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn removal_facts(file: &File) -> io::Result<super::RemovalFacts> {
+    Ok(facts(&nix::sys::stat::fstat(file)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn removal_facts_at(path: &Path) -> io::Result<super::RemovalFacts> {
+    Ok(facts(&nix::sys::stat::stat(path)?))
+}
+
+/// The file flags of the BSDs and macOS (chflags(1)): the user's and the
+/// system's append-only and immutable flags both forbid removal.
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_vendor = "apple"
+))]
+#[allow(clippy::unnecessary_cast)] // the flags' types differ between these systems
+fn facts(stat: &nix::libc::stat) -> super::RemovalFacts {
+    use nix::libc;
+    let flags = stat.st_flags as u64;
+    let has = |flag: u64| flags & flag != 0;
+    super::RemovalFacts {
+        sticky: stat.st_mode & libc::S_ISVTX != 0,
+        uid: stat.st_uid,
+        append_only: has((libc::UF_APPEND | libc::SF_APPEND) as u64),
+        immutable: has((libc::UF_IMMUTABLE | libc::SF_IMMUTABLE) as u64),
+    }
+}
+
+/// Elsewhere nothing tells of such attributes: a chunk that cannot be
+/// removed after all is reported when its removal fails.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_vendor = "apple"
+)))]
+fn facts(stat: &nix::libc::stat) -> super::RemovalFacts {
+    super::RemovalFacts {
+        sticky: stat.st_mode & nix::libc::S_ISVTX != 0,
+        uid: stat.st_uid,
+        append_only: false,
+        immutable: false,
+    }
+}
+
+/// Root may, having no finer-grained privileges to ask about.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn overrides_sticky_bit() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn packet_mode(_: BorrowedFd<'_>) -> bool {
+    false
+}
