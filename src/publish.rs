@@ -291,7 +291,9 @@ mod tests {
             return;
         }
         publish_over_planted_symlink(|chunk| {
-            let mut file = sys::open_unnamed(dir.path()).unwrap().expect("O_TMPFILE");
+            let mut file = sys::open_unnamed(dir.path())
+                .unwrap()
+                .expect("an unnamed file");
             file.write_all(chunk).unwrap();
             Staging::Unnamed(file)
         });

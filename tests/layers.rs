@@ -149,3 +149,71 @@ fn no_import_cycle() {
         visit(module, &graph, &mut Vec::new(), &mut done);
     }
 }
+
+/// Calls and constants that only Linux has. Outside `src/sys/` they would
+/// break the build elsewhere or, worse, pass it and leave the portable path
+/// unwalked; `scripts/test.sh` builds for FreeBSD and macOS, and this test
+/// says where the offending line is without a cross build.
+const LINUX_ONLY: &[&str] = &[
+    "statx",
+    "STATX_ATTR_APPEND",
+    "STATX_ATTR_IMMUTABLE",
+    "O_TMPFILE",
+    "F_SETPIPE_SZ",
+    "F_GETPIPE_SZ",
+    "inotify::",
+    "Inotify",
+    "libc::splice",
+    "fcntl::splice",
+    "sendfile::",
+    "RWF_NOWAIT",
+    "pwritev2",
+    "SO_MEMINFO",
+    "SO_SNDBUFFORCE",
+    "SO_DOMAIN",
+    "O_DIRECT",
+    "/proc/self/fd",
+    "CapEff",
+];
+
+#[test]
+fn linux_only_calls_stay_behind_the_platform_seam() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path == src.join("sys") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap();
+                for name in LINUX_ONLY.iter().filter(|name| mentions(code, name)) {
+                    found.push(format!("{}:{}: {name}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "outside src/sys/:\n{}", found.join("\n"));
+}
+
+/// Whether `code` holds `name` not as part of a longer word (`O_DIRECT`
+/// is not in `O_DIRECTORY`).
+fn mentions(code: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let (first, last) = (name.chars().next(), name.chars().next_back());
+    code.match_indices(name).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + name.len()..].chars().next();
+        let joined = |outer: Option<char>, inner: Option<char>| {
+            outer.is_some_and(word) && inner.is_some_and(word)
+        };
+        !joined(before, first) && !joined(after, last)
+    })
+}
