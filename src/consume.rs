@@ -29,9 +29,10 @@ use crate::error::{Error, Result, is_gone};
 use crate::files::open_regular;
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
-use crate::output::{CopyError, Output, read_whole};
+use crate::output::{Output, read_whole};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::sink::{Collect, Sink};
 use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
@@ -84,59 +85,6 @@ impl LastChunk {
     fn is(&self, m: &Metadata) -> bool {
         (self.dev, self.ino, self.changes) == (m.dev(), m.ino(), Self::changes(m))
     }
-}
-
-/// Where a consumer puts the chunks it takes.
-trait Sink {
-    /// Whether `size` bytes can be taken at once; if not, waits a little,
-    /// holding no lock, and says no.
-    fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool;
-    /// Under the lock: takes the whole chunk and returns `true`, or takes
-    /// nothing and returns `false` when it cannot without blocking.
-    fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError>;
-    /// Takes the whole chunk, waiting as long as it takes.
-    fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError>;
-    /// Takes a whole chunk already read into memory.
-    fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError>;
-}
-
-impl Sink for Output<'_> {
-    fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool {
-        Output::wait_for_room(self, to_usize(size), interval)
-    }
-    fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
-        self.try_copy_from(file, size)
-    }
-    fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
-        self.copy_from(file, size)
-    }
-    fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError> {
-        self.write_chunk(&bytes)
-    }
-}
-
-/// Collects a chunk in memory, for [`Consumer::recv`].
-struct Collect(Vec<u8>);
-
-impl Sink for Collect {
-    fn wait_for_room(&mut self, _: u64, _: Duration) -> bool {
-        true
-    }
-    fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
-        self.take(file, size).map(|()| true)
-    }
-    fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError> {
-        self.0 = read_whole(file, size)?;
-        Ok(())
-    }
-    fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError> {
-        self.0 = bytes;
-        Ok(())
-    }
-}
-
-fn to_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The reading side of a bus. Obtained from [`crate::Bus::consumer`].
@@ -227,8 +175,8 @@ impl Consumer {
     /// [how it waits](Consumer#waiting): how long it may take to return
     /// after a publication or a stop.
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>> {
-        let mut collect = Collect(Vec::new());
-        Ok(self.next_into(&mut collect)?.map(|_| collect.0))
+        let mut collect = Collect::default();
+        Ok(self.next_into(&mut collect)?.map(|_| collect.into_bytes()))
     }
 
     /// [`Consumer::recv`], waiting at most `timeout` for the bus: fails
@@ -468,6 +416,7 @@ mod tests {
     use nix::libc;
 
     use super::*;
+    use crate::output::CopyError;
 
     /// Takes chunks into memory, failing to read the first `failures` with
     /// `errno` after `written` bytes went out.

@@ -76,6 +76,7 @@ mod paths;
 mod progress;
 mod publish;
 mod remote;
+mod sink;
 mod status;
 mod stop;
 mod stream;

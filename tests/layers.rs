@@ -12,7 +12,9 @@ use std::path::Path;
 /// to be given its place.
 const LAYERS: &[&[&str]] = &[
     &["error", "options", "paths", "files", "sys", "remote"],
-    &["lock", "stop", "watch", "output", "chunker", "progress"],
+    &[
+        "lock", "stop", "watch", "output", "sink", "chunker", "progress",
+    ],
     &["publish", "stream", "consume", "history", "status"],
     &["bus"],
 ];

@@ -13,9 +13,10 @@ use super::position::PositionFile;
 use crate::error::{Error, Loss, Result};
 use crate::files::{open_regular, stat_regular};
 use crate::options::{BusOptions, HistoryOptions, Start};
-use crate::output::{CopyError, Output, read_whole};
+use crate::output::Output;
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::sink::{Collect, Sink};
 use crate::stop::Stop;
 use crate::watch::{Awaited, Watcher};
 
@@ -45,6 +46,21 @@ pub enum HistoryEvent<T> {
         /// Its sequence number.
         seq: u64,
     },
+}
+
+impl HistoryEvent<u64> {
+    /// The same event with the chunk's content in place of its size.
+    fn map(self, content: impl FnOnce(u64) -> Vec<u8>) -> HistoryEvent<Vec<u8>> {
+        match self {
+            HistoryEvent::Chunk { seq, data } => HistoryEvent::Chunk {
+                seq,
+                data: content(data),
+            },
+            HistoryEvent::Unsequenced(size) => HistoryEvent::Unsequenced(content(size)),
+            HistoryEvent::Lost(loss) => HistoryEvent::Lost(loss),
+            HistoryEvent::End { seq } => HistoryEvent::End { seq },
+        }
+    }
 }
 
 /// The chunk `F` named when a history consumer last looked at it. It is kept
@@ -363,9 +379,7 @@ impl HistoryConsumer {
         if let Some(seq) = self.ended {
             return Ok(HistoryEvent::End { seq });
         }
-        self.next_event(output, |output, file, size| {
-            output.copy_from(file, size).map(|()| size)
-        })
+        self.next_event(output)
     }
 
     /// [`HistoryConsumer::recv`], waiting at most `timeout` for the bus:
@@ -454,8 +468,9 @@ impl HistoryConsumer {
         if self.ended.is_some() {
             return Ok(None);
         }
-        self.next_event(&mut (), |(), file, size| read_whole(file, size))
-            .map(Some)
+        let mut collect = Collect::default();
+        let event = self.next_event(&mut collect)?;
+        Ok(Some(event.map(|_size| collect.into_bytes())))
     }
 
     /// Decides, without blocking, whether to follow the history: once
@@ -517,12 +532,9 @@ impl HistoryConsumer {
         Ok(())
     }
 
-    /// The next event; `take` copies a chunk's content to `out`.
-    fn next_event<O: ?Sized, T>(
-        &mut self,
-        out: &mut O,
-        mut take: impl FnMut(&mut O, &mut File, u64) -> Result<T, CopyError>,
-    ) -> Result<HistoryEvent<T>> {
+    /// The next event; a chunk goes to `sink`, and the event carries its
+    /// size.
+    fn next_event(&mut self, sink: &mut impl Sink) -> Result<HistoryEvent<u64>> {
         self.watcher.check_stop()?;
         loop {
             self.watcher.arm();
@@ -548,8 +560,8 @@ impl HistoryConsumer {
                 }
                 Step::Unsequenced(mut chunk) => {
                     // An unsequenced chunk is `F`: reading it is reading `F`.
-                    let data = match take(out, &mut chunk.file, chunk.size) {
-                        Ok(data) => data,
+                    let data = match sink.take(&mut chunk.file, chunk.size) {
+                        Ok(()) => chunk.size,
                         Err(e) if e.stale_before_output() => {
                             log::info!("{}; looking again", e.at(self.paths.data()));
                             self.watcher.wait()?;
@@ -588,8 +600,8 @@ impl HistoryConsumer {
                             State::Following { dir, .. } if !is_data => dir.entry_path(seq),
                             _ => self.paths.data().to_path_buf(),
                         };
-                        let data = match take(out, &mut chunk.file, chunk.size) {
-                            Ok(data) => data,
+                        let data = match sink.take(&mut chunk.file, chunk.size) {
+                            Ok(()) => chunk.size,
                             // Pruned through another client of a network
                             // filesystem: looking again reports it lost.
                             Err(e) if e.stale_before_output() => {
