@@ -7,7 +7,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Subcommand};
+use clap::{CommandFactory, Subcommand, ValueEnum};
+use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
@@ -21,6 +22,9 @@ pub fn run(what: Generate) -> ExitCode {
             // and the error, if any, comes from writing that out.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut completed(), "filebus", &mut script);
+            if shell == Shell::Fish {
+                script.extend_from_slice(fish_shells().as_bytes());
+            }
             write_stdout(&script)
         }
         Generate::Man { dir: None } => write_stdout(&main_page(&documented())),
@@ -33,6 +37,20 @@ pub fn run(what: Generate) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap_complete's fish script offers no values for a positional argument,
+/// so `filebus completions <TAB>` would offer file names: this line offers
+/// the shells instead.
+fn fish_shells() -> String {
+    let shells: Vec<String> = Shell::value_variants()
+        .iter()
+        .filter_map(|shell| Some(shell.to_possible_value()?.get_name().to_owned()))
+        .collect();
+    format!(
+        "complete -c filebus -n \"__fish_filebus_using_subcommand completions\" -f -a \"{}\"\n",
+        shells.join(" ")
+    )
 }
 
 /// The command as completion scripts see it. The generators offer hidden

@@ -221,12 +221,29 @@ fn fish_completion_is_valid_and_completes() {
     let mut run = tool("fish");
     run.arg("--no-config")
         .arg("-c")
-        .arg("source $argv[1]; complete -C'filebus pro'; complete -C'filebus consumer --po'")
+        .arg(
+            "source $argv[1]; complete -C'filebus pro'; complete -C'filebus consumer --po'; \
+             echo ---; complete -C'filebus completions '",
+        )
         .arg(&script);
     let out = check(run, "fish completion");
-    assert!(out.lines().any(|l| l.starts_with("producer\t")), "{out}");
+    let (options, shells) = out.split_once("---\n").unwrap();
     assert!(
-        out.lines().any(|l| l.starts_with("--position-file\t")),
+        options.lines().any(|l| l.starts_with("producer\t")),
+        "{out}"
+    );
+    assert!(
+        options.lines().any(|l| l.starts_with("--position-file\t")),
+        "{out}"
+    );
+    // The shells and nothing else: no file names.
+    let offered: Vec<&str> = shells
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        offered,
+        ["bash", "elvish", "fish", "powershell", "zsh"],
         "{out}"
     );
 }
