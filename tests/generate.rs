@@ -15,14 +15,10 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::{Scratch, wait_exit};
+use common::{Scratch, ours, wait_exit};
 
 fn filebus(args: &[&str]) -> Output {
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = ours().args(args).stdin(Stdio::null()).output().unwrap();
     assert!(
         out.status.success(),
         "filebus {args:?} failed: {}",
@@ -274,11 +270,7 @@ fn powershell_completion_registers_a_completer() {
 }
 
 fn fails(args: &[&str], code: i32, says: &str) {
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = ours().args(args).stdin(Stdio::null()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
     assert!(err.contains(says), "{args:?} should say {says:?}: {err}");
@@ -305,7 +297,7 @@ fn bad_use_of_man_and_completions() {
         1,
         "filebus: /nonexistent/man1/filebus.1: ",
     );
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
+    let out = ours()
         .args(["completions", "bash"])
         .stdout(
             fs::OpenOptions::new()
@@ -327,7 +319,7 @@ fn bad_use_of_man_and_completions() {
 #[test]
 fn closed_standard_output_is_an_error() {
     for args in [&["man"][..], &["completions", "bash"][..]] {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("filebus"));
+        let mut cmd = ours();
         cmd.args(args).stdin(Stdio::null());
         // SAFETY: close is async-signal-safe.
         unsafe {

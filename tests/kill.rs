@@ -5,7 +5,6 @@
 //! hangs on the dead process's lock.
 
 mod common;
-mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,16 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::procs::{Rng, end_stream, signal};
+use common::records::{
+    Key, RECORD_LEN, check_frame, frames_in, missing, parse_records, tally, write_frames,
+    write_records,
+};
 use common::{
     DEADLINE, Scratch, assert_success, consumer, ours, producer, python_peer, wait_exit, wait_until,
 };
+use filebus::BusPaths;
 use nix::sys::signal::Signal;
-use support::{
-    Key, RECORD_LEN, Rng, check_frame, end_stream, missing, parse_records, signal, tally,
-    write_frames, write_tagged,
-};
 
-const RECORDS: u32 = 20_000;
+const RECORDS: usize = 20_000;
 const PER_CHUNK: usize = 8;
 
 #[test]
@@ -46,7 +47,7 @@ fn lossless_consumers_killed_at_random_lose_nothing() {
         .iter()
         .map(|tag| {
             let input = scratch.path(tag);
-            write_tagged(&input, tag, RECORDS);
+            write_records(&input, tag, RECORDS);
             let mut extra = args.to_vec();
             extra.extend(["--block-size", &block]);
             producer(ours(), &bus, &extra, &input)
@@ -110,7 +111,7 @@ fn lossless_consumers_killed_at_random_lose_nothing() {
         unexplained.is_empty(),
         "records delivered twice that were not in flight at a kill: {unexplained:?}"
     );
-    assert_eq!(seen.len(), tags.len() * RECORDS as usize, "foreign records");
+    assert_eq!(seen.len(), tags.len() * RECORDS, "foreign records");
     eprintln!(
         "{} kills, {} records delivered twice (in flight), {markers} end markers re-sent, {:?}",
         killed.len(),
@@ -123,44 +124,18 @@ fn lossless_consumers_killed_at_random_lose_nothing() {
 const FRAME: usize = 1 << 20;
 
 fn staging(bus: &Path) -> PathBuf {
-    let mut s = bus.as_os_str().to_owned();
-    s.push(".__new__");
-    PathBuf::from(s)
+    BusPaths::new(bus).staging().to_path_buf()
 }
 
-fn process_state(child: &Child) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
-    stat.rsplit(')').next()?.trim_start().chars().next()
-}
-
-/// Runs a producer of many frames and SIGKILLs it while it is stopped with
-/// `F.__new__` in place, that is, in the middle of a publish with the lock
-/// held. Returns whether it was caught there (it may finish first).
+/// Runs a producer of many frames and SIGKILLs it in the middle of a
+/// publish, with the lock held. Returns whether it was caught there (it may
+/// finish first).
 fn kill_mid_publish(bus: &Path, input: &Path, extra: &[&str]) -> bool {
     let block = FRAME.to_string();
     let mut args = vec!["--block-size", &block];
     args.extend(extra);
     let mut child = producer(ours(), bus, &args, input);
-    let new = staging(bus);
-    loop {
-        let start = Instant::now();
-        while !new.exists() {
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            assert!(start.elapsed() < DEADLINE, "producer never staged a chunk");
-        }
-        signal(&child, Signal::SIGSTOP);
-        wait_until("the producer to stop", || {
-            matches!(process_state(&child), Some('T') | Some('Z') | None)
-        });
-        if new.exists() && child.try_wait().unwrap().is_none() {
-            signal(&child, Signal::SIGKILL);
-            wait_exit(&mut child, "killed producer");
-            return true;
-        }
-        signal(&child, Signal::SIGCONT);
-    }
+    common::procs::kill_mid_publish(&mut child, bus, || true)
 }
 
 /// Reads `F` over and over, checking that every read is one whole frame.
@@ -178,20 +153,6 @@ fn watch_frames(
             }
         }
     })
-}
-
-fn frames_in(path: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(
-        bytes.len() % FRAME,
-        0,
-        "{}: not whole frames",
-        path.display()
-    );
-    bytes
-        .chunks(FRAME)
-        .map(|c| check_frame(c, FRAME).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
 }
 
 #[test]
@@ -255,7 +216,7 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
         std::fs::metadata(&out)
             .map(|m| (m.len() as usize).is_multiple_of(FRAME))
             .unwrap_or(false)
-            && frames_in(&out).last() == Some(&2000)
+            && frames_in(&out, FRAME).last() == Some(&2000)
     });
     signal(&follower, Signal::SIGTERM);
     wait_exit(&mut follower, "consumer");
@@ -264,7 +225,7 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
     eprintln!(
         "caught {caught}/3 producers mid-publish; {} reads of F all whole; consumer saw {} whole frames",
         reads.load(Ordering::Relaxed),
-        frames_in(&out).len()
+        frames_in(&out, FRAME).len()
     );
 }
 
@@ -303,7 +264,7 @@ fn producer_killed_mid_publish_blocks_nobody_lossless() {
     extra.extend(["--block-size", &block]);
     assert_success(&mut producer(ours(), &bus, &extra, &next), "next producer");
     assert_success(&mut reader, "consumer after the killed producer");
-    let frames = frames_in(&out);
+    let frames = frames_in(&out, FRAME);
     assert_eq!(frames[frames.len() - 3..], [1000, 1001, 1002]);
     let unique: HashSet<_> = frames.iter().collect();
     assert_eq!(
