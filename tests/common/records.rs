@@ -189,6 +189,19 @@ pub fn frames_in(path: &Path, size: usize) -> Vec<u64> {
         .collect()
 }
 
+/// [`frames_in`], failing the test when a frame occurs twice.
+pub fn frames_once(path: &Path, size: usize) -> Vec<u64> {
+    let frames = frames_in(path, size);
+    let unique: std::collections::HashSet<_> = frames.iter().collect();
+    assert_eq!(
+        unique.len(),
+        frames.len(),
+        "{}: a frame was delivered twice: {frames:?}",
+        path.display()
+    );
+    frames
+}
+
 /// Chunk `i` of `size` bytes. Chunks of 8 bytes or more start with their
 /// number; every byte after it is a function of the number and position,
 /// so a chunk can be told from any other and a torn one is seen.
