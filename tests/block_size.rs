@@ -1,4 +1,4 @@
-//! Memory follows the data actually buffered, never a size someone
+//! Promise 11: memory follows the data actually buffered, never a size someone
 //! announced: a huge `--block-size` costs nothing until that much input
 //! arrives at once, a producer that cannot get more memory publishes what
 //! it holds instead of aborting, a block size no chunk could ever have is a

@@ -1,6 +1,9 @@
 //! Our binary against itself: both modes, one and several producers and
 //! consumers, consumers joining before and after the producer, the end
 //! marker, and byte-for-byte transparency.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Usage section of the README.
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! The command line as a user meets it: help and version, and one clear line
 //! with the right exit status for every kind of bad input.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Usage section of the README.
 
 mod common;
 

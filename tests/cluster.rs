@@ -1,4 +1,4 @@
-//! Across hosts: one bus on a GlusterFS volume that two FUSE clients mount at
+//! Promise 16: across hosts. One bus on a GlusterFS volume that two FUSE clients mount at
 //! two places (`scripts/cluster.sh up`), each client standing for a host
 //! with its own caches. Producers write through one mount and consumers read
 //! through the other, where inotify sees nothing of the other side, so every

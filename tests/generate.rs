@@ -7,6 +7,9 @@
 //! command installs them (scripts/setup-tools.sh) and these tests fail, never
 //! skip, when one is missing. PowerShell has no package here: its script is
 //! only checked for the registration of the completer.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Manual pages and shell completions section of the README.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Retained history: lossless multicast to many consumers, exact loss
+//! Promise 15: retained history. Lossless multicast to many consumers, exact loss
 //! reports, resumable consumers, and coexistence with the peers' lossy
 //! consumers on the same bus.
 

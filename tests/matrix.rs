@@ -1,6 +1,7 @@
-//! Lossless delivery into every kind of output, at every chunk size that
-//! matters to the kernel's buffers: 1 byte, just under and just over a
-//! page, exactly a page, just over a default pipe (65537 bytes) and 1 MiB.
+//! Promise 8, with `tests/stalled.rs`: lossless delivery into every kind
+//! of output, at every chunk size that matters to the kernel's buffers: 1
+//! byte, just under and just over a page, exactly a page, just over a
+//! default pipe (65537 bytes) and 1 MiB.
 //! Each cell checks that every chunk is delivered exactly once and whole,
 //! and, where the output stalls, that a ready consumer still gets the
 //! chunks the stalled one cannot take (the producer finishes).

@@ -1,4 +1,4 @@
-//! Promise: without file events the bus still keeps pace. When inotify is
+//! Promise 14: without file events the bus still keeps pace. When inotify is
 //! unavailable (a user past `fs.inotify.max_user_instances`, which 128
 //! consumers of one user reach; past `max_user_watches`; or
 //! `--no-file-monitoring`), waits poll adaptively: briefly right after

@@ -1,4 +1,4 @@
-//! Promise: "new chunk" detection is exact whatever the filesystem. On ext3
+//! Promise 13: "new chunk" detection is exact whatever the filesystem. On ext3
 //! with 128-byte inodes, timestamps have whole seconds only, and a freed
 //! inode number is handed out again at once: a chunk published within the
 //! same second as the one a lossy consumer delivered last can carry the

@@ -1,4 +1,4 @@
-//! Promise 10: a bounded soak. Gigabytes through a lossy and a lossless bus
+//! Promise 12: a bounded soak. Gigabytes through a lossy and a lossless bus
 //! while the resident memory and the open descriptors of every participant
 //! are sampled: both must stay flat. On demand only (`scripts/soak.sh`), as
 //! it runs for minutes; `SOAK_SECONDS` sets each mode's duration.

@@ -2,6 +2,8 @@
 //! standard output nobody reads holds no lock while it is blocked, so the
 //! producer and the other consumers go on at full speed; and a lossless
 //! consumer fills its output as far as `write(2)` would before it waits.
+//! `tests/matrix.rs` checks the same promise for every kind of output and
+//! chunk size.
 
 mod common;
 

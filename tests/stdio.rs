@@ -1,4 +1,4 @@
-//! Closed standard descriptors. A process started with descriptor 0, 1 or 2
+//! Promise 10: closed standard descriptors. A process started with descriptor 0, 1 or 2
 //! closed must never let a bus file take that number, and a role whose own
 //! stream is closed (a consumer's output, a producer's input) fails with one
 //! line before touching the bus: a lossless consumer writing "nowhere" would
