@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Promise 10, on demand: a bounded soak of both modes (SOAK_SECONDS each,
+# Promise 12, on demand: a bounded soak of both modes (SOAK_SECONDS each,
 # default 90), one after the other, checking that the resident memory and
 # open descriptors of every participant stay flat. Prints the figures that
 # the README records.

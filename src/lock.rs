@@ -133,3 +133,140 @@ impl BusLock {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    fn lossy_lock(path: &Path) -> BusLock {
+        let policy = WaitPolicy {
+            eager: Duration::ZERO,
+            first_pause: Duration::from_millis(1),
+            interval: Duration::from_millis(100),
+        };
+        BusLock::new(path.to_path_buf(), policy)
+    }
+
+    /// Whether some process is blocked in `flock(2)` on inode `ino`: a
+    /// `->` line of `/proc/locks`, whose device field ends `:INODE`.
+    fn someone_waits_on(ino: u64) -> bool {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        let needle = format!(":{ino} ");
+        locks
+            .lines()
+            .any(|l| l.contains("-> FLOCK") && l.contains(&needle))
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Takes `F.lock` from another thread, which blocks behind `held` (a
+    /// lock on the current `F.lock`) until `change` has run and `held` is
+    /// released; returns the inode the thread ended up holding the lock
+    /// on, after checking, while it still holds it, that this is the file
+    /// named `F.lock` now. (A lock kept on an orphaned inode fails that:
+    /// nothing else would have created a new `F.lock`, or it would not be
+    /// locked.)
+    fn acquire_across(lock_path: &Path, held: Flock<File>, change: impl FnOnce()) -> u64 {
+        let first_ino = held.metadata().unwrap().ino();
+        let (tx, rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let path = lock_path.to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let mut lock = lossy_lock(&path);
+            let guard = lock.acquire().unwrap();
+            let ino = guard.held.as_ref().unwrap().metadata().unwrap().ino();
+            tx.send(ino).unwrap();
+            release_rx.recv().unwrap();
+            drop(guard);
+        });
+        wait_for("the waiter to block on the first F.lock", || {
+            someone_waits_on(first_ino)
+        });
+        change();
+        drop(held);
+        let ino = rx
+            .recv_timeout(DEADLINE)
+            .expect("the waiter never got the lock");
+        // While the waiter holds its lock, the file now named F.lock is
+        // locked: it excludes whoever comes next.
+        let named = File::open(lock_path).unwrap();
+        assert_eq!(named.metadata().unwrap().ino(), ino);
+        assert!(
+            matches!(
+                Flock::lock(named, FlockArg::LockExclusiveNonblock),
+                Err((_, Errno::EWOULDBLOCK))
+            ),
+            "the lock is not held on the file named F.lock"
+        );
+        release_tx.send(()).unwrap();
+        waiter.join().unwrap();
+        ino
+    }
+
+    fn hold(path: &Path) -> Flock<File> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        Flock::lock(file, FlockArg::LockExclusive).unwrap()
+    }
+
+    #[test]
+    fn lock_file_removed_while_waiting_is_locked_again_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.lock");
+        let held = hold(&path);
+        // The new F.lock may get the old inode's number back once the
+        // waiter closed it: the check is that the named file is locked.
+        acquire_across(&path, held, || std::fs::remove_file(&path).unwrap());
+    }
+
+    #[test]
+    fn lock_file_replaced_while_waiting_is_locked_again_on_the_new_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.lock");
+        let held = hold(&path);
+        let replacement = dir.path().join("replacement");
+        File::create(&replacement).unwrap();
+        let new_ino = std::fs::metadata(&replacement).unwrap().ino();
+        let old_ino = held.metadata().unwrap().ino();
+        let ino = acquire_across(&path, held, || {
+            std::fs::rename(&replacement, &path).unwrap()
+        });
+        assert_ne!(ino, old_ino, "the lock stayed on the replaced inode");
+        assert_eq!(ino, new_ino);
+    }
+
+    #[test]
+    fn planted_symlink_at_the_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.lock");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let missing = dir.path().join("missing");
+        for target in [&victim, &missing] {
+            let _ = std::fs::remove_file(&path);
+            symlink(target, &path).unwrap();
+            let mut lock = lossy_lock(&path);
+            let err = lock.acquire().err().expect("locked through a symlink");
+            assert!(err.to_string().contains("bus.lock"), "{err}");
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!missing.exists(), "created through a dangling symlink");
+    }
+}

@@ -3,6 +3,9 @@
 //! a bound far below the sleep interval, `recv_timeout` and `try_recv`
 //! give up on time and leave the bus as it was, and the types can be moved
 //! (and the handles shared) across threads.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Library section of the README.
 
 use std::num::NonZeroU64;
 use std::thread::JoinHandle;

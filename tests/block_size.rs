@@ -1,4 +1,4 @@
-//! Memory follows the data actually buffered, never a size someone
+//! Promise 11: memory follows the data actually buffered, never a size someone
 //! announced: a huge `--block-size` costs nothing until that much input
 //! arrives at once, a producer that cannot get more memory publishes what
 //! it holds instead of aborting, a block size no chunk could ever have is a
@@ -6,7 +6,6 @@
 //! gets an error, not an abort.
 
 mod common;
-mod support;
 
 use std::fs::File;
 use std::io::Read;
@@ -15,10 +14,10 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 
+use common::procs::{on_bus, proc_status_kb, stderr_of};
 use common::{Scratch, assert_success, consumer, ours, wait_until, write_records};
 use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, Mode, ProducerOptions, Start};
 use nix::fcntl::{Flock, FlockArg};
-use support::proc_status_kb;
 
 /// The block size of the issue: a terabyte.
 const TERABYTE: &str = "1000000000000";
@@ -27,9 +26,7 @@ const TERABYTE: &str = "1000000000000";
 /// abort shows here).
 fn still_running(child: &mut Child, what: &str) {
     if let Some(status) = child.try_wait().unwrap() {
-        let mut err = String::new();
-        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        panic!("{what} exited with {status}: {err}");
+        panic!("{what} exited with {status}: {}", stderr_of(child));
     }
 }
 
@@ -63,15 +60,11 @@ fn huge_block_size_costs_memory_only_for_the_data() {
         let input = s.path("in");
         write_records(&input, "H", INPUT / common::RECORD_LEN);
         let sent = std::fs::read(&input).unwrap();
-        let lock = File::create(s.path("bus.lock")).unwrap();
+        let lock = File::create(s.paths().lock()).unwrap();
         let held = Flock::lock(lock, FlockArg::LockExclusive).unwrap();
 
-        let mut cmd = ours();
-        cmd.arg("--filename")
-            .arg(&bus)
-            .args(["--block-size", TERABYTE])
-            .args(args)
-            .arg("producer");
+        let global = [&["--block-size", TERABYTE][..], args].concat();
+        let mut cmd = on_bus(ours(), &bus, &global, "producer", &[]);
         cmd.stdin(File::open(&input).unwrap())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -122,10 +115,8 @@ fn memory_limit_cuts_chunks_instead_of_aborting() {
 
     let out = s.path("out");
     let mut reader = consumer(ours(), &bus, &["--back-pressure", "-vv"], &out);
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["--back-pressure", "--block-size", TERABYTE, "producer"]);
+    let global = ["--back-pressure", "--block-size", TERABYTE];
+    let mut cmd = on_bus(ours(), &bus, &global, "producer", &[]);
     cmd.stdin(File::open(&input).unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

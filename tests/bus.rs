@@ -1,11 +1,15 @@
 //! Our binary against itself: both modes, one and several producers and
 //! consumers, consumers joining before and after the producer, the end
 //! marker, and byte-for-byte transparency.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Usage section of the README.
 
 mod common;
 
 use std::process::Stdio;
 
+use common::procs::on_bus;
 use common::*;
 
 #[test]
@@ -32,7 +36,7 @@ fn lossless_is_byte_for_byte_on_disk_and_tmpfs() {
             "output differs from input"
         );
         assert!(!s.bus().exists(), "end marker must be removed");
-        assert!(!s.path("bus.__new__").exists());
+        assert!(!s.paths().staging().exists());
     }
 }
 
@@ -86,10 +90,7 @@ fn lossless_end_marker_stops_the_consumer() {
     let s = Scratch::new();
     let out = s.path("out");
     let mut c = consumer(ours(), &s.bus(), &["--lossless"], &out);
-    let mut p = ours()
-        .args(["--lossless", "--filename"])
-        .arg(s.bus())
-        .arg("producer")
+    let mut p = on_bus(ours(), &s.bus(), &["--lossless"], "producer", &[])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -125,11 +126,8 @@ fn lossy_several_producers() {
     let out = s.path("out");
     let mut c = consumer(ours(), &bus, &[], &out);
     let spawn = || {
-        let mut cmd = ours();
-        cmd.arg("--filename")
-            .arg(&bus)
-            .arg("producer")
-            .stdin(Stdio::piped());
+        let mut cmd = on_bus(ours(), &bus, &[], "producer", &[]);
+        cmd.stdin(Stdio::piped());
         cmd.spawn().unwrap()
     };
     let mut producers = [spawn(), spawn()];
@@ -165,10 +163,8 @@ fn lossless_from_a_pipe_is_byte_for_byte() {
             .collect();
         let out = s.path("out");
         let mut c = consumer(ours(), &s.bus(), &["--lossless"], &out);
-        let mut p = ours()
-            .args(["--lossless", "--block-size", block, "--filename"])
-            .arg(s.bus())
-            .arg("producer")
+        let global = ["--lossless", "--block-size", block];
+        let mut p = on_bus(ours(), &s.bus(), &global, "producer", &[])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();

@@ -1,17 +1,20 @@
 //! The command line as a user meets it: help and version, and one clear line
 //! with the right exit status for every kind of bad input.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Usage section of the README.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 
 use assert_cmd::Command;
 use common::Scratch;
+use common::procs::{as_nobody, on_bus, start, stderr_of};
 use predicates::prelude::*;
 
 fn filebus() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
+    Command::from_std(common::ours())
 }
 
 #[test]
@@ -105,11 +108,8 @@ fn global_options_are_accepted_after_the_subcommand() {
 
 /// A producer publishing one byte on `bus`.
 fn one_shot_producer(bus: &std::path::Path) -> Command {
-    let mut cmd = filebus();
-    cmd.arg("--filename")
-        .arg(bus)
-        .arg("producer")
-        .write_stdin("x");
+    let mut cmd = Command::from_std(on_bus(common::ours(), bus, &[], "producer", &[]));
+    cmd.write_stdin("x");
     cmd
 }
 
@@ -148,21 +148,17 @@ fn data_file_that_is_a_directory_is_a_runtime_error() {
         &bus,
         "directory",
     );
-    runtime_error(
-        &mut one_shot_producer(&bus),
-        &s.path("bus.__new__"),
-        "rename",
-    );
+    runtime_error(&mut one_shot_producer(&bus), s.paths().staging(), "rename");
 }
 
 #[test]
 fn lock_that_cannot_be_taken_is_a_runtime_error() {
     let s = Scratch::new();
     let bus = s.bus();
-    std::fs::create_dir(s.path("bus.lock")).unwrap();
+    std::fs::create_dir(s.paths().lock()).unwrap();
     runtime_error(
         &mut one_shot_producer(&bus),
-        &s.path("bus.lock"),
+        s.paths().lock(),
         "Is a directory",
     );
 }
@@ -187,12 +183,9 @@ fn unwritable_directory_is_a_runtime_error() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let bus = dir.join("bus");
-    let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("filebus"));
-    std_cmd.arg("--filename").arg(&bus).arg("producer");
-    if nix::unistd::geteuid().is_root() {
-        // Root ignores permission bits; run as an unprivileged user instead.
-        std_cmd.uid(65534).gid(65534);
-    }
+    let mut std_cmd = on_bus(common::ours(), &bus, &[], "producer", &[]);
+    // Root ignores permission bits; run as an unprivileged user instead.
+    as_nobody(&mut std_cmd);
     let mut cmd = Command::from_std(std_cmd);
     cmd.write_stdin("x");
     runtime_error(&mut cmd, &dir, "Permission denied");
@@ -201,19 +194,12 @@ fn unwritable_directory_is_a_runtime_error() {
 /// Runs a lossy producer with `verbose` flags on two chunks written more
 /// than a second apart, and returns its standard error.
 fn producer_stderr_over_a_second(verbose: &[&str]) -> String {
-    use std::io::{Read, Write};
+    use std::io::Write;
+    use std::process::Stdio;
     use std::time::{Duration, Instant};
     let s = Scratch::new();
-    let mut producer = std::process::Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
-        .arg("--filename")
-        .arg(s.bus())
-        .args(verbose)
-        .arg("producer")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cmd = on_bus(common::ours(), &s.bus(), verbose, "producer", &[]);
+    let mut producer = start(cmd, Stdio::piped(), Stdio::null(), "producer");
     let mut input = producer.stdin.take().unwrap();
     input.write_all(b"first\n").unwrap();
     common::wait_until("the first chunk", || {
@@ -228,14 +214,7 @@ fn producer_stderr_over_a_second(verbose: &[&str]) -> String {
     input.write_all(b"second\n").unwrap();
     drop(input);
     common::assert_success(&mut producer, "producer");
-    let mut err = String::new();
-    producer
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+    stderr_of(&mut producer)
 }
 
 #[test]

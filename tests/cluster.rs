@@ -1,4 +1,4 @@
-//! Across hosts: one bus on a GlusterFS volume that two FUSE clients mount at
+//! Promise 16: across hosts. One bus on a GlusterFS volume that two FUSE clients mount at
 //! two places (`scripts/cluster.sh up`), each client standing for a host
 //! with its own caches. Producers write through one mount and consumers read
 //! through the other, where inotify sees nothing of the other side, so every
@@ -9,19 +9,20 @@
 //! cluster up before the tests and down after them.
 
 mod common;
-mod support;
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Scratch, ours, wait_exit, wait_until};
-use nix::sys::signal::Signal;
-use support::{RECORD_LEN, check_frame, parse_records, signal, tally, write_frames, write_tagged};
+use common::procs::{self, Proc, on_bus, start, stderr_of};
+use common::records::{
+    RECORD_LEN, check_frame, frames_in, frames_once, noise, parse_records, tally, write_frames,
+    write_records,
+};
+use common::{DEADLINE, Scratch, assert_success, ours, wait_until};
 
 /// Polling period on the mounts: the only way a change made through the
 /// other client is noticed.
@@ -107,135 +108,48 @@ fn shared(test: &str) -> Option<Shared> {
     })
 }
 
-/// A child process that is killed when the value goes, so that a failing
-/// test leaves no process behind (one would keep the mount busy).
-struct Proc(Child);
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-trait Start {
-    /// Spawns the command as a [`Proc`].
-    fn start(&mut self, what: &str) -> Proc;
-}
-
-impl Start for Command {
-    fn start(&mut self, what: &str) -> Proc {
-        Proc(self.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")))
-    }
-}
-
 /// Our binary as `role` on `bus` with the cluster's polling interval and
-/// `args` (global options may follow the subcommand).
-fn filebus(bus: &Path, role: &str, args: &[&str]) -> Command {
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(bus)
-        .args(["--sleep-interval", INTERVAL, role])
-        .args(args);
-    cmd
+/// `args` (global options may follow the subcommand), started with the
+/// given standard input and output.
+fn filebus(
+    bus: &Path,
+    role: &str,
+    args: &[&str],
+    stdin: impl Into<Stdio>,
+    stdout: impl Into<Stdio>,
+) -> Proc {
+    let cmd = on_bus(ours(), bus, &["--sleep-interval", INTERVAL], role, args);
+    Proc(start(cmd, stdin, stdout, role))
 }
 
 /// A consumer on `bus` writing into the local file `out`.
 fn consumer_into(bus: &Path, args: &[&str], out: &Path) -> Proc {
-    filebus(bus, "consumer", args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(out).unwrap())
-        .stderr(Stdio::piped())
-        .start("consumer")
+    let out = std::fs::File::create(out).unwrap();
+    filebus(bus, "consumer", args, Stdio::null(), out)
 }
 
 /// A producer on `bus` reading the local file `input`.
 fn producer_from(bus: &Path, args: &[&str], input: &Path) -> Proc {
-    filebus(bus, "producer", args)
-        .stdin(std::fs::File::open(input).unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .start("producer")
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    err
-}
-
-/// Waits for `child` to exit 0; otherwise (or after [`DEADLINE`], killing
-/// it) fails showing what it said on stderr.
-fn succeed(child: &mut Child, what: &str) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    match status {
-        Some(status) if status.success() => {}
-        Some(status) => panic!("{what} failed with {status}: {}", stderr_of(child)),
-        None => panic!("{what} did not exit in time: {}", stderr_of(child)),
-    }
-}
-
-/// Bytes that do not repeat within a chunk, so that a chunk delivered out of
-/// place or twice changes the output.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let input = std::fs::File::open(input).unwrap();
+    filebus(bus, "producer", args, input, Stdio::null())
 }
 
 /// Streams `len` bytes through a pipe into a lossless producer on mount A
 /// and out of a lossless consumer on mount B; returns the throughput.
 fn lossless_stream(s: &Shared, name: &str, len: usize, block: usize) -> f64 {
     let scratch = Scratch::new();
-    let data = noise(len);
+    let data = noise(0, len);
     let out = scratch.path("out");
     let block = block.to_string();
     let args = ["--back-pressure", "--block-size", &block];
     let start = Instant::now();
     let mut reader = consumer_into(&s.b(name), &args, &out);
-    let mut writer = filebus(&s.a(name), "producer", &args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .start("producer");
+    let mut writer = filebus(&s.a(name), "producer", &args, Stdio::piped(), Stdio::null());
     let mut stdin = writer.stdin.take().unwrap();
     let feed = std::thread::spawn(move || stdin.write_all(&data).map(|()| data));
     let data = feed.join().unwrap().expect("feed the producer");
-    succeed(&mut writer, "producer on A");
-    succeed(&mut reader, "consumer on B");
+    assert_success(&mut writer, "producer on A");
+    assert_success(&mut reader, "consumer on B");
     let seconds = start.elapsed().as_secs_f64();
     let got = std::fs::read(&out).unwrap();
     assert_eq!(
@@ -278,8 +192,8 @@ fn participants_say_once_with_v_that_they_poll_and_stage_in_named_files() {
     let args = ["--back-pressure", "--lines", "--block-size", "4", "-vv"];
     let mut consumer = consumer_into(&s.b("bus"), &args, &out);
     let mut producer = producer_from(&s.a("bus"), &args, &input);
-    succeed(&mut producer, "producer on A");
-    succeed(&mut consumer, "consumer on B");
+    assert_success(&mut producer, "producer on A");
+    assert_success(&mut consumer, "consumer on B");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\nthree\n");
     for (who, child) in [("producer", &mut producer), ("consumer", &mut consumer)] {
         let err = stderr_of(child);
@@ -300,11 +214,11 @@ fn participants_say_once_with_v_that_they_poll_and_stage_in_named_files() {
     // On a local disk there is nothing to say.
     let local = scratch.path("local");
     let mut consumer = consumer_into(&local, &args, &scratch.path("local-out"));
-    succeed(
+    assert_success(
         &mut producer_from(&local, &args, &input),
         "producer on a local disk",
     );
-    succeed(&mut consumer, "consumer on a local disk");
+    assert_success(&mut consumer, "consumer on a local disk");
     let err = stderr_of(&mut consumer);
     assert!(!err.contains(POLLING_NOTE), "local consumer: {err}");
 }
@@ -315,7 +229,7 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
     else {
         return;
     };
-    const RECORDS: u32 = 2000;
+    const RECORDS: usize = 2000;
     let scratch = Scratch::new();
     // Byte-mode producers read whole blocks from a file: a block of whole
     // records keeps records whole within chunks.
@@ -335,16 +249,16 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
         .zip(&tags)
         .map(|(side, tag)| {
             let input = scratch.path(tag);
-            write_tagged(&input, tag, RECORDS);
+            write_records(&input, tag, RECORDS);
             (producer_from(&bus(side), &args, &input), side)
         })
         .collect();
     for (p, side) in &mut producers {
-        succeed(p, &format!("producer on {side}"));
+        assert_success(p, &format!("producer on {side}"));
     }
     let mut outputs = Vec::new();
     for (c, out, side) in &mut consumers {
-        succeed(c, &format!("consumer on {side}"));
+        assert_success(c, &format!("consumer on {side}"));
         let keys = parse_records(&std::fs::read(&*out).unwrap(), false)
             .unwrap_or_else(|e| panic!("consumer on {side}: {e}"));
         eprintln!("consumer on {side}: {} records", keys.len());
@@ -364,7 +278,7 @@ fn two_producers_two_consumers_across_mounts_deliver_each_record_once() {
         wrong.is_empty(),
         "records not delivered exactly once (record, times): {wrong:?}"
     );
-    assert_eq!(seen.len(), tags.len() * RECORDS as usize, "foreign records");
+    assert_eq!(seen.len(), tags.len() * RECORDS, "foreign records");
     assert!(!s.a("bus").exists(), "end markers left on the bus");
 }
 
@@ -388,7 +302,7 @@ fn lossy_consumers_on_b_keep_up_with_a_fast_producer_on_a() {
         .collect();
     let block = SMALL.to_string();
     let mut producer = producer_from(&s.a("bus"), &["--block-size", &block], &input);
-    succeed(&mut producer, "producer on A");
+    assert_success(&mut producer, "producer on A");
     for (k, (out, c)) in outs.iter().zip(&mut consumers).enumerate() {
         wait_until(
             &format!("consumer {k} on B to deliver the last frame"),
@@ -456,20 +370,18 @@ fn lossy_ticks_from_a_reach_consumers_on_b_within_bound() {
     let (tx, rx) = mpsc::channel();
     let mut consumers: Vec<Proc> = (0..2)
         .map(|who| {
-            let mut c = filebus(&s.b("bus"), "consumer", &[])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .start("consumer on B");
+            let mut c = filebus(&s.b("bus"), "consumer", &[], Stdio::null(), Stdio::piped());
             arrivals(&mut c, tx.clone(), who);
             c
         })
         .collect();
-    let mut producer = filebus(&s.a("bus"), "producer", &["--lines"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .start("producer on A");
+    let mut producer = filebus(
+        &s.a("bus"),
+        "producer",
+        &["--lines"],
+        Stdio::piped(),
+        Stdio::null(),
+    );
     let mut stdin = producer.stdin.take().unwrap();
     let mut latencies = Vec::new();
     let mut delivered = vec![Vec::new(); consumers.len()];
@@ -492,7 +404,7 @@ fn lossy_ticks_from_a_reach_consumers_on_b_within_bound() {
         }
     }
     drop(stdin);
-    succeed(&mut producer, "producer on A");
+    assert_success(&mut producer, "producer on A");
     for c in &mut consumers {
         assert!(
             c.try_wait().unwrap().is_none(),
@@ -549,11 +461,11 @@ fn retained_history_from_a_is_read_whole_on_b() {
         &["--lines", "--block-size", "64", "--retain", "1000"],
         &input,
     );
-    succeed(&mut producer, "producer on A");
-    succeed(&mut live, "live history consumer on B");
+    assert_success(&mut producer, "producer on A");
+    assert_success(&mut live, "live history consumer on B");
     let late_out = scratch.path("late");
     let mut late = consumer_into(&s.b("bus"), &history, &late_out);
-    succeed(&mut late, "late history consumer on B");
+    assert_success(&mut late, "late history consumer on B");
     for out in [&live_out, &late_out] {
         assert!(
             std::fs::read_to_string(out).unwrap() == text,
@@ -570,10 +482,9 @@ fn retained_history_from_a_is_read_whole_on_b() {
 const FRAME: usize = 1 << 20;
 
 /// Starts a producer of `frames` on `bus` and, once `streaming` holds,
-/// SIGKILLs it while it is stopped with `F.__new__` in place: through FUSE
-/// there are no unnamed files, so the staging file is named and written
-/// under the lock, and this is the middle of a publish. Returns whether it
-/// was caught there.
+/// SIGKILLs it in the middle of a publish: through FUSE there are no
+/// unnamed files, so the staging file is named and written under the
+/// lock. Returns whether it was caught there.
 fn kill_mid_publish(
     bus: &Path,
     frames: &Path,
@@ -581,49 +492,7 @@ fn kill_mid_publish(
     streaming: impl Fn() -> bool,
 ) -> bool {
     let mut child = producer_from(bus, args, frames);
-    let mut staging = bus.as_os_str().to_owned();
-    staging.push(".__new__");
-    let staging = PathBuf::from(staging);
-    let start = Instant::now();
-    while !streaming() {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        assert!(start.elapsed() < DEADLINE, "the producer never got going");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    loop {
-        while !staging.exists() {
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            assert!(start.elapsed() < DEADLINE, "producer never staged a chunk");
-        }
-        signal(&child, Signal::SIGSTOP);
-        wait_until("the producer to stop", || {
-            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).map_or(true, |s| {
-                matches!(
-                    s.rsplit(')').next().unwrap().trim_start().chars().next(),
-                    Some('T' | 'Z')
-                )
-            })
-        });
-        if staging.exists() && child.try_wait().unwrap().is_none() {
-            signal(&child, Signal::SIGKILL);
-            wait_exit(&mut child, "killed producer");
-            return true;
-        }
-        signal(&child, Signal::SIGCONT);
-    }
-}
-
-fn frames_in(path: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(bytes.len() % FRAME, 0, "{}: a torn frame", path.display());
-    bytes
-        .chunks(FRAME)
-        .map(|c| check_frame(c, FRAME).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
+    procs::kill_mid_publish(&mut child, bus, streaming)
 }
 
 #[test]
@@ -650,25 +519,19 @@ fn producer_killed_mid_publish_on_a_leaves_consumers_on_b_working() {
                 return Some((s.a(&name), s.b(&name), out, reader));
             }
             let mut reader = reader;
-            succeed(&mut reader, "consumer of an uncaught producer");
+            assert_success(&mut reader, "consumer of an uncaught producer");
             None
         })
         .expect("never caught the producer on A mid-publish in 20 attempts");
     let next = scratch.path("next");
     write_frames(&next, 1000, 3, FRAME);
-    succeed(
+    assert_success(
         &mut producer_from(&bus_b, &lossless, &next),
         "next producer, on B",
     );
-    succeed(&mut reader, "consumer on B after the kill on A");
-    let frames = frames_in(&out);
+    assert_success(&mut reader, "consumer on B after the kill on A");
+    let frames = frames_once(&out, FRAME);
     assert_eq!(frames[frames.len() - 3..], [1000, 1001, 1002]);
-    let unique: HashSet<_> = frames.iter().collect();
-    assert_eq!(
-        unique.len(),
-        frames.len(),
-        "a frame delivered twice: {frames:?}"
-    );
     assert!(!bus_a.exists(), "end marker not consumed");
 
     // Lossy: two consumers on B follow a producer that is killed on A; the
@@ -686,14 +549,14 @@ fn producer_killed_mid_publish_on_a_leaves_consumers_on_b_working() {
     let caught = (0..20).any(|_| kill_mid_publish(&s.a("lossy"), &input, &lossy, seen));
     assert!(caught, "never caught a lossy producer on A mid-publish");
     write_frames(&next, 2000, 3, FRAME);
-    succeed(
+    assert_success(
         &mut producer_from(&s.a("lossy"), &lossy, &next),
         "next lossy producer, on A",
     );
     for (o, c) in outs.iter().zip(&mut followers) {
         wait_until(&format!("{} to end with frame 2002", o.display()), || {
             std::fs::metadata(o).is_ok_and(|m| (m.len() as usize).is_multiple_of(FRAME))
-                && frames_in(o).last() == Some(&2002)
+                && frames_in(o, FRAME).last() == Some(&2002)
         });
         assert!(
             c.try_wait().unwrap().is_none(),
@@ -706,6 +569,8 @@ fn producer_killed_mid_publish_on_a_leaves_consumers_on_b_working() {
     eprintln!(
         "killed producers on A: the lossless consumer on B delivered {} whole frames, the lossy ones {:?}",
         frames.len(),
-        outs.iter().map(|o| frames_in(o).len()).collect::<Vec<_>>()
+        outs.iter()
+            .map(|o| frames_in(o, FRAME).len())
+            .collect::<Vec<_>>()
     );
 }

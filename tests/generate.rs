@@ -7,6 +7,9 @@
 //! command installs them (scripts/setup-tools.sh) and these tests fail, never
 //! skip, when one is missing. PowerShell has no package here: its script is
 //! only checked for the registration of the completer.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Manual pages and shell completions section of the README.
 
 mod common;
 
@@ -15,14 +18,10 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::{Scratch, wait_exit};
+use common::{Scratch, ours, wait_exit};
 
 fn filebus(args: &[&str]) -> Output {
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = ours().args(args).stdin(Stdio::null()).output().unwrap();
     assert!(
         out.status.success(),
         "filebus {args:?} failed: {}",
@@ -291,11 +290,7 @@ fn powershell_completion_registers_a_completer() {
 }
 
 fn fails(args: &[&str], code: i32, says: &str) {
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = ours().args(args).stdin(Stdio::null()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
     assert!(err.contains(says), "{args:?} should say {says:?}: {err}");
@@ -322,7 +317,7 @@ fn bad_use_of_man_and_completions() {
         1,
         "filebus: /nonexistent/man1/filebus.1: ",
     );
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("filebus"))
+    let out = ours()
         .args(["completions", "bash"])
         .stdout(
             fs::OpenOptions::new()
@@ -344,7 +339,7 @@ fn bad_use_of_man_and_completions() {
 #[test]
 fn closed_standard_output_is_an_error() {
     for args in [&["man"][..], &["completions", "bash"][..]] {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("filebus"));
+        let mut cmd = ours();
         cmd.args(args).stdin(Stdio::null());
         // SAFETY: close is async-signal-safe.
         unsafe {

@@ -1,25 +1,24 @@
-//! Retained history: lossless multicast to many consumers, exact loss
+//! Promise 15: retained history. Lossless multicast to many consumers, exact loss
 //! reports, resumable consumers, and coexistence with the peers' lossy
 //! consumers on the same bus.
 
 mod common;
-mod support;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::num::NonZeroU64;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
+use common::procs::{collect_stderr, consumer_with, on_bus, producer_with, signal, stderr_of};
 use common::*;
 use filebus::{
     Bus, BusOptions, HistoryConsumer, HistoryEvent, HistoryOptions, Loss, Mode, Producer,
     ProducerOptions, Start,
 };
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 fn retaining(bus: &Path, keep: u64) -> Producer {
     let options = ProducerOptions::default().with_retain(NonZeroU64::new(keep));
@@ -31,29 +30,12 @@ fn retaining(bus: &Path, keep: u64) -> Producer {
 /// Our consumer with subcommand options (the harness's `consumer` puts its
 /// extra arguments before the subcommand).
 fn history_consumer(bus: &Path, args: &[&str], out: &Path) -> Child {
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(bus)
-        .arg("consumer")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(out).unwrap())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("spawn history consumer")
+    consumer_with(ours(), bus, &[], args, File::create(out).unwrap())
 }
 
 /// Our producer with subcommand options.
 fn history_producer(bus: &Path, global: &[&str], args: &[&str], input: &Path) -> Child {
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(bus)
-        .args(global)
-        .arg("producer")
-        .args(args)
-        .stdin(File::open(input).unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("spawn history producer")
+    producer_with(ours(), bus, global, args, input)
 }
 
 fn chunk(i: u64) -> Vec<u8> {
@@ -64,39 +46,8 @@ fn chunks(range: std::ops::RangeInclusive<u64>) -> Vec<u8> {
     range.flat_map(chunk).collect()
 }
 
-fn signal(child: &Child, sig: Signal) {
-    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
-}
-
-fn read_stderr(child: &mut Child) -> String {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
-}
-
 fn output_is(path: &Path, want: &[u8]) -> bool {
     std::fs::read(path).unwrap() == want
-}
-
-/// Collects a child's stderr in the background, so a test can wait for a
-/// line without blocking on the pipe.
-fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = BufReader::new(child.stderr.take().unwrap());
-    let sink = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            let mut seen = sink.lock().unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-    });
-    seen
 }
 
 /// The consumer's next event, failing the test after [`DEADLINE`] instead
@@ -158,7 +109,7 @@ fn sixteen_history_consumers_get_all_of_100_000_chunks_in_order() {
         );
     }
     // One entry per chunk plus the end chunk, numbered 1..=CHUNKS + 1.
-    let mut names: Vec<String> = std::fs::read_dir(s.path("bus.history"))
+    let mut names: Vec<String> = std::fs::read_dir(s.paths().history())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -194,7 +145,7 @@ fn slow_consumer_gets_an_exact_loss_report_then_the_right_chunks() {
     assert_success(&mut slow, "slow history consumer");
     // Retained: 17..=20 and the end chunk 21.
     assert_eq!(
-        read_stderr(&mut slow),
+        stderr_of(&mut slow),
         "filebus: lost chunks 4-16 (fell behind); resuming at 17\n"
     );
     let mut want = chunks(1..=3);
@@ -218,7 +169,7 @@ fn strict_consumer_exits_1_after_the_loss_report() {
     signal(&strict, Signal::SIGCONT);
     let status = wait_exit(&mut strict, "strict history consumer");
     assert_eq!(status.code(), Some(1));
-    let err = read_stderr(&mut strict);
+    let err = stderr_of(&mut strict);
     assert!(
         err.starts_with("filebus: lost chunks 2-7 (fell behind)") && err.contains("strict"),
         "{err}"
@@ -284,7 +235,7 @@ fn numbering_continues_across_producers_and_restarts() {
     let mut restarted = retaining(&s.bus(), 4);
     restarted.publish(b"later").unwrap();
     assert_eq!(restarted.last_seq(), Some(11));
-    let mut names: Vec<String> = std::fs::read_dir(s.path("bus.history"))
+    let mut names: Vec<String> = std::fs::read_dir(s.paths().history())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -292,7 +243,7 @@ fn numbering_continues_across_producers_and_restarts() {
     let kept: Vec<String> = (8..=11).map(|n| format!("{n:020}")).collect();
     assert_eq!(names, kept, "only the newest 4 are kept");
     // An entry is the published file itself, not a copy.
-    let entry = std::fs::metadata(s.path("bus.history").join(&kept[3])).unwrap();
+    let entry = std::fs::metadata(s.paths().history().join(&kept[3])).unwrap();
     let data = std::fs::metadata(s.bus()).unwrap();
     assert_eq!((entry.dev(), entry.ino()), (data.dev(), data.ino()));
 }
@@ -373,7 +324,7 @@ fn python_lossy_consumers_still_work_on_a_history_bus() {
     assert_eq!(std::fs::read(&hist_out).unwrap(), chunks(0..=300));
     py.kill().unwrap();
     wait_exit(&mut py, "Python consumer");
-    assert!(!read_stderr(&mut py).contains("Traceback"));
+    assert!(!stderr_of(&mut py).contains("Traceback"));
     // Lossy: whole chunks, in increasing order, possibly with gaps.
     let text = String::from_utf8(std::fs::read(&py_out).unwrap()).unwrap();
     let seen: Vec<u64> = text
@@ -388,13 +339,13 @@ fn history_consumer_started_first_delivers_from_the_first_chunk() {
     let s = Scratch::new();
     let bus = s.bus();
     let out = s.path("out");
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["-v", "consumer", "--history"])
-        .stdout(File::create(&out).unwrap())
-        .stderr(Stdio::piped());
-    let mut early = cmd.spawn().unwrap();
+    let mut early = consumer_with(
+        ours(),
+        &bus,
+        &["-v"],
+        &["--history"],
+        File::create(&out).unwrap(),
+    );
     let log = collect_stderr(&mut early);
     wait_until("the consumer waiting for the first chunk", || {
         log.lock().unwrap().contains("waiting for the first one")
@@ -425,7 +376,7 @@ fn bus_without_history_is_followed_lossily_with_one_notice() {
     wait_until("the next chunk", || output_is(&out, b"ab"));
     hist.kill().unwrap();
     wait_exit(&mut hist, "history consumer");
-    let err = read_stderr(&mut hist);
+    let err = stderr_of(&mut hist);
     assert_eq!(err.matches("has no history").count(), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -463,7 +414,7 @@ fn retain_with_back_pressure_is_refused() {
         err.contains("--retain") && err.contains("--back-pressure"),
         "{err}"
     );
-    assert!(!s.path("bus.history").exists(), "nothing was created");
+    assert!(!s.paths().history().exists(), "nothing was created");
     // The library refuses the combination too.
     let lossless = Bus::new(&bus, BusOptions::default().with_mode(Mode::Lossless));
     let retaining = ProducerOptions::default().with_retain(NonZeroU64::new(5));
@@ -569,9 +520,9 @@ fn unsequenced_chunk_comes_before_a_numbered_one_not_yet_published_as_f() {
     plain.publish(b"plain").unwrap();
     // Chunk 2 half published, as under a producer's lock: staged and linked
     // as entry 2, not renamed to F yet.
-    let staging = s.path("bus.__new__");
+    let staging = s.paths().staging().to_path_buf();
     std::fs::write(&staging, b"two").unwrap();
-    std::fs::hard_link(&staging, s.path("bus.history").join(format!("{:020}", 2))).unwrap();
+    std::fs::hard_link(&staging, s.paths().history().join(format!("{:020}", 2))).unwrap();
     let (consumer, event) = next_event(consumer);
     assert_eq!(event, Some(HistoryEvent::Unsequenced(b"plain".to_vec())));
     std::fs::rename(&staging, &bus).unwrap();
@@ -625,7 +576,7 @@ fn consumer_switches_to_history_when_it_appears() {
         String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
         String::from_utf8(want).unwrap()
     );
-    let err = read_stderr(&mut hist);
+    let err = stderr_of(&mut hist);
     assert_eq!(err.matches("has no history").count(), 1, "{err}");
 }
 
@@ -638,37 +589,34 @@ fn unwritable_position_file_fails_before_delivering() {
     let bus = s.bus();
     let mut retained = retaining(&bus, 10);
     retained.publish(&chunk(1)).unwrap();
-    std::fs::set_permissions(s.path("bus.history"), PermissionsExt::from_mode(0o755)).unwrap();
-    for entry in std::fs::read_dir(s.path("bus.history")).unwrap() {
+    std::fs::set_permissions(s.paths().history(), PermissionsExt::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(s.paths().history()).unwrap() {
         std::fs::set_permissions(entry.unwrap().path(), PermissionsExt::from_mode(0o644)).unwrap();
     }
     let locked = s.path("locked");
     std::fs::create_dir(&locked).unwrap();
     std::fs::set_permissions(&locked, PermissionsExt::from_mode(0o555)).unwrap();
-    let binary = support::binary_copy(s.dir.path());
+    let binary = common::procs::binary_copy(s.dir.path());
     for (what, position) in [
         ("missing directory", s.path("missing").join("pos")),
         ("unwritable directory", locked.join("pos")),
     ] {
         let out = s.path("out");
-        let mut cmd = std::process::Command::new(&binary);
-        cmd.arg("--filename")
-            .arg(&bus)
-            .args([
-                "consumer",
-                "--history",
-                "--from",
-                "oldest",
-                "--position-file",
-            ])
-            .arg(&position)
-            .stdin(Stdio::null())
+        let sub = [
+            "--history",
+            "--from",
+            "oldest",
+            "--position-file",
+            position.to_str().unwrap(),
+        ];
+        let mut cmd = on_bus(Command::new(&binary), &bus, &[], "consumer", &sub);
+        common::procs::as_nobody(&mut cmd);
+        cmd.stdin(Stdio::null())
             .stdout(File::create(&out).unwrap())
             .stderr(Stdio::piped());
-        support::as_nobody(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
+        let mut child = common::procs::spawn_copy(&mut cmd);
         let status = wait_exit(&mut child, what);
-        let err = read_stderr(&mut child);
+        let err = stderr_of(&mut child);
         assert_eq!(status.code(), Some(1), "{what}: {err}");
         assert_eq!(
             std::fs::read(&out).unwrap(),
@@ -710,7 +658,7 @@ fn unsequenced_chunks_keep_their_place_beside_a_busy_retaining_producer() {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(s.path("bus.lock"))
+            .open(s.paths().lock())
             .unwrap();
         let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
         let current = std::fs::read(&bus).unwrap_or_default();
@@ -720,8 +668,8 @@ fn unsequenced_chunks_keep_their_place_beside_a_busy_retaining_producer() {
                 .parse()
                 .unwrap();
         }
-        std::fs::write(s.path("bus.__new__"), plain(n, *last)).unwrap();
-        std::fs::rename(s.path("bus.__new__"), &bus).unwrap();
+        std::fs::write(s.paths().staging(), plain(n, *last)).unwrap();
+        std::fs::rename(s.paths().staging(), &bus).unwrap();
         drop(held);
     };
     let outs: Vec<_> = (0..2).map(|k| s.path(&format!("out{k}"))).collect();
@@ -808,9 +756,9 @@ fn resuming_consumer_does_not_repeat_the_unsequenced_chunk_in_f() {
     let second = plain_bus.history_consumer(options()).unwrap();
     // Chunk 2 linked but not renamed to F yet: had the resumed consumer
     // taken the chunk in F as new, it would deliver it first.
-    let staging = s.path("bus.__new__");
+    let staging = s.paths().staging().to_path_buf();
     std::fs::write(&staging, b"two").unwrap();
-    std::fs::hard_link(&staging, s.path("bus.history").join(format!("{:020}", 2))).unwrap();
+    std::fs::hard_link(&staging, s.paths().history().join(format!("{:020}", 2))).unwrap();
     let (second, event) = next_event(second);
     assert_eq!(
         event,

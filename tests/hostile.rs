@@ -5,7 +5,6 @@
 //! unbounded memory.
 
 mod common;
-mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, symlink};
@@ -14,17 +13,12 @@ use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
+use common::procs::{on_bus, proc_status_kb, signal};
 use common::{DEADLINE, Scratch, ours, wait_exit};
+use filebus::BusPaths;
 use nix::sys::signal::Signal;
-use support::{proc_status_kb, signal};
 
 const PRECIOUS: &[u8] = b"a neighbour's precious file\n";
-
-fn sibling(bus: &Path, suffix: &str) -> PathBuf {
-    let mut s = bus.as_os_str().to_owned();
-    s.push(suffix);
-    s.into()
-}
 
 /// A file outside the bus directory that must never change.
 struct Victim {
@@ -96,9 +90,9 @@ fn symlink_or_hard_link_at_staging_is_never_written_through() {
             let scratch = Scratch::new();
             let bus = scratch.bus();
             if hard {
-                std::fs::hard_link(&victim.path, sibling(&bus, ".__new__")).unwrap();
+                std::fs::hard_link(&victim.path, BusPaths::new(&bus).staging()).unwrap();
             } else {
-                symlink(&victim.path, sibling(&bus, ".__new__")).unwrap();
+                symlink(&victim.path, BusPaths::new(&bus).staging()).unwrap();
             }
             let mut args = mode.to_vec();
             args.push("producer");
@@ -135,15 +129,15 @@ fn symlink_at_lock_is_never_followed() {
         if args.contains(&"consumer") {
             std::fs::write(&bus, b"chunk\n").unwrap();
         }
-        symlink(&victim.path, sibling(&bus, ".lock")).unwrap();
+        symlink(&victim.path, BusPaths::new(&bus).lock()).unwrap();
         let out = run(&bus, args, b"data\n");
         assert_clear_error(&out, &bus, "symbolic link");
         victim.assert_untouched();
 
         // A dangling link must not create its target either.
         let ghost = victim.path.with_file_name("ghost");
-        std::fs::remove_file(sibling(&bus, ".lock")).unwrap();
-        symlink(&ghost, sibling(&bus, ".lock")).unwrap();
+        std::fs::remove_file(BusPaths::new(&bus).lock()).unwrap();
+        symlink(&ghost, BusPaths::new(&bus).lock()).unwrap();
         let out = run(&bus, args, b"data\n");
         assert_clear_error(&out, &bus, "symbolic link");
         assert!(
@@ -159,7 +153,7 @@ fn lossy_consumer_ignores_a_planted_lock() {
     let scratch = Scratch::new();
     let bus = scratch.bus();
     std::fs::write(&bus, b"chunk\n").unwrap();
-    symlink(&victim.path, sibling(&bus, ".lock")).unwrap();
+    symlink(&victim.path, BusPaths::new(&bus).lock()).unwrap();
     let out_path = scratch.path("out");
     let mut follower = common::consumer(ours(), &bus, &[], &out_path);
     common::wait_until("the chunk", || {
@@ -254,11 +248,8 @@ fn huge_data_file_is_streamed_in_bounded_memory() {
         let scratch = Scratch::new();
         let bus = scratch.bus();
         std::fs::File::create(&bus).unwrap().set_len(HUGE).unwrap();
-        let mut cmd = ours();
-        cmd.arg("--filename")
-            .arg(&bus)
-            .args(args)
-            .args(["-vv", "consumer"]);
+        let global = [args, &["-vv"]].concat();
+        let mut cmd = on_bus(ours(), &bus, &global, "consumer", &[]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -4,6 +4,9 @@
 //! depend on all the others, which is how a crate's structure starts to fight
 //! change; this test fails on the first `use crate::` that would bring one
 //! back.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Layout section of the README.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -3,16 +3,16 @@
 //! exactly one consumer, and never a torn one.
 
 mod common;
-mod support;
 
 use std::process::Child;
 use std::time::Instant;
 
+use common::procs::end_stream;
+use common::records::{RECORD_LEN, missing, parse_records, tally, write_records};
 use common::{Scratch, assert_success, consumer, ours, producer, python_peer, wait_until};
-use support::{RECORD_LEN, end_stream, missing, parse_records, tally, write_tagged};
 
 /// Records per producer.
-const RECORDS: u32 = 3000;
+const RECORDS: usize = 3000;
 
 fn exactly_once(producers: usize, consumers: usize) {
     let scratch = Scratch::in_memory();
@@ -51,7 +51,7 @@ fn exactly_once(producers: usize, consumers: usize) {
                 (python_peer(), format!("p{i:02}"))
             };
             let input = scratch.path(&format!("in{i}"));
-            write_tagged(&input, &tag, RECORDS);
+            write_records(&input, &tag, RECORDS);
             let args = [
                 "--back-pressure",
                 interval[0],
@@ -73,7 +73,7 @@ fn exactly_once(producers: usize, consumers: usize) {
     // Python original skips its marker when another chunk beat it to the
     // file ("too late to report EOF"). Once every record has arrived, the
     // consumers still waiting get the markers they are owed.
-    let total = (producers as u32 * RECORDS) as u64 * RECORD_LEN as u64;
+    let total = (producers * RECORDS * RECORD_LEN) as u64;
     wait_until("every record to be delivered", || {
         outputs
             .iter()
@@ -111,11 +111,7 @@ fn exactly_once(producers: usize, consumers: usize) {
         twice.len(),
         twice.first()
     );
-    assert_eq!(
-        seen.len(),
-        producers * RECORDS as usize,
-        "foreign records delivered"
-    );
+    assert_eq!(seen.len(), producers * RECORDS, "foreign records delivered");
     let per_consumer: Vec<usize> = parsed.iter().map(Vec::len).collect();
     eprintln!(
         "{producers}x{consumers}: {} records exactly once in {:?}; per consumer {per_consumer:?}; \

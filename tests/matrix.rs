@@ -1,6 +1,7 @@
-//! Lossless delivery into every kind of output, at every chunk size that
-//! matters to the kernel's buffers: 1 byte, just under and just over a
-//! page, exactly a page, just over a default pipe (65537 bytes) and 1 MiB.
+//! Promise 8, with `tests/stalled.rs`: lossless delivery into every kind
+//! of output, at every chunk size that matters to the kernel's buffers: 1
+//! byte, just under and just over a page, exactly a page, just over a
+//! default pipe (65537 bytes) and 1 MiB.
 //! Each cell checks that every chunk is delivered exactly once and whole,
 //! and, where the output stalls, that a ready consumer still gets the
 //! chunks the stalled one cannot take (the producer finishes).
@@ -10,19 +11,49 @@
 //! `src/output.rs`); one stopped with XOFF is tested in `tests/stalled.rs`.
 
 mod common;
-mod outputs;
-mod support;
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use common::outputs::{self, consumer_into, drain, producer_of, read_on_thread, readable};
+use common::procs::end_stream;
+use common::records::{self, check_exactly_once};
 use common::{Scratch, assert_success, wait_until};
-use outputs::{check_exactly_once, consumer_into, drain, producer_of, read_on_thread, readable};
-use support::end_stream;
 
 const SIZES: [usize; 6] = [1, 511, 4096, 4097, 65537, 1 << 20];
+
+/// One number for each of [`SIZES`]: how many chunks a cell sends, or how
+/// many an output holds.
+type PerSize = [usize; 6];
+
+/// Chunks for an output that takes them as they come: enough to cross the
+/// kernel's buffers several times.
+const STEADY: PerSize = [300, 40, 40, 40, 16, 6];
+
+/// Chunks a default pipe holds: 16 page-sized slots, into the last of
+/// which write(2) packs small writes. That is 128 chunks of 511 bytes, 16
+/// of a page, 10 of 4097 bytes (2 slots, then 1, as the odd byte merges),
+/// and one larger chunk once the consumer grew the pipe. 1-byte chunks
+/// would need 65536 to fill it: a cell of them starts with the pipe nearly
+/// full instead, with room for 50.
+const PIPE_HOLDS: PerSize = [50, 128, 16, 10, 1, 1];
+
+/// Half of the chunks the default send buffer of a socket (208 KiB) holds:
+/// it takes about 278 chunks of 1 byte, 167 of 511, 44 of a page, 2 of
+/// 65537 bytes and, once the consumer grew it, one of 1 MiB. Half is
+/// enough to show that a second consumer started only once the first had
+/// been writing for a while.
+const SOCKET_HALF: PerSize = [139, 80, 22, 22, 1, 1];
+
+/// Runs `each` on the cell of every chunk size, with `counts` chunks,
+/// along with the index of its size in [`SIZES`].
+fn cells(what: &str, counts: PerSize, mut each: impl FnMut(Cell, usize)) {
+    for (slot, (size, count)) in SIZES.into_iter().zip(counts).enumerate() {
+        each(Cell::new(what, size, count), slot);
+    }
+}
 
 /// How a cell's output is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +105,7 @@ impl Cell {
         let scratch = Scratch::in_memory();
         let bus = scratch.bus();
         let input = scratch.path("in");
-        let chunks = outputs::write_chunks(&input, self.size, self.count);
+        let chunks = records::write_chunks(&input, self.size, self.count);
         let mut first = consumer_into(&bus, output);
         let mut producer = producer_of(&bus, self.size, &input);
         let (mut reading, mut reader) = match how {
@@ -138,29 +169,15 @@ fn check_bus_ended(cell: &Cell, bus: &Path, marker_allowed: bool) {
     }
 }
 
-/// A pipe read as `how` says, with `count(size)` chunks.
-fn pipe_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
-    for size in SIZES {
-        let cell = Cell::new(what, size, count(size));
+/// A pipe read as `how` says, with `counts` chunks.
+fn pipe_cells(what: &str, how: Reader, counts: PerSize) {
+    cells(what, counts, |cell, slot| {
         let (read, write) = outputs::pipe();
         let (mut filler, mut share) = (0, 0);
         if how == Reader::Never {
-            // A default pipe has 16 page-sized slots and write(2) packs
-            // small writes into the last one: it holds 128 chunks of 511
-            // bytes, 16 of a page, 10 of 4097 bytes (2 slots, then 1, as
-            // the odd byte merges), and one larger chunk once the consumer
-            // grew it. 1-byte chunks would need 65536 to fill it, so it
-            // starts nearly full instead, with room for 50.
-            share = size
-                * match size {
-                    1 => 50,
-                    511 => 128,
-                    4096 => 16,
-                    4097 => 10,
-                    _ => 1,
-                };
-            if size == 1 {
-                filler = fill_pipe_leaving(&write, 50);
+            share = cell.size * PIPE_HOLDS[slot];
+            if cell.size == 1 {
+                filler = fill_pipe_leaving(&write, PIPE_HOLDS[slot]);
             }
         }
         let (chunks, first, second) = cell.run(write, read, how, filler, share);
@@ -171,7 +188,7 @@ fn pipe_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
             ));
         }
         cell.check(&chunks, &first, second.as_deref());
-    }
+    });
 }
 
 /// Fills a fresh pipe with whole pages and one last write that leaves
@@ -187,32 +204,19 @@ fn fill_pipe_leaving(write: &OwnedFd, room: usize) -> usize {
 
 #[test]
 fn into_a_pipe_read_continuously() {
-    pipe_cells(
-        "a pipe read continuously",
-        Reader::Continuously,
-        |size| match size {
-            1 => 300,
-            511 | 4096 | 4097 => 40,
-            65537 => 16,
-            _ => 6,
-        },
-    );
+    pipe_cells("a pipe read continuously", Reader::Continuously, STEADY);
 }
 
 #[test]
 fn into_a_pipe_read_after_the_producer_exited() {
     // As much as the pipe holds, as `cat` would have written it: the
     // producer exits only once its last chunk was consumed.
+    let mut counts = PIPE_HOLDS;
+    counts[0] = 300;
     pipe_cells(
         "a pipe read after the producer exited",
         Reader::AfterProducer,
-        |size| match size {
-            1 => 300,
-            511 => 128,
-            4096 => 16,
-            4097 => 10,
-            _ => 1,
-        },
+        counts,
     );
 }
 
@@ -221,20 +225,13 @@ fn into_a_pipe_never_read_beside_a_ready_consumer() {
     pipe_cells(
         "a pipe never read, beside a ready consumer",
         Reader::Never,
-        |size| match size {
-            1 => 300,
-            511 => 200,
-            4096 | 4097 => 40,
-            65537 => 6,
-            _ => 3,
-        },
+        [300, 200, 40, 40, 6, 3],
     );
 }
 
-fn socket_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
-    for size in SIZES {
-        let cell = Cell::new(what, size, count(size));
-        if how == Reader::Never && size == 1 << 20 && !send_buffer_can_hold(size) {
+fn socket_cells(what: &str, how: Reader, counts: PerSize) {
+    cells(what, counts, |cell, slot| {
+        if how == Reader::Never && cell.size == 1 << 20 && !send_buffer_can_hold(cell.size) {
             // Documented in src/output.rs: a chunk larger than the send
             // buffer can be grown to is written once the socket is empty,
             // and waits, holding the lock, for a reader that stops.
@@ -242,21 +239,13 @@ fn socket_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
                 "{}: SKIPPED, the send buffer cannot grow to hold it",
                 cell.name
             );
-            continue;
+            return;
         }
         let (read, write) = UnixStream::pair().unwrap();
-        // The default send buffer (208 KiB) holds about 278 chunks of 1
-        // byte, 167 of 511, 44 of a page, 2 of 65537 bytes and, once the
-        // consumer grew it, one of 1 MiB; half of that is enough to show
-        // that the second consumer started only once the first had been
-        // writing for a while.
-        let share = match (how, size) {
-            (Reader::Never, 1) => 139,
-            (Reader::Never, 511) => 80,
-            (Reader::Never, 4096 | 4097) => 22,
-            (Reader::Never, _) => 1,
+        let share = match how {
+            Reader::Never => cell.size * SOCKET_HALF[slot],
             _ => 0,
-        } * size;
+        };
         let (chunks, first, second) = cell.run(
             OwnedFd::from(write),
             File::from(OwnedFd::from(read)),
@@ -265,7 +254,7 @@ fn socket_cells(what: &str, how: Reader, count: impl Fn(usize) -> usize) {
             share,
         );
         cell.check(&chunks, &first, second.as_deref());
-    }
+    });
 }
 
 /// Whether a consumer can grow a socket's send buffer beyond `size`: as
@@ -275,21 +264,12 @@ fn send_buffer_can_hold(size: usize) -> bool {
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
         .unwrap_or(0);
-    support::is_root() || max * 2 >= size * 2
+    common::procs::is_root() || max * 2 >= size * 2
 }
 
 #[test]
 fn into_a_socket_read_continuously() {
-    socket_cells(
-        "a socket read continuously",
-        Reader::Continuously,
-        |size| match size {
-            1 => 300,
-            511 | 4096 | 4097 => 40,
-            65537 => 16,
-            _ => 6,
-        },
-    );
+    socket_cells("a socket read continuously", Reader::Continuously, STEADY);
 }
 
 #[test]
@@ -297,42 +277,26 @@ fn into_a_socket_never_read_beside_a_ready_consumer() {
     socket_cells(
         "a socket never read, beside a ready consumer",
         Reader::Never,
-        |size| match size {
-            1 => 400,
-            511 => 200,
-            4096 | 4097 => 60,
-            65537 => 6,
-            _ => 3,
-        },
+        [400, 200, 60, 60, 6, 3],
     );
 }
 
 #[test]
 fn into_a_terminal_read_continuously() {
-    for size in SIZES {
-        let count = match size {
-            1 => 300,
-            511 | 4096 | 4097 => 40,
-            65537 => 8,
-            _ => 3,
-        };
-        let cell = Cell::new("a terminal read continuously", size, count);
-        let (master, slave) = outputs::pty();
-        let (chunks, first, _) = cell.run(slave, master, Reader::Continuously, 0, 0);
-        cell.check(&chunks, &first, None);
-    }
+    cells(
+        "a terminal read continuously",
+        [300, 40, 40, 40, 8, 3],
+        |cell, _| {
+            let (master, slave) = outputs::pty();
+            let (chunks, first, _) = cell.run(slave, master, Reader::Continuously, 0, 0);
+            cell.check(&chunks, &first, None);
+        },
+    );
 }
 
 #[test]
 fn into_a_regular_file() {
-    for size in SIZES {
-        let count = match size {
-            1 => 300,
-            511 | 4096 | 4097 => 40,
-            65537 => 16,
-            _ => 6,
-        };
-        let cell = Cell::new("a regular file", size, count);
+    cells("a regular file", STEADY, |cell, _| {
         let scratch = Scratch::in_memory();
         let path = scratch.path("out");
         let write = OwnedFd::from(File::create(&path).unwrap());
@@ -341,31 +305,24 @@ fn into_a_regular_file() {
         // the producer" is reading it then.
         let (chunks, first, _) = cell.run(write, read, Reader::AfterProducer, 0, 0);
         cell.check(&chunks, &first, None);
-    }
+    });
 }
 
 #[test]
 fn into_dev_null() {
-    for size in SIZES {
-        let count = match size {
-            1 => 300,
-            511 | 4096 | 4097 => 40,
-            65537 => 16,
-            _ => 6,
-        };
-        let cell = Cell::new("/dev/null", size, count);
+    cells("/dev/null", STEADY, |cell, _| {
         let null = File::options().write(true).open("/dev/null").unwrap();
         let reader = File::open("/dev/null").unwrap();
         // The stream completes and the bus ends empty (both checked by
         // `run`); /dev/null keeps nothing to compare.
         let (_, first, _) = cell.run(OwnedFd::from(null), reader, Reader::AfterProducer, 0, 0);
         assert!(first.is_empty());
-    }
+    });
 }
 
 #[test]
 fn the_check_refuses_lost_duplicated_torn_or_reordered_chunks() {
-    let chunks: Vec<Vec<u8>> = (0..4).map(|i| outputs::chunk(i, 16)).collect();
+    let chunks: Vec<Vec<u8>> = (0..4).map(|i| records::chunk(i, 16)).collect();
     let all = chunks.concat();
     let (a, b) = (
         [&chunks[0][..], &chunks[2]].concat(),

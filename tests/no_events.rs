@@ -1,4 +1,4 @@
-//! Promise: without file events the bus still keeps pace. When inotify is
+//! Promise 14: without file events the bus still keeps pace. When inotify is
 //! unavailable (a user past `fs.inotify.max_user_instances`, which 128
 //! consumers of one user reach; past `max_user_watches`; or
 //! `--no-file-monitoring`), waits poll adaptively: briefly right after
@@ -13,7 +13,6 @@
 //! tests.
 
 mod common;
-mod support;
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -22,9 +21,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RECORD_LEN, Scratch, ours, record, wait_until, write_records};
+use common::procs::on_bus;
+use common::{RECORD_LEN, Scratch, ours, record, skip_unless_ci, wait_until, write_records};
 use nix::libc;
-use support::skip_unless_ci;
 
 /// Chunks per run: at two polls of 0.1 s per chunk, half a minute.
 const CHUNKS: usize = 300;
@@ -109,11 +108,9 @@ impl NoEvents {
 
     /// What the `-v` line about the fallback names as its cause.
     fn cause(self) -> &'static str {
-        // The portable path (FILEBUS_PORTABLE) has no events to begin with.
-        let portable =
-            std::env::var_os("FILEBUS_PORTABLE").is_some_and(|v| !v.is_empty() && v != "0");
         match self {
-            NoEvents::Instances | NoEvents::Watches if portable => {
+            // The portable path has no events to begin with.
+            NoEvents::Instances | NoEvents::Watches if common::portable() => {
                 "inotify unavailable (the portable path has no file events"
             }
             NoEvents::Instances => "inotify unavailable (Too many open files",
@@ -159,8 +156,7 @@ fn finish_by(child: &mut Child, until: Instant, what: &str, progress: impl Fn() 
 /// A lossless bus of one producer and one consumer, both without events,
 /// carries [`CHUNKS`] chunks within [`LIMIT`].
 fn lossless_keeps_pace(test: &str, how: NoEvents) {
-    let (Some(mut consumer_cmd), Some(mut producer_cmd)) = (how.command(test), how.command(test))
-    else {
+    let (Some(consumer_cmd), Some(producer_cmd)) = (how.command(test), how.command(test)) else {
         return;
     };
     let s = Scratch::in_memory();
@@ -168,25 +164,29 @@ fn lossless_keeps_pace(test: &str, how: NoEvents) {
     let (input, out) = (s.path("in"), s.path("out"));
     write_records(&input, "N", CHUNKS);
     let block = RECORD_LEN.to_string();
-    let spawn = |cmd: &mut Command, role: &str, stdin: Stdio, stdout: Stdio| -> Child {
-        cmd.arg("--filename")
-            .arg(&bus)
-            .args(["--lossless", "--block-size", &block, role])
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(File::create(s.path(role)).unwrap())
-            .spawn()
-            .unwrap()
+    let spawn = |cmd: Command, role: &str, stdin: Stdio, stdout: Stdio| -> Child {
+        on_bus(
+            cmd,
+            &bus,
+            &["--lossless", "--block-size", &block],
+            role,
+            &[],
+        )
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(File::create(s.path(role)).unwrap())
+        .spawn()
+        .unwrap()
     };
     let start = Instant::now();
     let mut consumer = spawn(
-        &mut consumer_cmd,
+        consumer_cmd,
         "consumer",
         Stdio::null(),
         File::create(&out).unwrap().into(),
     );
     let mut producer = spawn(
-        &mut producer_cmd,
+        producer_cmd,
         "producer",
         File::open(&input).unwrap().into(),
         Stdio::null(),
@@ -237,7 +237,7 @@ fn lossless_without_file_monitoring_keeps_pace() {
 #[test]
 fn lossy_past_the_inotify_instance_limit_keeps_pace() {
     let test = "lossy_past_the_inotify_instance_limit_keeps_pace";
-    let (Some(mut consumer_cmd), Some(mut producer_cmd)) = (
+    let (Some(consumer_cmd), Some(producer_cmd)) = (
         NoEvents::Instances.command(test),
         NoEvents::Instances.command(test),
     ) else {
@@ -246,19 +246,13 @@ fn lossy_past_the_inotify_instance_limit_keeps_pace() {
     let s = Scratch::in_memory();
     let bus = s.bus();
     let out = s.path("out");
-    let mut consumer = consumer_cmd
-        .arg("--filename")
-        .arg(&bus)
-        .arg("consumer")
+    let mut consumer = on_bus(consumer_cmd, &bus, &[], "consumer", &[])
         .stdin(Stdio::null())
         .stdout(File::create(&out).unwrap())
         .stderr(File::create(s.path("consumer")).unwrap())
         .spawn()
         .unwrap();
-    let mut producer = producer_cmd
-        .arg("--filename")
-        .arg(&bus)
-        .arg("producer")
+    let mut producer = on_bus(producer_cmd, &bus, &[], "producer", &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(File::create(s.path("producer")).unwrap())
@@ -320,12 +314,8 @@ fn idle_polling_costs_no_cpu() {
     let s = Scratch::in_memory();
     let (lossless, lossy) = (s.path("lossless"), s.path("lossy"));
     let spawn = |bus: &Path, extra: &[&str], role: &str, stdin: Stdio| -> Child {
-        ours()
-            .arg("--no-file-monitoring")
-            .arg("--filename")
-            .arg(bus)
-            .args(extra)
-            .arg(role)
+        let global = [&["--no-file-monitoring"], extra].concat();
+        on_bus(ours(), bus, &global, role, &[])
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

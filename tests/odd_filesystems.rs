@@ -1,4 +1,4 @@
-//! Promise: "new chunk" detection is exact whatever the filesystem. On ext3
+//! Promise 13: "new chunk" detection is exact whatever the filesystem. On ext3
 //! with 128-byte inodes, timestamps have whole seconds only, and a freed
 //! inode number is handed out again at once: a chunk published within the
 //! same second as the one a lossy consumer delivered last can carry the
@@ -6,15 +6,15 @@
 //! delivered.
 
 mod common;
-mod support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::mounts::LoopFs;
+use common::skip_unless_ci;
 use filebus::{Bus, BusOptions};
-use support::{LoopFs, skip_unless_ci};
 
 /// How long a consumer may take to see a chunk that is already published;
 /// it polls every 0.1 s even without events, so this is a hang.

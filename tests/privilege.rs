@@ -5,35 +5,20 @@
 //! `nobody`, so that the permissions really bind.
 
 mod common;
-mod support;
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::{DEADLINE, Scratch, assert_success, consumer, ours, wait_exit, wait_until};
+use common::procs::{
+    NOBODY, as_nobody, binary_copy, is_root, on_bus, signal, spawn_copy, stderr_of,
+};
+use common::{Scratch, assert_success, consumer, ours, wait_exit, wait_until};
 use filebus::{Bus, BusOptions, Mode};
 use nix::sys::signal::Signal;
-use support::{NOBODY, as_nobody, binary_copy, is_root, signal};
-
-/// Spawns a [`binary_copy`]. While one test writes its copy, a child
-/// forked by another test's thread holds the file open until it executes,
-/// and executing the copy then fails with "text file busy" for a moment.
-fn spawn_copy(cmd: &mut Command) -> Child {
-    let start = Instant::now();
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy && start.elapsed() < DEADLINE => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            spawned => return spawned.unwrap(),
-        }
-    }
-}
 
 fn mode(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, PermissionsExt::from_mode(mode)).unwrap();
@@ -47,8 +32,7 @@ fn lossy_consumer_needs_only_read_permission() {
     std::fs::create_dir(&dir).unwrap();
     let bus = dir.join("bus");
 
-    let mut writer = ours();
-    writer.arg("--filename").arg(&bus).arg("producer");
+    let mut writer = on_bus(ours(), &bus, &[], "producer", &[]);
     // SAFETY: umask is async-signal-safe. Chunks become readable by all
     // and writable by none but the producer.
     unsafe {
@@ -70,8 +54,13 @@ fn lossy_consumer_needs_only_read_permission() {
     );
 
     let out = scratch.path("out");
-    let mut cmd = Command::new(binary_copy(scratch.dir.path()));
-    cmd.arg("--filename").arg(&bus).arg("consumer");
+    let mut cmd = on_bus(
+        Command::new(binary_copy(scratch.dir.path())),
+        &bus,
+        &[],
+        "consumer",
+        &[],
+    );
     cmd.stdin(Stdio::null())
         .stdout(File::create(&out).unwrap())
         .stderr(Stdio::piped());
@@ -96,8 +85,10 @@ fn lossy_consumer_needs_only_read_permission() {
         expected.extend_from_slice(word.as_bytes());
         wait_until("the consumer to follow", || {
             if let Some(status) = reader.try_wait().unwrap() {
-                let err = std::io::read_to_string(reader.stderr.take().unwrap()).unwrap();
-                panic!("the consumer stopped ({status}): {err}");
+                panic!(
+                    "the consumer stopped ({status}): {}",
+                    stderr_of(&mut reader)
+                );
             }
             std::fs::read(&out).unwrap() == expected
         });
@@ -158,10 +149,13 @@ fn unremovable_chunk_is_not_delivered(
     let lift = Lift(Some(|| allow(&dir, &bus)));
 
     let out = scratch.path("out");
-    let mut cmd = Command::new(binary_copy(scratch.dir.path()));
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["--back-pressure", "consumer"]);
+    let mut cmd = on_bus(
+        Command::new(binary_copy(scratch.dir.path())),
+        &bus,
+        &["--back-pressure"],
+        "consumer",
+        &[],
+    );
     cmd.stdin(Stdio::null())
         .stdout(File::create(&out).unwrap())
         .stderr(Stdio::piped());
@@ -170,13 +164,7 @@ fn unremovable_chunk_is_not_delivered(
     }
     let mut first = spawn_copy(&mut cmd);
     let status = wait_exit(&mut first, "consumer that may not remove the chunk");
-    let mut err = String::new();
-    first
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut first);
     let delivered = std::fs::read(&out).unwrap();
     let left = std::fs::read(&bus);
     drop(lift);

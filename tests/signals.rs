@@ -3,7 +3,6 @@
 //! producer writes no end marker unless it had read the end of its input.
 
 mod common;
-mod support;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -11,9 +10,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lock_is_free;
+use common::procs::{Rng, on_bus, signal};
+use common::records::{check_frame, write_frames};
 use common::{Scratch, consumer, ours, producer, wait_exit, wait_until};
 use nix::sys::signal::Signal;
-use support::{Rng, check_frame, lock_is_free, signal, write_frames};
 
 /// How long a signalled process may take to exit. Generous, since the
 /// machine is shared; the handler exits at once.
@@ -39,13 +40,7 @@ fn lossless_producer_interrupted_before_eof_writes_no_end_marker() {
         let args = ["--back-pressure"];
         let out = scratch.path("out");
         let mut reader = consumer(ours(), &bus, &args, &out);
-        let mut writer = ours();
-        writer
-            .arg("--filename")
-            .arg(&bus)
-            .args(args)
-            .arg("producer");
-        let mut writer = writer
+        let mut writer = on_bus(ours(), &bus, &args, "producer", &[])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

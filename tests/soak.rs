@@ -1,10 +1,9 @@
-//! Promise 10: a bounded soak. Gigabytes through a lossy and a lossless bus
+//! Promise 12: a bounded soak. Gigabytes through a lossy and a lossless bus
 //! while the resident memory and the open descriptors of every participant
 //! are sampled: both must stay flat. On demand only (`scripts/soak.sh`), as
 //! it runs for minutes; `SOAK_SECONDS` sets each mode's duration.
 
 mod common;
-mod support;
 
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdout, Stdio};
@@ -13,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::procs::{on_bus, open_fds, proc_status_kb, signal};
 use common::{Scratch, assert_success, ours, wait_exit};
 use nix::sys::signal::Signal;
-use support::{open_fds, proc_status_kb, signal};
 
 const BLOCK: usize = 1 << 20;
 
@@ -82,11 +81,8 @@ fn soak(mode: &str, args: &[&str], duration: Duration) {
     let scratch = Scratch::new();
     let bus = scratch.bus();
     let block = BLOCK.to_string();
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(args)
-        .args(["--block-size", &block, "producer"]);
+    let global = [args, &["--block-size", &block]].concat();
+    let mut cmd = on_bus(ours(), &bus, &global, "producer", &[]);
     let mut writer: Child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -98,8 +94,7 @@ fn soak(mode: &str, args: &[&str], duration: Duration) {
     let mut readers = Vec::new();
     let mut drains = Vec::new();
     for _ in 0..2 {
-        let mut cmd = ours();
-        cmd.arg("--filename").arg(&bus).args(args).arg("consumer");
+        let mut cmd = on_bus(ours(), &bus, args, "consumer", &[]);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -137,10 +132,7 @@ fn soak(mode: &str, args: &[&str], duration: Duration) {
     if args.contains(&"--back-pressure") {
         // One end marker came from the producer; the other consumer needs
         // its own.
-        let status = ours()
-            .arg("--filename")
-            .arg(&bus)
-            .args(["--back-pressure", "producer"])
+        let status = on_bus(ours(), &bus, &["--back-pressure"], "producer", &[])
             .stdin(Stdio::null())
             .status()
             .unwrap();

@@ -2,24 +2,24 @@
 //! standard output nobody reads holds no lock while it is blocked, so the
 //! producer and the other consumers go on at full speed; and a lossless
 //! consumer fills its output as far as `write(2)` would before it waits.
+//! `tests/matrix.rs` checks the same promise for every kind of output and
+//! chunk size.
 
 mod common;
-mod outputs;
-mod support;
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::outputs;
+use common::procs::{end_stream, on_bus, signal};
+use common::records::{self, RECORD_LEN, missing, parse_records, record, tally, write_records};
 use common::{Scratch, assert_success, consumer, ours, producer, wait_exit, wait_until};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::Signal;
-use support::{
-    RECORD_LEN, end_stream, missing, parse_records, record, signal, tally, write_tagged,
-};
 
-const RECORDS: u32 = 20_000;
+const RECORDS: usize = 20_000;
 
 /// A pipe whose buffer is already full and whose read end nobody reads:
 /// whoever gets the write end as its output is stalled from its first byte.
@@ -33,8 +33,7 @@ fn full_pipe() -> (OwnedFd, OwnedFd) {
 }
 
 fn stalled_consumer(bus: &std::path::Path, args: &[&str], out: OwnedFd) -> Child {
-    let mut cmd = ours();
-    cmd.arg("--filename").arg(bus).args(args).arg("consumer");
+    let mut cmd = on_bus(ours(), bus, args, "consumer", &[]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::null());
@@ -47,7 +46,7 @@ fn lossy_run(with_stalled: bool) -> Duration {
     let scratch = Scratch::in_memory();
     let bus = scratch.bus();
     let input = scratch.path("in");
-    write_tagged(&input, "sss", RECORDS);
+    write_records(&input, "sss", RECORDS);
     let (read_end, write_end) = full_pipe();
     let mut stalled = with_stalled.then(|| stalled_consumer(&bus, &[], write_end));
     let out = scratch.path("out");
@@ -95,7 +94,7 @@ fn stalled_lossless_reader_does_not_hold_the_bus() {
     let out = scratch.path("out");
     let mut follower = consumer(ours(), &bus, &args, &out);
     let input = scratch.path("in");
-    write_tagged(&input, "lll", RECORDS);
+    write_records(&input, "lll", RECORDS);
     let block = (RECORD_LEN * 8).to_string();
     let mut extra = args.to_vec();
     extra.extend(["--block-size", &block]);
@@ -135,7 +134,7 @@ fn with_stalled_output(
     let scratch = Scratch::in_memory();
     let bus = scratch.bus();
     let input = scratch.path("in");
-    let chunks = outputs::write_chunks(&input, size, count);
+    let chunks = records::write_chunks(&input, size, count);
     let mut first = outputs::consumer_into(&bus, stalled);
     let mut producer = outputs::producer_of(&bus, size, &input);
     wait_until("the first consumer to take its share", ready);
@@ -162,7 +161,7 @@ fn small_chunks_into_a_stalled_pipe_never_freeze_the_bus() {
     });
     assert_success(&mut first, "the stalled consumer");
     let stalled = outputs::drain(read_end);
-    outputs::check_exactly_once(&chunks, &[&stalled, &second]).unwrap();
+    records::check_exactly_once(&chunks, &[&stalled, &second]).unwrap();
 }
 
 /// Issue 8, defect 2: a single consumer whose pipe is read only after the
@@ -174,7 +173,7 @@ fn small_chunks_are_packed_into_a_pipe_as_write_packs_them() {
     let scratch = Scratch::in_memory();
     let bus = scratch.bus();
     let input = scratch.path("in");
-    let data: Vec<u8> = (0..20_000).flat_map(|i| outputs::chunk(i, 1)).collect();
+    let data: Vec<u8> = (0..20_000).flat_map(|i| records::chunk(i, 1)).collect();
     std::fs::write(&input, &data).unwrap();
     let (read_end, write_end) = outputs::pipe();
     let mut consumer = outputs::consumer_into(&bus, write_end);
@@ -200,7 +199,7 @@ fn a_stalled_socket_never_freezes_the_bus() {
     });
     assert_success(&mut first, "the stalled consumer");
     let stalled = outputs::drain(File::from(OwnedFd::from(reader)));
-    outputs::check_exactly_once(&chunks, &[&stalled, &second]).unwrap();
+    records::check_exactly_once(&chunks, &[&stalled, &second]).unwrap();
 }
 
 /// Issue 8, defect 3: a terminal whose output is stopped (XOFF, as Ctrl-S
@@ -216,5 +215,5 @@ fn a_terminal_stopped_with_xoff_never_freezes_the_bus() {
     tcflow(&resume, FlowArg::TCOON).unwrap();
     drop(resume);
     let stopped = outputs::read_on_thread(master).join().unwrap();
-    outputs::check_exactly_once(&chunks, &[&stopped, &second]).unwrap();
+    records::check_exactly_once(&chunks, &[&stopped, &second]).unwrap();
 }

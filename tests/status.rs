@@ -1,18 +1,18 @@
 //! `filebus status`: what a person sees of a live bus, and the same as JSON
 //! for scripts; it must take no lock and change nothing.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Usage section of the README.
 
 mod common;
 
 use std::process::{Command, Stdio};
 
+use common::procs::on_bus;
 use common::{Scratch, ours, wait_until};
 
 fn status(bus: &std::path::Path, extra: &[&str]) -> String {
-    let out = ours()
-        .arg("--filename")
-        .arg(bus)
-        .arg("status")
-        .args(extra)
+    let out = on_bus(ours(), bus, &[], "status", extra)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -59,10 +59,7 @@ fn a_live_bus_shows_its_chunk_lock_holder_history_and_lag() {
     // A history producer that keeps running (its input stays open) holds
     // nothing between chunks; a lossless consumer with nothing to take
     // doesn't either, so the lock is taken here by a process we control.
-    let mut producer = ours()
-        .arg("--filename")
-        .arg(&bus)
-        .args(["producer", "--retain", "5"])
+    let mut producer = on_bus(ours(), &bus, &[], "producer", &["--retain", "5"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

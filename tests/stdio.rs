@@ -1,4 +1,4 @@
-//! Closed standard descriptors. A process started with descriptor 0, 1 or 2
+//! Promise 10: closed standard descriptors. A process started with descriptor 0, 1 or 2
 //! closed must never let a bus file take that number, and a role whose own
 //! stream is closed (a consumer's output, a producer's input) fails with one
 //! line before touching the bus: a lossless consumer writing "nowhere" would
@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::procs::{on_bus, stderr_of};
 use common::{
     Scratch, assert_success, consumer, ours, producer, wait_exit, wait_until, write_records,
 };
@@ -39,13 +40,7 @@ fn fd_target(pid: u32, fd: i32) -> PathBuf {
 /// checking the status and that it is one line mentioning `says`.
 fn assert_refused(child: &mut Child, what: &str, says: &str) -> String {
     let status = wait_exit(child, what);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(child);
     assert_eq!(status.code(), Some(1), "{what}: {status}, stderr: {err}");
     assert_eq!(err.lines().count(), 1, "{what}: one line expected: {err}");
     assert!(err.contains(says), "{what} should mention {says:?}: {err}");
@@ -53,8 +48,7 @@ fn assert_refused(child: &mut Child, what: &str, says: &str) -> String {
 }
 
 fn our_consumer(bus: &Path, args: &[&str]) -> Command {
-    let mut cmd = ours();
-    cmd.arg("--filename").arg(bus).arg("consumer").args(args);
+    let mut cmd = on_bus(ours(), bus, &[], "consumer", args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -113,7 +107,7 @@ fn every_consumer_refuses_a_closed_stdout() {
         }
     }
     assert_eq!(std::fs::read(&bus).unwrap(), b"lossy chunk\n");
-    assert!(!s.path("bus.lock").exists(), "the bus was touched");
+    assert!(!s.paths().lock().exists(), "the bus was touched");
 }
 
 /// A producer whose input is closed publishes nothing, not even an end
@@ -122,15 +116,16 @@ fn every_consumer_refuses_a_closed_stdout() {
 fn producer_with_stdin_closed_publishes_nothing() {
     let s = Scratch::new();
     let bus = s.path("created/bus");
-    let cases: [&[&str]; 4] = [
-        &["producer"],
-        &["--lines", "producer"],
-        &["--back-pressure", "producer"],
-        &["producer", "--retain", "3"],
+    // Options before the subcommand, and after it.
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&[], &[]),
+        (&["--lines"], &[]),
+        (&["--back-pressure"], &[]),
+        (&[], &["--retain", "3"]),
     ];
-    for args in cases {
-        let mut cmd = ours();
-        cmd.arg("--filename").arg(&bus).args(args);
+    for (global, sub) in cases {
+        let args = [global, &["producer"], sub].concat();
+        let mut cmd = on_bus(ours(), &bus, global, "producer", sub);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         closing(&mut cmd, &[0]);
         assert_refused(
@@ -157,10 +152,7 @@ fn unused_closed_descriptors_never_become_bus_files() {
     let input = s.path("in");
     write_records(&input, "P", 10);
     let sent = std::fs::read(&input).unwrap();
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["--back-pressure", "producer"]);
+    let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "producer", &[]);
     cmd.stdin(std::fs::File::open(&input).unwrap());
     closing(&mut cmd, &[1, 2]);
     let mut writer = cmd.spawn().unwrap();
@@ -174,10 +166,7 @@ fn unused_closed_descriptors_never_become_bus_files() {
     // The consumer takes that chunk, then waits for the next one with the
     // lock file and its watch open.
     let out = s.path("out");
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["--back-pressure", "consumer"]);
+    let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "consumer", &[]);
     cmd.stdout(std::fs::File::create(&out).unwrap());
     closing(&mut cmd, &[0, 2]);
     let mut reader = cmd.spawn().unwrap();
@@ -187,20 +176,14 @@ fn unused_closed_descriptors_never_become_bus_files() {
     assert!(wait_exit(&mut writer, "producer").success());
     // The producer's end marker ended this consumer; start another
     // producer for a second chunk, which the next consumer waits for.
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["--back-pressure", "producer"]);
+    let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "producer", &[]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     closing(&mut cmd, &[2]);
     let mut writer = cmd.spawn().unwrap();
     assert!(wait_exit(&mut reader, "first consumer").success());
 
     let out2 = s.path("out2");
-    let mut cmd = ours();
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(["--back-pressure", "consumer"]);
+    let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "consumer", &[]);
     cmd.stdout(std::fs::File::create(&out2).unwrap());
     closing(&mut cmd, &[0, 2]);
     let mut reader = cmd.spawn().unwrap();
@@ -226,8 +209,7 @@ fn error_with_stderr_closed_is_not_written_into_a_bus_file() {
     let s = Scratch::new();
     let bus = s.bus();
     std::fs::create_dir(&bus).unwrap();
-    let mut cmd = ours();
-    cmd.arg("--filename").arg(&bus).arg("producer");
+    let mut cmd = on_bus(ours(), &bus, &[], "producer", &[]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     closing(&mut cmd, &[2]);
     let mut writer = cmd.spawn().unwrap();

@@ -17,6 +17,9 @@
 //!   state in order.
 //!
 //! Both fail, never skip, when the suite or the peers are missing.
+//!
+//! No numbered promise (README.md, "Reliability"); what this checks is in
+//! the Compatibility with filebus 0.3.5 section of the README.
 
 mod common;
 

@@ -4,7 +4,6 @@
 //! partial chunk behind.
 
 mod common;
-mod support;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -12,15 +11,15 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::mounts::TinyTmpfs;
+use common::procs::{as_nobody, binary_copy, is_root, on_bus, spawn_copy, stderr_of};
 use common::{Scratch, assert_success, producer, wait_exit};
-use support::{TinyTmpfs, as_nobody, binary_copy, is_root};
+use filebus::BusPaths;
 
 const FIRST: &[u8] = b"first chunk\n";
 
 fn staging(bus: &Path) -> std::path::PathBuf {
-    let mut s = bus.as_os_str().to_owned();
-    s.push(".__new__");
-    s.into()
+    BusPaths::new(bus).staging().to_path_buf()
 }
 
 fn publish_first(bus: &Path, scratch: &Scratch) {
@@ -35,12 +34,12 @@ fn publish_first(bus: &Path, scratch: &Scratch) {
 
 /// Runs `cmd` as a producer of a 4 KiB chunk on `bus` and checks that it
 /// fails cleanly with `cause`, leaving the first chunk in place.
-fn expect_clean_failure(mut cmd: Command, bus: &Path, cause: &str) {
-    cmd.arg("--filename").arg(bus).arg("producer");
+fn expect_clean_failure(cmd: Command, bus: &Path, cause: &str) {
+    let mut cmd = on_bus(cmd, bus, &[], "producer", &[]);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_copy(&mut cmd);
     // One pipe write of at most PIPE_BUF bytes is read in one piece, so the
     // producer attempts exactly one chunk.
     child
@@ -50,7 +49,7 @@ fn expect_clean_failure(mut cmd: Command, bus: &Path, cause: &str) {
         .write_all(&[b'x'; 4096])
         .unwrap();
     let status = wait_exit(&mut child, "failing producer");
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let stderr = stderr_of(&mut child);
     assert_eq!(status.code(), Some(1), "exit status; stderr: {stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line of error, got {stderr:?}");

@@ -837,4 +837,79 @@ mod tests {
             Ok(InF::Unchanged)
         ));
     }
+
+    /// A history directory holding the entries `seqs`, each the text of its
+    /// number; `F` does not exist (nothing unsequenced to deliver).
+    fn history_with(seqs: impl IntoIterator<Item = u64>) -> (tempfile::TempDir, BusPaths) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let history = HistoryDir::create(paths.history()).unwrap();
+        for seq in seqs {
+            std::fs::write(history.entry_path(seq), seq.to_string()).unwrap();
+        }
+        (dir, paths)
+    }
+
+    /// Everything a consumer starting at `start` delivers without waiting.
+    fn events_from(paths: &BusPaths, start: Start) -> Vec<HistoryEvent<Vec<u8>>> {
+        let history = HistoryOptions::default().with_start(start);
+        let mut consumer =
+            HistoryConsumer::new(paths.clone(), BusOptions::default(), history).unwrap();
+        std::iter::from_fn(|| match consumer.try_recv() {
+            Ok(event) => event,
+            Err(Error::TimedOut) => None,
+            Err(e) => panic!("{e}"),
+        })
+        .collect()
+    }
+
+    fn chunks(seqs: impl IntoIterator<Item = u64>) -> Vec<HistoryEvent<Vec<u8>>> {
+        seqs.into_iter()
+            .map(|seq| HistoryEvent::Chunk {
+                seq,
+                data: seq.to_string().into_bytes(),
+            })
+            .collect()
+    }
+
+    /// Entries missing in the middle of those a consumer has yet to read
+    /// (removed by hand: producers only prune the oldest): the loss names
+    /// exactly the missing range, then delivery resumes after it.
+    #[test]
+    fn entries_missing_in_the_middle_are_reported_as_exactly_that_range() {
+        let (_dir, paths) = history_with((1..=3).chain(7..=9));
+        let mut want = vec![HistoryEvent::Lost(Loss {
+            first: 4,
+            last: 6,
+            resume_at: 7,
+        })];
+        want.extend(chunks(7..=9));
+        assert_eq!(events_from(&paths, Start::Seq(4)), want);
+
+        // A single missing entry is a range of one.
+        let (_dir, paths) = history_with([1, 2, 4]);
+        let mut want = vec![HistoryEvent::Lost(Loss {
+            first: 3,
+            last: 3,
+            resume_at: 4,
+        })];
+        want.extend(chunks([4]));
+        assert_eq!(events_from(&paths, Start::Seq(3)), want);
+    }
+
+    /// Entries pruned at the front: a consumer asking for one of them
+    /// learns exactly which were lost, up to the oldest still retained.
+    #[test]
+    fn entries_pruned_at_the_front_are_reported_up_to_the_oldest_retained() {
+        let (_dir, paths) = history_with(5..=8);
+        let mut want = vec![HistoryEvent::Lost(Loss {
+            first: 2,
+            last: 4,
+            resume_at: 5,
+        })];
+        want.extend(chunks(5..=8));
+        assert_eq!(events_from(&paths, Start::Seq(2)), want);
+        // Starting at the oldest retained entry loses nothing.
+        assert_eq!(events_from(&paths, Start::Oldest), chunks(5..=8));
+    }
 }

@@ -220,3 +220,27 @@ pub(super) struct Scan {
     /// The oldest entry after the number asked about.
     pub(super) first_after: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listing finds the retained range and the first entry after a
+    /// number across gaps, and ignores names that are not entries.
+    #[test]
+    fn scan_locates_entries_around_gaps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = HistoryDir::create(&tmp.path().join("bus.history")).unwrap();
+        for seq in [2, 3, 7, 9] {
+            std::fs::write(dir.entry_path(seq), b"x").unwrap();
+        }
+        std::fs::write(tmp.path().join("bus.history").join("stray"), b"").unwrap();
+        let scan = dir.scan(3).unwrap();
+        assert_eq!(scan.range, Some((2, 9)));
+        assert_eq!(scan.first_after, Some(7));
+        assert_eq!(dir.scan(0).unwrap().first_after, Some(2));
+        assert_eq!(dir.scan(7).unwrap().first_after, Some(9));
+        assert_eq!(dir.scan(9).unwrap().first_after, None);
+        assert!(dir.has(3).unwrap() && !dir.has(4).unwrap());
+    }
+}

@@ -1,8 +1,17 @@
-//! Shared harness for the integration tests: spawning our binary and the
-//! reference peers, and waiting for conditions with deadlines instead of
-//! sleeping and hoping.
+//! The one harness of the integration tests: our binary and the reference
+//! peers, a directory of its own for each test, and waiting for conditions
+//! with deadlines instead of sleeping and hoping (this file); the records,
+//! frames and chunks the tests publish and their checks (`records`);
+//! starting participants, hearing their stderr, signals and `/proc`
+//! (`procs`); the kinds of output a consumer writes into (`outputs`); and
+//! filesystems mounted for a test (`mounts`).
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
+
+pub mod mounts;
+pub mod outputs;
+pub mod procs;
+pub mod records;
 
 use std::fs::File;
 use std::io::Write;
@@ -10,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use filebus::BusPaths;
+
+pub use records::{RECORD_LEN, read_records, record, write_records};
 
 /// How long any single condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -97,6 +110,45 @@ impl Scratch {
     pub fn bus(&self) -> PathBuf {
         self.path("bus")
     }
+
+    /// The files of the bus at [`Scratch::bus`]: `bus.lock`, `bus.__new__`,
+    /// `bus.history`, derived as filebus derives them.
+    pub fn paths(&self) -> BusPaths {
+        BusPaths::new(self.bus())
+    }
+}
+
+/// Whether the tests run under CI (`CI=true`), where a test that cannot set
+/// up what it needs must fail instead of skipping.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips the test `name` because of `why` (prints SKIPPED), or fails it
+/// under CI.
+pub fn skip_unless_ci(name: &str, why: &str) {
+    assert!(!under_ci(), "{name}: {why} (a test never skips under CI)");
+    eprintln!("SKIPPED {name}: {why}");
+}
+
+/// Whether the binary under test takes its portable path (no file events,
+/// named staging, read/write copies): `FILEBUS_PORTABLE` set to anything
+/// but `0` or nothing, the rule of `src/sys/mod.rs`, which the tests inherit
+/// from `scripts/test.sh`.
+pub fn portable() -> bool {
+    std::env::var_os("FILEBUS_PORTABLE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether the bus lock of `bus` is free right now (taken and released at
+/// once).
+pub fn lock_is_free(bus: &Path) -> bool {
+    let paths = BusPaths::new(bus);
+    let file = File::open(paths.lock()).unwrap();
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_held) => true,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => false,
+        Err((_, e)) => panic!("flock {}: {e}", paths.lock().display()),
+    }
 }
 
 /// Polls `cond` until it holds, failing the test after [`DEADLINE`].
@@ -110,81 +162,49 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits for a child to exit, killing it and failing the test after
-/// [`DEADLINE`].
-pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+/// Waits for a child to exit for at most [`DEADLINE`]; `None` after
+/// killing it when it did not.
+fn exit_within_deadline(child: &mut Child) -> Option<ExitStatus> {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status;
+            return Some(status);
         }
         if start.elapsed() > DEADLINE {
             let _ = child.kill();
-            panic!("timed out waiting for {what} to exit");
+            let _ = child.wait();
+            return None;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Configures `cmd` as a producer on `bus` reading from `input`.
-pub fn producer(mut cmd: Command, bus: &Path, extra: &[&str], input: &Path) -> Child {
-    cmd.arg("--filename").arg(bus).args(extra).arg("producer");
-    cmd.stdin(File::open(input).unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("spawn producer")
+/// Waits for a child to exit, killing it and failing the test after
+/// [`DEADLINE`].
+pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+    exit_within_deadline(child).unwrap_or_else(|| panic!("timed out waiting for {what} to exit"))
 }
 
-/// Configures `cmd` as a consumer on `bus` writing into `output`.
-pub fn consumer(mut cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Child {
-    cmd.arg("--filename").arg(bus).args(extra).arg("consumer");
-    cmd.stdin(Stdio::null())
-        .stdout(File::create(output).unwrap())
-        .stderr(Stdio::piped());
-    cmd.spawn().expect("spawn consumer")
+/// Starts `cmd` as a producer on `bus` reading from `input`, with `extra`
+/// options before the subcommand (see [`procs::producer_with`] for options
+/// after it).
+pub fn producer(cmd: Command, bus: &Path, extra: &[&str], input: &Path) -> Child {
+    procs::producer_with(cmd, bus, extra, &[], input)
 }
 
-/// Length of every record: a divisor of the default block size, so that
-/// byte-mode producers (which cut anywhere) never split a record when they
-/// read full blocks from a regular file.
-pub const RECORD_LEN: usize = 16;
-
-/// The `i`th record tagged `tag`: `tag-000…0i\n`, [`RECORD_LEN`] bytes.
-pub fn record(tag: &str, i: usize) -> String {
-    let width = RECORD_LEN - tag.len() - 2;
-    format!("{tag}-{i:0width$}\n")
+/// Starts `cmd` as a consumer on `bus` writing into `output`, with `extra`
+/// options before the subcommand (see [`procs::consumer_with`]).
+pub fn consumer(cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Child {
+    procs::consumer_with(cmd, bus, extra, &[], File::create(output).unwrap())
 }
 
-/// Writes `count` numbered, tagged records to `path`.
-pub fn write_records(path: &Path, tag: &str, count: usize) {
-    let mut f = std::io::BufWriter::new(File::create(path).unwrap());
-    for i in 0..count {
-        f.write_all(record(tag, i).as_bytes()).unwrap();
-    }
-    f.flush().unwrap();
-}
-
-/// Reads a file as records, failing on a torn one.
-pub fn read_records(path: &Path) -> Vec<String> {
-    let data = std::fs::read_to_string(path).unwrap();
-    assert!(
-        data.len().is_multiple_of(RECORD_LEN),
-        "{}: torn record",
-        path.display()
-    );
-    data.split_terminator('\n').map(str::to_owned).collect()
-}
-
-/// Asserts that a child exited successfully, showing its stderr otherwise.
+/// Asserts that a child exits successfully within [`DEADLINE`], showing
+/// its stderr otherwise (killing it first when it did not exit in time).
 pub fn assert_success(child: &mut Child, what: &str) {
-    let status = wait_exit(child, what);
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        panic!("{what} failed with {status}: {err}");
+    match exit_within_deadline(child) {
+        Some(status) if status.success() => {}
+        Some(status) => panic!("{what} failed with {status}: {}", procs::stderr_of(child)),
+        None => panic!("{what} did not exit in time: {}", procs::stderr_of(child)),
     }
 }
 
@@ -284,15 +304,9 @@ pub fn run_lossy_lockstep(
         }
     };
     start(early, &mut outs);
-    let mut cmd = producer_side.cmd;
-    cmd.arg("--filename")
-        .arg(&bus)
-        .args(&producer_side.extra)
-        .arg("producer");
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut producer = cmd.spawn().expect("spawn producer");
+    let extra: Vec<&str> = producer_side.extra.iter().map(String::as_str).collect();
+    let cmd = procs::on_bus(producer_side.cmd, &bus, &extra, "producer", &[]);
+    let mut producer = procs::start(cmd, Stdio::piped(), Stdio::null(), "producer");
     let mut stdin = producer.stdin.take().unwrap();
     let mut late = Some(late);
     let mut sent = String::new();

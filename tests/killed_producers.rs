@@ -1,166 +1,38 @@
-//! Promises 2 and 3: SIGKILL loses nothing. Lossless consumers killed at
-//! random moments lose no record (only the one chunk in flight may show up
-//! twice); a producer killed in the middle of a publish leaves `F` whole,
-//! its stale `F.__new__` does not stop the next producer, and no consumer
-//! hangs on the dead process's lock.
+//! Promise 3: a producer killed in the middle of a publish. `F` is always
+//! one whole chunk; a stale `F.__new__` does not stop the next producer
+//! (ours or the Python one); no consumer hangs on the dead process's lock.
 
 mod common;
-mod support;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::procs::signal;
+use common::records::{check_frame, frames_in, frames_once, write_frames};
 use common::{
-    DEADLINE, Scratch, assert_success, consumer, ours, producer, python_peer, wait_exit, wait_until,
+    Scratch, assert_success, consumer, ours, producer, python_peer, wait_exit, wait_until,
 };
+use filebus::BusPaths;
 use nix::sys::signal::Signal;
-use support::{
-    Key, RECORD_LEN, Rng, check_frame, end_stream, missing, parse_records, signal, tally,
-    write_frames, write_tagged,
-};
-
-const RECORDS: u32 = 20_000;
-const PER_CHUNK: usize = 8;
-
-#[test]
-fn lossless_consumers_killed_at_random_lose_nothing() {
-    let scratch = Scratch::new();
-    let bus = scratch.bus();
-    let mut rng = Rng::new("consumer kills");
-    let args = ["--back-pressure", "--sleep-interval", "0.01"];
-    let block = (RECORD_LEN * PER_CHUNK).to_string();
-
-    let mut serial = 0;
-    let spawn = |serial: &mut usize| {
-        let out = scratch.path(&format!("out{serial}"));
-        *serial += 1;
-        (consumer(ours(), &bus, &args, &out), out)
-    };
-    let mut slots: Vec<(Child, PathBuf)> = (0..3).map(|_| spawn(&mut serial)).collect();
-    let tags: Vec<String> = vec!["aaa".into(), "bbb".into()];
-    let mut writers: Vec<Child> = tags
-        .iter()
-        .map(|tag| {
-            let input = scratch.path(tag);
-            write_tagged(&input, tag, RECORDS);
-            let mut extra = args.to_vec();
-            extra.extend(["--block-size", &block]);
-            producer(ours(), &bus, &extra, &input)
-        })
-        .collect();
-
-    let mut killed: Vec<PathBuf> = Vec::new();
-    let start = Instant::now();
-    while writers.iter_mut().any(|w| w.try_wait().unwrap().is_none()) {
-        assert!(start.elapsed() < DEADLINE, "producers did not finish");
-        std::thread::sleep(rng.millis(4));
-        let slot = rng.below(slots.len() as u64) as usize;
-        let (mut victim, out) = std::mem::replace(&mut slots[slot], spawn(&mut serial));
-        signal(&victim, Signal::SIGKILL);
-        wait_exit(&mut victim, "killed consumer");
-        killed.push(out);
-    }
-    for w in &mut writers {
-        assert_success(w, "producer");
-    }
-    // A producer publishes its end marker only once its last chunk was
-    // removed from the bus, which a consumer does only after delivering it:
-    // every record is in some output now. The consumers still waiting get
-    // the end markers that went to killed ones.
-    let markers = end_stream(
-        &bus,
-        &mut slots.iter_mut().map(|(c, _)| c).collect::<Vec<_>>(),
-    );
-    for (c, _) in &mut slots {
-        assert_success(c, "consumer");
-    }
-
-    let mut outputs: Vec<Vec<Key>> = Vec::new();
-    let mut in_flight: HashSet<Key> = HashSet::new();
-    for i in 0..serial {
-        let path = scratch.path(&format!("out{i}"));
-        let was_killed = killed.contains(&path);
-        let keys = parse_records(&std::fs::read(&path).unwrap(), was_killed)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if was_killed {
-            in_flight.extend(keys.iter().rev().take(PER_CHUNK).cloned());
-        }
-        outputs.push(keys);
-    }
-    let seen = tally(outputs.iter().map(Vec::as_slice));
-    let lost = missing(&seen, &tags, RECORDS);
-    assert!(
-        lost.is_empty(),
-        "{} records lost after {} kills, first {:?}",
-        lost.len(),
-        killed.len(),
-        lost.first()
-    );
-    let twice: Vec<&Key> = seen
-        .iter()
-        .filter(|&(_, &n)| n > 1)
-        .map(|(k, _)| k)
-        .collect();
-    let unexplained: Vec<&&Key> = twice.iter().filter(|k| !in_flight.contains(**k)).collect();
-    assert!(
-        unexplained.is_empty(),
-        "records delivered twice that were not in flight at a kill: {unexplained:?}"
-    );
-    assert_eq!(seen.len(), tags.len() * RECORDS as usize, "foreign records");
-    eprintln!(
-        "{} kills, {} records delivered twice (in flight), {markers} end markers re-sent, {:?}",
-        killed.len(),
-        twice.len(),
-        start.elapsed()
-    );
-}
 
 /// Frames as large as the block size, so that each publish writes one frame.
 const FRAME: usize = 1 << 20;
 
 fn staging(bus: &Path) -> PathBuf {
-    let mut s = bus.as_os_str().to_owned();
-    s.push(".__new__");
-    PathBuf::from(s)
+    BusPaths::new(bus).staging().to_path_buf()
 }
 
-fn process_state(child: &Child) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
-    stat.rsplit(')').next()?.trim_start().chars().next()
-}
-
-/// Runs a producer of many frames and SIGKILLs it while it is stopped with
-/// `F.__new__` in place, that is, in the middle of a publish with the lock
-/// held. Returns whether it was caught there (it may finish first).
+/// Runs a producer of many frames and SIGKILLs it in the middle of a
+/// publish, with the lock held. Returns whether it was caught there (it may
+/// finish first).
 fn kill_mid_publish(bus: &Path, input: &Path, extra: &[&str]) -> bool {
     let block = FRAME.to_string();
     let mut args = vec!["--block-size", &block];
     args.extend(extra);
     let mut child = producer(ours(), bus, &args, input);
-    let new = staging(bus);
-    loop {
-        let start = Instant::now();
-        while !new.exists() {
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            assert!(start.elapsed() < DEADLINE, "producer never staged a chunk");
-        }
-        signal(&child, Signal::SIGSTOP);
-        wait_until("the producer to stop", || {
-            matches!(process_state(&child), Some('T') | Some('Z') | None)
-        });
-        if new.exists() && child.try_wait().unwrap().is_none() {
-            signal(&child, Signal::SIGKILL);
-            wait_exit(&mut child, "killed producer");
-            return true;
-        }
-        signal(&child, Signal::SIGCONT);
-    }
+    common::procs::kill_mid_publish(&mut child, bus, || true)
 }
 
 /// Reads `F` over and over, checking that every read is one whole frame.
@@ -178,20 +50,6 @@ fn watch_frames(
             }
         }
     })
-}
-
-fn frames_in(path: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(
-        bytes.len() % FRAME,
-        0,
-        "{}: not whole frames",
-        path.display()
-    );
-    bytes
-        .chunks(FRAME)
-        .map(|c| check_frame(c, FRAME).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
 }
 
 #[test]
@@ -255,7 +113,7 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
         std::fs::metadata(&out)
             .map(|m| (m.len() as usize).is_multiple_of(FRAME))
             .unwrap_or(false)
-            && frames_in(&out).last() == Some(&2000)
+            && frames_in(&out, FRAME).last() == Some(&2000)
     });
     signal(&follower, Signal::SIGTERM);
     wait_exit(&mut follower, "consumer");
@@ -264,7 +122,7 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
     eprintln!(
         "caught {caught}/3 producers mid-publish; {} reads of F all whole; consumer saw {} whole frames",
         reads.load(Ordering::Relaxed),
-        frames_in(&out).len()
+        frames_in(&out, FRAME).len()
     );
 }
 
@@ -303,14 +161,8 @@ fn producer_killed_mid_publish_blocks_nobody_lossless() {
     extra.extend(["--block-size", &block]);
     assert_success(&mut producer(ours(), &bus, &extra, &next), "next producer");
     assert_success(&mut reader, "consumer after the killed producer");
-    let frames = frames_in(&out);
+    let frames = frames_once(&out, FRAME);
     assert_eq!(frames[frames.len() - 3..], [1000, 1001, 1002]);
-    let unique: HashSet<_> = frames.iter().collect();
-    assert_eq!(
-        unique.len(),
-        frames.len(),
-        "a frame was delivered twice: {frames:?}"
-    );
     assert!(!bus.exists(), "end marker not consumed");
     eprintln!(
         "lossless: {} whole frames delivered across the kill",
