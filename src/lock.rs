@@ -133,3 +133,67 @@ impl BusLock {
         }
     }
 }
+
+/// Who holds and who waits for the `flock(2)` lock on the file `dev`/`ino`.
+pub(crate) struct FlockUsers {
+    pub(crate) holder: Option<u32>,
+    pub(crate) waiting: usize,
+}
+
+/// Reads `/proc/locks` (Linux), where each lock is a line such as
+/// `1: FLOCK  ADVISORY  WRITE 12275 fe:00:10010931 0 EOF` (the device as
+/// hexadecimal major:minor), and a process waiting for it a line with `->`
+/// after the number. `None` where the file cannot be read.
+pub(crate) fn flock_users(dev: u64, ino: u64) -> Option<FlockUsers> {
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(parse_locks(&table, dev, ino))
+}
+
+fn parse_locks(table: &str, dev: u64, ino: u64) -> FlockUsers {
+    let file = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let mut users = FlockUsers {
+        holder: None,
+        waiting: 0,
+    };
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (waits, rest) = match fields.get(1) {
+            Some(&"->") => (true, &fields[2..]),
+            _ => (false, fields.get(1..).unwrap_or_default()),
+        };
+        // FLOCK ADVISORY WRITE PID DEVICE:INODE START END
+        if rest.len() < 5 || rest[0] != "FLOCK" || rest[4] != file {
+            continue;
+        }
+        if waits {
+            users.waiting += 1;
+        } else {
+            users.holder = rest[3].parse().ok();
+        }
+    }
+    users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_table_names_holder_and_waiters_of_one_file() {
+        let dev = nix::sys::stat::makedev(0xfe, 0);
+        let table = "1: FLOCK  ADVISORY  WRITE 12275 fe:00:10010931 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 12276 fe:00:10010931 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 12277 fe:00:10010931 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 999 fe:00:10010931 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 555 fe:00:42 0 EOF\n";
+        let users = parse_locks(table, dev, 10010931);
+        assert_eq!(users.holder, Some(12275));
+        assert_eq!(users.waiting, 2);
+        let other = parse_locks(table, dev, 7);
+        assert_eq!((other.holder, other.waiting), (None, 0));
+    }
+}
