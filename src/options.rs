@@ -179,7 +179,8 @@ pub struct ProducerOptions {
     /// subscriber whose process is gone is held for no longer than this
     /// either, so that a quick restart loses nothing. Default: 10 s, the
     /// untethered-window default of Aeron, whose tethered subscriptions are
-    /// the model.
+    /// the model. Zero: never wait (subscribers then only keep their
+    /// position).
     pub untether_after: Duration,
 }
 
