@@ -122,12 +122,15 @@ def cpu_seconds(proc):
 class Impl:
     """How to run one implementation as producer and consumers."""
 
-    def __init__(self, name, exe, history=False, tail=False):
+    def __init__(self, name, exe, history=False, tail=False, subscribe=False):
         self.name = name
         self.exe = exe
         # Retained history: the producer keeps chunks in FILE.history/,
         # every consumer follows them in order (`--retain` / `--history`).
         self.history = history
+        # Durable subscribers (`--subscribe NAME`): the producer keeps only
+        # TETHER_RETAIN chunks and waits for the slowest subscriber.
+        self.subscribe = subscribe
         # GNU `tail -F` following a file that the benchmark appends to: the
         # way a growing log is usually watched, for comparison.
         self.tail = tail
@@ -139,8 +142,9 @@ class Impl:
 class Pipeline:
     """One producer (or cat/tee) with its input pipe and consumer outputs."""
 
-    def __init__(self, impl, busdir, lossless, consumers=1, block_size=None):
+    def __init__(self, impl, busdir, lossless, consumers=1, block_size=None, from_first=False):
         self.impl = impl
+        self.busdir = busdir
         self.producers = []
         self.consumers = []
         self.outputs = []
@@ -174,10 +178,15 @@ class Pipeline:
         if block_size:
             common += ["--block-size", str(block_size)]
         consumer = ["consumer", "--history"] if impl.history else ["consumer"]
-        producer = ["producer", "--retain", str(HISTORY_RETAIN)] if impl.history else ["producer"]
-        for _ in range(consumers):
+        if impl.history and from_first:
+            # Every consumer starts at chunk 1, however late it starts.
+            consumer += ["--from", "1"]
+        retain = TETHER_RETAIN if impl.subscribe else HISTORY_RETAIN
+        producer = ["producer", "--retain", str(retain)] if impl.history else ["producer"]
+        for k in range(consumers):
             r, w = os.pipe()
-            self.consumers.append(spawn([impl.exe, *common, *consumer], stdout=w))
+            name = ["--subscribe", f"s{k}"] if impl.subscribe else []
+            self.consumers.append(spawn([impl.exe, *common, *consumer, *name], stdout=w))
             os.close(w)
             self.outputs.append(r)
         r_in, self.input = os.pipe()
@@ -205,6 +214,16 @@ class Pipeline:
 
 
 HISTORY_RETAIN = 100_000
+# Tethered subscribers: the producer keeps this many chunks and no more.
+TETHER_RETAIN = 64
+
+
+def history_entries(busdir):
+    """The numbered entries in the bus's FILE.history/."""
+    try:
+        return sum(1 for name in os.listdir(os.path.join(busdir, "bus.history")) if name.isdigit())
+    except FileNotFoundError:
+        return 0
 
 
 def write_all(fd, view):
@@ -381,6 +400,64 @@ def fanout_throughput(pipeline, total, timeout):
     return total / elapsed
 
 
+def multicast_transfer(pipeline, total, block, timeout):
+    """Streams `total` bytes into a producer whose consumers must each
+    deliver all of them (history, subscribers, tee); checks every output
+    byte for byte. Returns the end-to-end throughput in bytes/s (from the
+    first write until the last output ended) and the most entries seen in
+    FILE.history/ meanwhile."""
+    checkers = {fd: Checker(fd) for fd in pipeline.outputs}
+    deadline = time.monotonic() + timeout
+    errors = []
+    most = [0]
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            most[0] = max(most[0], history_entries(pipeline.busdir))
+            time.sleep(0.005)
+
+    def writer():
+        try:
+            write_stream(pipeline.input, 0, total, block)
+        except OSError as e:
+            errors.append(e)
+        pipeline.close_input()
+
+    sampler = threading.Thread(target=sample)
+    thread = threading.Thread(target=writer)
+    sampler.start()
+    start = time.perf_counter()
+    thread.start()
+    open_fds = set(checkers)
+    try:
+        while open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("outputs did not end in time")
+            for fd in select.select(list(open_fds), [], [], left)[0]:
+                if not checkers[fd].read(deadline):
+                    open_fds.discard(fd)
+        elapsed = time.perf_counter() - start
+    finally:
+        sampling.set()
+        sampler.join()
+        if open_fds:
+            pipeline.close()
+        thread.join()
+    if errors:
+        raise Failure(f"writing input failed: {errors[0]}")
+    for checker in checkers.values():
+        if checker.pos != total:
+            raise Failure(f"an output ended at byte {checker.pos} of {total}")
+    for proc in pipeline.processes():
+        status, _ = reap(proc, 30)
+        if status != 0:
+            raise Failure(f"{proc.args[:2]} exited with status {status}")
+    pipeline.close()
+    return total / elapsed, most[0]
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -547,6 +624,51 @@ class Bench:
                     )
         self.results["fanout"] = rows
 
+    # 4b. every chunk to every consumer: tethered subscribers, plain history
+    # consumers and tee into pipes, side by side
+    def tethered(self):
+        filebus = next((i for i in self.impls if i.name == "filebus"), None)
+        floor = next((i for i in self.impls if i.is_floor()), None)
+        runs = []
+        if filebus:
+            runs += [
+                Impl("filebus --subscribe", filebus.exe, history=True, subscribe=True),
+                Impl("filebus --history", filebus.exe, history=True),
+            ]
+        if floor:
+            runs.append(Impl("tee", None))
+        count = self.size(16, 3)
+        samples = self.size(300, 3)
+        rows = []
+        for fs, root in self.filesystems:
+            # A disk filesystem commits every subscriber's record to its
+            # journal: a smaller stream keeps the run short.
+            total = self.size(64 * MiB if fs == "/dev/shm" else 16 * MiB, 256 * KiB)
+            for impl in runs:
+                pipeline = Pipeline(impl, self.busdir(root), False, consumers=count, from_first=True)
+                if impl.subscribe:
+                    # Registered before the first chunk: each gets all.
+                    records = os.path.join(pipeline.busdir, "bus.history", "subscribers")
+                    deadline = time.monotonic() + 60
+                    while not all(os.path.exists(os.path.join(records, f"s{k}")) for k in range(count)):
+                        if time.monotonic() > deadline:
+                            raise Failure("subscribers did not register")
+                        time.sleep(0.01)
+                rate, most = multicast_transfer(pipeline, total, 64 * KiB, self.size(900, 120))
+                pipeline = Pipeline(impl, self.busdir(root), False, consumers=count)
+                try:
+                    values, lost = latencies(pipeline, samples, 5)
+                finally:
+                    pipeline.close()
+                p50, p99 = percentile(values, 50), percentile(values, 99)
+                entries = most if impl.history else None
+                rows.append((fs, impl.name, count, total, rate, entries, len(values), lost, p50, p99))
+                self.log(
+                    f"tethered {fs} {impl.name} x{count}: {rate / 1e6:.1f} MB/s, "
+                    f"p50 {p50:.0f} µs, p99 {p99:.0f} µs, history peak {entries}"
+                )
+        self.results["tethered"] = rows
+
     # 5. idle cost: every pipeline sits idle in the same window
     def idle(self):
         period = self.size(10.0, 0.5)
@@ -608,6 +730,7 @@ class Bench:
             self.spaced,
             self.latency,
             self.fanout,
+            self.tethered,
             self.idle,
             self.memory,
         ]
@@ -966,6 +1089,31 @@ def report(args, results, chart_name):
         for fs, name, count, total, rate, n, lost, p99 in results["fanout"]:
             lines.append(
                 f"| {fs} | {name} | {count} | {fmt_size(total)} | {mb(rate)} | {n} | {lost} | {p99:,.0f} |"
+            )
+        lines.append("")
+    if "tethered" in results:
+        lines += [
+            "## 4b. Every chunk to every consumer: tethered subscribers, history, tee",
+            "",
+            "Three ways to give each of N readers every chunk in order, in the same run:",
+            f"`filebus --subscribe` (producer `--retain {TETHER_RETAIN}`, consumers",
+            "`--history --subscribe sK`: the producer waits for the slowest subscriber, disk",
+            f"bounded at {TETHER_RETAIN} chunks), `filebus --history` (producer `--retain "
+            f"{HISTORY_RETAIN}`, enough",
+            "that nobody falls out: disk grows with the stream) and `tee` into N pipes (the",
+            "slowest reader blocks all; readers cannot come and go). Throughput: end to end,",
+            "64 KiB writes into the producer (default 4 KiB blocks), until the last of the N",
+            "outputs ended, every output checked byte for byte. `history peak`: the most",
+            "entries seen in FILE.history/ during the transfer (sampled every 5 ms). Latency:",
+            "one message at a time, its arrival at every consumer.",
+            "",
+            "| filesystem | path | consumers | bytes | MB/s end to end | history peak | latency samples | lost | p50 µs | p99 µs |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for fs, name, count, total, rate, entries, n, lost, p50, p99 in results["tethered"]:
+            peak = "—" if entries is None else f"{entries:,}"
+            lines.append(
+                f"| {fs} | {name} | {count} | {fmt_size(total)} | {mb(rate)} | {peak} | {n} | {lost} | {p50:,.0f} | {p99:,.0f} |"
             )
         lines.append("")
     if "idle" in results:

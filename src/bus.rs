@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::consume::Consumer;
 use crate::error::Result;
-use crate::history::HistoryConsumer;
-use crate::options::{BusOptions, HistoryOptions, ProducerOptions};
+use crate::history::{HistoryConsumer, unsubscribe};
+use crate::options::{BusOptions, HistoryOptions, ProducerOptions, check_subscriber_name};
 use crate::paths::BusPaths;
 use crate::publish::Producer;
 use crate::status::Status;
@@ -87,10 +87,69 @@ impl Bus {
     /// A consumer of the retained history `F.history/`; see
     /// [`HistoryConsumer`]. Fails with [`crate::Error::Incompatible`] in
     /// lossless mode, and when the position file cannot be read or its
-    /// directory cannot be written.
+    /// directory cannot be written. With [`HistoryOptions::subscribe`] it
+    /// runs that durable subscription, registering it (and creating the
+    /// data file's directory and `F.history/subscribers/`) if it is new;
+    /// it fails with [`crate::Error::SubscriberRunning`] when another
+    /// process runs it.
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    /// use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, ProducerOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let subscribe = || HistoryOptions::default().with_subscribe(Some("audit".into()));
+    /// let mut subscriber = bus.history_consumer(subscribe())?;
+    /// let mut producer = bus.producer_with(ProducerOptions::default().with_retain(NonZeroU64::new(1)))?;
+    /// producer.publish(b"one")?;
+    /// // With one chunk retained, the second would prune the first, which
+    /// // the subscriber has not delivered yet: the producer waits for it.
+    /// let publisher = std::thread::spawn(move || producer.publish(b"two"));
+    /// assert_eq!(
+    ///     subscriber.recv()?,
+    ///     Some(HistoryEvent::Chunk { seq: 1, data: b"one".to_vec() })
+    /// );
+    /// publisher.join().unwrap()?;
+    /// drop(subscriber);
+    /// // A restart resumes after the last chunk delivered.
+    /// let mut subscriber = bus.history_consumer(subscribe())?;
+    /// assert_eq!(
+    ///     subscriber.recv()?,
+    ///     Some(HistoryEvent::Chunk { seq: 2, data: b"two".to_vec() })
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn history_consumer(&self, history: HistoryOptions) -> Result<HistoryConsumer> {
         history.check(&self.options)?;
         HistoryConsumer::new(self.paths.clone(), self.options.clone(), history)
+    }
+
+    /// Removes the durable subscription `name` (see
+    /// [`HistoryOptions::subscribe`]): producers stop waiting for it, and a
+    /// consumer subscribing under that name later starts afresh. Fails with
+    /// [`crate::Error::SubscriberRunning`] while a process runs it, with
+    /// [`crate::Error::NoSubscriber`] when the bus has no such subscription,
+    /// and with [`crate::Error::BadSubscriberName`] for a name no
+    /// subscription can have.
+    ///
+    /// ```
+    /// use filebus::{Bus, BusOptions, Error, HistoryOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = Bus::new(dir.path().join("bus"), BusOptions::default());
+    /// let subscriber = bus.history_consumer(
+    ///     HistoryOptions::default().with_subscribe(Some("audit".into())),
+    /// )?;
+    /// assert!(matches!(bus.unsubscribe("audit"), Err(Error::SubscriberRunning { .. })));
+    /// drop(subscriber);
+    /// bus.unsubscribe("audit")?;
+    /// assert!(matches!(bus.unsubscribe("audit"), Err(Error::NoSubscriber { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unsubscribe(&self, name: &str) -> Result<()> {
+        check_subscriber_name(name)?;
+        unsubscribe(&self.paths, name)
     }
 
     /// What the bus looks like now, for a person or a script finding out

@@ -1,7 +1,8 @@
 //! Every command-line flag, documented in one place. The surface contains the
 //! one of `filebus` 0.3.5 (so existing scripts keep working) and adds line
 //! chunking (`--lines`), retained history (`--retain`, `--history` and its
-//! options) and `status`; the global options are accepted after the
+//! options), durable subscribers (`--subscribe`, `--untether-after`,
+//! `unsubscribe`) and `status`; the global options are accepted after the
 //! subcommand as well as before it. Two subcommands that do not touch a bus,
 //! `completions` and `man`, describe the command itself; see `generate.rs`.
 //! The flags are converted into the library's options here and checked by
@@ -106,6 +107,22 @@ pub enum Command {
         /// at 1. Not with --back-pressure
         #[arg(long, value_name = "N", value_parser = parse_retain)]
         retain: Option<NonZeroU64>,
+
+        /// With --retain: wait at most SECONDS (fractions allowed) for a
+        /// subscriber (consumer --subscribe) that makes no progress while
+        /// it still needs a chunk that retention would prune; then prune it
+        /// anyway (one warning line) and go on: that subscriber gets a loss
+        /// report and is tethered again once it has caught up. A subscriber
+        /// whose process is gone holds the producer just as long. 0 never
+        /// waits
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value = "10",
+            value_parser = parse_untether,
+            requires = "retain"
+        )]
+        untether_after: Duration,
     },
     /// Copy the bus to standard output
     Consumer(HistoryArgs),
@@ -122,6 +139,14 @@ pub enum Command {
         /// for several)
         #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
         position_file: Vec<PathBuf>,
+    },
+    /// Remove the durable subscription NAME (consumer --subscribe NAME):
+    /// producers stop waiting for it, and subscribing under NAME again
+    /// starts afresh. Refused while a consumer runs it
+    Unsubscribe {
+        /// The subscription's name
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }
 
@@ -190,6 +215,17 @@ pub struct HistoryArgs {
     /// writable: checked before anything is delivered
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, requires = "history")]
     position_file: Option<PathBuf>,
+
+    /// History: a durable subscription named NAME (1-64 of A-Z a-z 0-9 . _ -,
+    /// not starting with '.'). Its position is kept in
+    /// FILE.history/subscribers/NAME: a new subscription starts where --from
+    /// says, a known one resumes after the last chunk it delivered. A
+    /// producer with --retain waits for it rather than prune a chunk it has
+    /// not delivered, for at most --untether-after without progress. One
+    /// process at a time per NAME; remove it with `filebus unsubscribe NAME`.
+    /// Not with --position-file
+    #[arg(long, value_name = "NAME", requires = "history")]
+    subscribe: Option<String>,
 }
 
 impl HistoryArgs {
@@ -200,6 +236,7 @@ impl HistoryArgs {
                 .with_start(self.from.unwrap_or_default())
                 .with_strict(self.strict)
                 .with_position_file(self.position_file.clone())
+                .with_subscribe(self.subscribe.clone())
         })
     }
 }
@@ -250,14 +287,20 @@ impl Cli {
         } else {
             Chunking::Bytes
         };
-        let retain = match self.command {
-            Command::Producer { retain, .. } => retain,
-            Command::Consumer(_) | Command::Status { .. } => None,
-        };
-        ProducerOptions::default()
+        let mut options = ProducerOptions::default()
             .with_chunking(chunking)
-            .with_block_size(self.block_size)
-            .with_retain(retain)
+            .with_block_size(self.block_size);
+        if let Command::Producer {
+            retain,
+            untether_after,
+            ..
+        } = self.command
+        {
+            options = options
+                .with_retain(retain)
+                .with_untether_after(untether_after);
+        }
+        options
     }
 
     /// Parses the process arguments; on a usage error prints it with a hint
@@ -278,6 +321,10 @@ impl Cli {
         let refused = match &cli.command {
             Command::Producer { .. } => cli.producer_options().check(&bus),
             Command::Consumer(args) => args.options().map_or(Ok(()), |h| h.check(&bus)),
+            // The one check of subscriber names.
+            Command::Unsubscribe { name } => HistoryOptions::default()
+                .with_subscribe(Some(name.clone()))
+                .check(&bus),
             Command::Status { .. } => Ok(()),
         };
         if let Err(e) = refused {
@@ -376,6 +423,13 @@ fn parse_start(s: &str) -> Result<Start, String> {
     }
 }
 
+fn parse_untether(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_interval(s),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .trim()
@@ -405,6 +459,14 @@ mod tests {
         assert!(parse_interval("x").is_err());
         assert!(parse_interval("1e300").is_err());
         assert_eq!(parse_interval("0.25"), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn untether_after_takes_zero_and_fractions() {
+        assert_eq!(parse_untether("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_untether("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_untether("-1").is_err());
+        assert!(parse_untether("soon").is_err());
     }
 
     #[test]

@@ -51,6 +51,44 @@ pub enum Error {
         /// The position file.
         path: PathBuf,
     },
+    /// A subscriber name (see [`crate::HistoryOptions::subscribe`]) that
+    /// is not 1 to 64 bytes of `A-Z a-z 0-9 . _ -` not starting with `.`.
+    #[error(
+        "{name:?} is not a subscriber name: 1 to 64 characters of A-Z a-z 0-9 . _ -, \
+         not starting with '.'"
+    )]
+    BadSubscriberName {
+        /// The name given.
+        name: String,
+    },
+    /// Another process runs this subscription (it holds its lock), so it
+    /// can neither be run twice nor be removed now.
+    #[error(
+        "{}subscriber {name} on {} is {}running{}",
+        if *removing { "cannot unsubscribe: " } else { "" },
+        path.display(),
+        if *removing { "" } else { "already " },
+        pid.map_or(String::new(), |pid| format!(" (PID {pid})"))
+    )]
+    SubscriberRunning {
+        /// The subscription's name.
+        name: String,
+        /// The bus data file.
+        path: PathBuf,
+        /// The process running it, where the system tells.
+        pid: Option<u32>,
+        /// Whether this was an attempt to remove it.
+        removing: bool,
+    },
+    /// [`crate::Bus::unsubscribe`] was asked for a subscription the bus
+    /// does not have.
+    #[error("{} has no subscriber {name}", path.display())]
+    NoSubscriber {
+        /// The name asked for.
+        name: String,
+        /// The bus data file.
+        path: PathBuf,
+    },
     /// A lossless consumer could not remove the chunk once delivered, so it
     /// did not deliver it: the next consumer would have delivered it again.
     #[error(

@@ -6,10 +6,14 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::libc;
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::error::{Error, Result, is_gone};
 
@@ -52,24 +56,46 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>> {
 /// and never reuses an inode a neighbour planted (a hard link to someone
 /// else's file would otherwise be truncated).
 pub(crate) fn create_afresh(path: &Path) -> Result<File> {
-    make_afresh(path, || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-    })
+    create_afresh_at(AT_FDCWD, path, path)
+}
+
+/// [`create_afresh`] for the entry `name` of the directory open as `dir`,
+/// so that nothing planted in place of the directory is followed either;
+/// `path` names the file in messages.
+pub(crate) fn create_afresh_at(dir: BorrowedFd<'_>, name: &Path, path: &Path) -> Result<File> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+    afresh(
+        path,
+        || {
+            openat(
+                dir,
+                name,
+                flags | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o666),
+            )
+            .map(File::from)
+            .map_err(io::Error::from)
+        },
+        || unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from),
+    )
 }
 
 /// Runs `make`, which creates `name` and fails if anything is there. What is
 /// there is a leftover of a dead process or a neighbour's plant, so the entry
 /// itself (never what it points to) is removed and `make` runs once more.
 pub(crate) fn make_afresh<T>(name: &Path, make: impl Fn() -> io::Result<T>) -> Result<T> {
+    afresh(name, make, || std::fs::remove_file(name))
+}
+
+fn afresh<T>(
+    name: &Path,
+    make: impl Fn() -> io::Result<T>,
+    remove: impl FnOnce() -> io::Result<()>,
+) -> Result<T> {
     match make() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             log::debug!("removing stale {}", name.display());
-            std::fs::remove_file(name).map_err(Error::io("remove stale", name))?;
+            remove().map_err(Error::io("remove stale", name))?;
             make()
         }
         other => other,

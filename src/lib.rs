@@ -92,5 +92,5 @@ pub use options::{BusOptions, Chunking, HistoryOptions, Mode, ProducerOptions, S
 pub use output::Output;
 pub use paths::BusPaths;
 pub use publish::Producer;
-pub use status::{FileState, LockState, LockUser, PositionState, Status};
+pub use status::{FileState, LockState, LockUser, PositionState, Status, SubscriberState};
 pub use stop::Stop;

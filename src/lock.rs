@@ -134,6 +134,50 @@ impl BusLock {
     }
 }
 
+/// Who holds and who waits for the `flock(2)` lock on the file `dev`/`ino`.
+pub(crate) struct FlockUsers {
+    pub(crate) holder: Option<u32>,
+    pub(crate) waiting: usize,
+}
+
+/// Reads `/proc/locks` (Linux), where each lock is a line such as
+/// `1: FLOCK  ADVISORY  WRITE 12275 fe:00:10010931 0 EOF` (the device as
+/// hexadecimal major:minor), and a process waiting for it a line with `->`
+/// after the number. `None` where the file cannot be read.
+pub(crate) fn flock_users(dev: u64, ino: u64) -> Option<FlockUsers> {
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(parse_locks(&table, dev, ino))
+}
+
+fn parse_locks(table: &str, dev: u64, ino: u64) -> FlockUsers {
+    // Linux's split of a device number, which only its /proc/locks shows
+    // (glibc's gnu_dev_major and gnu_dev_minor).
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    let file = format!("{major:02x}:{minor:02x}:{ino}");
+    let mut users = FlockUsers {
+        holder: None,
+        waiting: 0,
+    };
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (waits, rest) = match fields.get(1) {
+            Some(&"->") => (true, &fields[2..]),
+            _ => (false, fields.get(1..).unwrap_or_default()),
+        };
+        // FLOCK ADVISORY WRITE PID DEVICE:INODE START END
+        if rest.len() < 5 || rest[0] != "FLOCK" || rest[4] != file {
+            continue;
+        }
+        if waits {
+            users.waiting += 1;
+        } else {
+            users.holder = rest[3].parse().ok();
+        }
+    }
+    users
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::os::unix::fs::symlink;
@@ -268,5 +312,20 @@ mod tests {
         }
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(!missing.exists(), "created through a dangling symlink");
+    }
+
+    #[test]
+    fn the_lock_table_names_holder_and_waiters_of_one_file() {
+        let dev = 0xfe << 8; // major 0xfe, minor 0, in Linux's encoding
+        let table = "1: FLOCK  ADVISORY  WRITE 12275 fe:00:10010931 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 12276 fe:00:10010931 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 12277 fe:00:10010931 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 999 fe:00:10010931 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 555 fe:00:42 0 EOF\n";
+        let users = parse_locks(table, dev, 10010931);
+        assert_eq!(users.holder, Some(12275));
+        assert_eq!(users.waiting, 2);
+        let other = parse_locks(table, dev, 7);
+        assert_eq!((other.holder, other.waiting), (None, 0));
     }
 }

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             json,
             position_file,
         } => status(&bus, *json, position_file),
+        Command::Unsubscribe { name } => bus.unsubscribe(name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +61,8 @@ fn closed_own_stream(command: &Command) -> Option<&'static str> {
         Command::Consumer(_) | Command::Status { .. } => {
             stdio::was_closed(1).then_some("standard output")
         }
+        // It writes nothing but its error.
+        Command::Unsubscribe { .. } => None,
     }
 }
 

@@ -171,7 +171,21 @@ pub struct ProducerOptions {
     /// bytes; memory follows the data actually buffered, not this size.
     /// Default: 4096.
     pub block_size: usize,
+    /// With [`ProducerOptions::retain`]: how long one durable subscriber
+    /// ([`HistoryOptions::subscribe`]) may hold the producer back without
+    /// making progress before the producer prunes the chunk it still needs
+    /// and goes on (the subscriber is then untethered: it gets a loss report
+    /// when it resumes, and is tethered again once it has caught up). A
+    /// subscriber whose process is gone is held for no longer than this
+    /// either, so that a quick restart loses nothing. Default: 10 s, the
+    /// untethered-window default of Aeron, whose tethered subscriptions are
+    /// the model. Zero: never wait (subscribers then only keep their
+    /// position).
+    pub untether_after: Duration,
 }
+
+/// The default of [`ProducerOptions::untether_after`].
+const UNTETHER_AFTER: Duration = Duration::from_secs(10);
 
 impl Default for ProducerOptions {
     fn default() -> Self {
@@ -179,6 +193,7 @@ impl Default for ProducerOptions {
             retain: None,
             chunking: Chunking::Bytes,
             block_size: 4096,
+            untether_after: UNTETHER_AFTER,
         }
     }
 }
@@ -199,6 +214,24 @@ impl ProducerOptions {
     /// Sets [`ProducerOptions::block_size`] (at least 1).
     pub fn with_block_size(mut self, block_size: usize) -> Self {
         self.block_size = block_size.max(1);
+        self
+    }
+
+    /// Sets [`ProducerOptions::untether_after`].
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    /// use std::time::Duration;
+    /// use filebus::ProducerOptions;
+    ///
+    /// let options = ProducerOptions::default()
+    ///     .with_retain(NonZeroU64::new(64))
+    ///     .with_untether_after(Duration::from_secs(2));
+    /// assert_eq!(options.untether_after, Duration::from_secs(2));
+    /// assert_eq!(ProducerOptions::default().untether_after, Duration::from_secs(10));
+    /// ```
+    pub fn with_untether_after(mut self, after: Duration) -> Self {
+        self.untether_after = after;
         self
     }
 
@@ -255,6 +288,18 @@ pub struct HistoryOptions {
     /// resuming consumer leaves out the one in `F` when it starts. Default:
     /// none.
     pub position_file: Option<PathBuf>,
+    /// A durable subscription under this name: the consumer keeps its
+    /// position in `F.history/subscribers/NAME` instead of a position file
+    /// (so not with [`HistoryOptions::position_file`]), and a producer with
+    /// retention waits for it rather than prune a chunk it has not
+    /// delivered yet, for at most [`ProducerOptions::untether_after`] at a
+    /// time. A new subscription starts where `start` says and records that
+    /// before it delivers anything; a known one resumes after its recorded
+    /// position (`start` is then ignored). Only one process at a time may
+    /// run a subscription. The name is 1 to 64 bytes of `A-Z a-z 0-9 . _ -`,
+    /// not starting with `.`. Remove a subscription with
+    /// [`crate::Bus::unsubscribe`]. Default: none.
+    pub subscribe: Option<String>,
 }
 
 impl HistoryOptions {
@@ -276,11 +321,60 @@ impl HistoryOptions {
         self
     }
 
-    /// Refuses what cannot work on a bus with `bus` options: following
-    /// history with back pressure.
-    pub fn check(&self, bus: &BusOptions) -> Result<()> {
-        refuse_history_with_back_pressure(bus)
+    /// Sets [`HistoryOptions::subscribe`].
+    ///
+    /// ```
+    /// use filebus::{Bus, BusOptions, HistoryOptions};
+    ///
+    /// let bus = BusOptions::default();
+    /// let options = HistoryOptions::default().with_subscribe(Some("audit-log".into()));
+    /// assert!(options.check(&bus).is_ok());
+    /// let bad = HistoryOptions::default().with_subscribe(Some("../escape".into()));
+    /// assert!(bad.check(&bus).is_err());
+    /// let both = options.with_position_file(Some("/tmp/pos".into()));
+    /// assert!(both.check(&bus).is_err());
+    /// ```
+    pub fn with_subscribe(mut self, name: Option<String>) -> Self {
+        self.subscribe = name;
+        self
     }
+
+    /// Refuses what cannot work on a bus with `bus` options: following
+    /// history with back pressure, a subscription name that is not one, and
+    /// a subscription with a position file.
+    pub fn check(&self, bus: &BusOptions) -> Result<()> {
+        refuse_history_with_back_pressure(bus)?;
+        let Some(name) = &self.subscribe else {
+            return Ok(());
+        };
+        check_subscriber_name(name)?;
+        if self.position_file.is_some() {
+            return Err(Error::Incompatible(
+                "a subscription (--subscribe) keeps its own position in \
+                 FILE.history/subscribers/; it cannot be combined with --position-file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest subscriber name, in bytes.
+const NAME_MAX: usize = 64;
+
+/// Refuses a subscriber name that is not 1 to [`NAME_MAX`] bytes of
+/// `[A-Za-z0-9._-]` not starting with `.`: the name becomes a file name in
+/// a shared directory, so it must never be a path (`/`, `..`), and names
+/// starting with `.` are kept for the subscribers' own lock and staging
+/// files.
+pub(crate) fn check_subscriber_name(name: &str) -> Result<()> {
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    let bytes = name.as_bytes();
+    if (1..=NAME_MAX).contains(&bytes.len()) && bytes[0] != b'.' && bytes.iter().all(allowed) {
+        return Ok(());
+    }
+    Err(Error::BadSubscriberName {
+        name: name.to_string(),
+    })
 }
 
 fn refuse_history_with_back_pressure(bus: &BusOptions) -> Result<()> {
@@ -310,6 +404,36 @@ mod tests {
         assert!(producer.contains("--retain"), "{producer}");
         assert!(retaining.check(&BusOptions::default()).is_ok());
         assert!(ProducerOptions::default().check(&lossless).is_ok());
+    }
+
+    #[test]
+    fn subscriber_names_are_plain_file_names() {
+        for good in ["a", "audit-log", "A.b_c-9", &"x".repeat(64)] {
+            assert!(check_subscriber_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "..",
+            "a/b",
+            "../x",
+            "sp ace",
+            "caf\u{e9}",
+            "new\nline",
+            &"x".repeat(65),
+        ] {
+            let err = check_subscriber_name(bad).unwrap_err().to_string();
+            assert!(err.contains("subscriber name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_subscription_has_no_position_file() {
+        let options = HistoryOptions::default()
+            .with_subscribe(Some("s".into()))
+            .with_position_file(Some("p".into()));
+        let err = options.check(&BusOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("--position-file"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,14 @@ use crate::watch::{Awaited, Watcher};
 /// [`BusOptions::sleep_interval`] without it, and a [`Stop`] from
 /// [`Producer::stopper`] ends it at once (within a millisecond while
 /// polling pauses are shorter than that), publishing nothing.
+///
+/// With retained history, a producer also waits, before it takes the lock,
+/// while a durable subscriber (see [`crate::HistoryOptions::subscribe`])
+/// still needs a chunk that publishing would prune, for at most
+/// [`ProducerOptions::untether_after`] without progress from that
+/// subscriber. A record's change ends the wait at once with file
+/// monitoring, within the polling pause without it; a [`Stop`] ends it at
+/// once, publishing nothing.
 #[derive(Debug)]
 pub struct Producer {
     paths: BusPaths,
@@ -59,7 +67,9 @@ impl Producer {
         Ok(Producer {
             lock: BusLock::new(paths.lock().to_path_buf(), options.wait_policy()),
             watcher: Watcher::new(&paths, &options, Awaited::Removal),
-            retention: producer.retain.map(|keep| Retention::new(&paths, keep)),
+            retention: producer
+                .retain
+                .map(|keep| Retention::new(&paths, &options, keep, producer.untether_after)),
             last_seq: None,
             unnamed_staging: true,
             progress: Progress::new("published"),
@@ -94,7 +104,11 @@ impl Producer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stopper(&mut self) -> Result<Stop> {
-        self.watcher.stopper()
+        let stop = self.watcher.stopper()?;
+        if let Some(retention) = &mut self.retention {
+            retention.share_stop(stop.clone());
+        }
+        Ok(stop)
     }
 
     /// With retained history, the sequence number of the chunk this
@@ -163,6 +177,11 @@ impl Producer {
     {
         match self.options.mode {
             Mode::Lossy => {
+                // Before the lock, which is never held while waiting for a
+                // subscriber.
+                if let Some(retention) = &mut self.retention {
+                    retention.hold_back()?;
+                }
                 let _held = self.lock.acquire()?;
                 let Some(retention) = &mut self.retention else {
                     return stage_and_rename(&self.paths, staging, |_| Ok(()));

@@ -2,7 +2,8 @@
 //! holds the lock, did a producer die mid-publish, how much history is kept
 //! and how far behind each recorded consumer is. Collecting it takes no lock
 //! and changes nothing, so it is safe to run against a live bus of any
-//! implementation.
+//! implementation. Durable subscribers are listed with their position and
+//! whether a process runs them.
 
 use std::fmt::{self, Write as _};
 use std::io;
@@ -11,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::history::{position_of, retained_range};
+use crate::history::{position_of, retained_range, subscriptions};
+use crate::lock::flock_users;
 use crate::paths::BusPaths;
 
 /// One bus file as it is now.
@@ -58,6 +60,26 @@ pub struct PositionState {
     pub lag: Option<u64>,
 }
 
+/// A durable subscription (see [`crate::HistoryOptions::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberState {
+    /// Its name.
+    pub name: String,
+    /// The last sequence number it delivered (for one that delivered
+    /// nothing yet, the one before its start); `None` if its record is
+    /// missing.
+    pub delivered: Option<u64>,
+    /// Chunks retained after that one: how far behind it is.
+    pub lag: Option<u64>,
+    /// The process running it; `None` when none does (or the system does
+    /// not tell: no `/proc/locks`).
+    pub pid: Option<u32>,
+    /// Its next chunk is no longer retained: it lost chunks, and producers
+    /// do not wait for it until it has caught up.
+    pub untethered: bool,
+}
+
 /// A snapshot of a bus, from [`crate::Bus::status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -75,6 +97,8 @@ pub struct Status {
     pub history: Option<(u64, u64)>,
     /// The position files asked about.
     pub positions: Vec<PositionState>,
+    /// The durable subscriptions, by name.
+    pub subscribers: Vec<SubscriberState>,
 }
 
 fn file_state(path: &Path) -> Result<Option<FileState>> {
@@ -90,50 +114,6 @@ fn file_state(path: &Path) -> Result<Option<FileState>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("stat", path)(e)),
     }
-}
-
-/// Who holds and who waits for the `flock(2)` lock on the file `dev`/`ino`.
-struct FlockUsers {
-    holder: Option<u32>,
-    waiting: usize,
-}
-
-/// Reads `/proc/locks` (Linux), where each lock is a line such as
-/// `1: FLOCK  ADVISORY  WRITE 12275 fe:00:10010931 0 EOF` (the device as
-/// hexadecimal major:minor), and a process waiting for it a line with `->`
-/// after the number. `None` where the file cannot be read.
-fn flock_users(dev: u64, ino: u64) -> Option<FlockUsers> {
-    let table = std::fs::read_to_string("/proc/locks").ok()?;
-    Some(parse_locks(&table, dev, ino))
-}
-
-fn parse_locks(table: &str, dev: u64, ino: u64) -> FlockUsers {
-    // Linux's split of a device number, which only its /proc/locks shows
-    // (glibc's gnu_dev_major and gnu_dev_minor).
-    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
-    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
-    let file = format!("{major:02x}:{minor:02x}:{ino}");
-    let mut users = FlockUsers {
-        holder: None,
-        waiting: 0,
-    };
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (waits, rest) = match fields.get(1) {
-            Some(&"->") => (true, &fields[2..]),
-            _ => (false, fields.get(1..).unwrap_or_default()),
-        };
-        // FLOCK ADVISORY WRITE PID DEVICE:INODE START END
-        if rest.len() < 5 || rest[0] != "FLOCK" || rest[4] != file {
-            continue;
-        }
-        if waits {
-            users.waiting += 1;
-        } else {
-            users.holder = rest[3].parse().ok();
-        }
-    }
-    users
 }
 
 fn lock_user(pid: u32) -> LockUser {
@@ -182,6 +162,22 @@ impl Status {
                 })
             })
             .collect::<Result<_>>()?;
+        let subscribers = subscriptions(paths)?
+            .into_iter()
+            .map(|recorded| SubscriberState {
+                lag: match (recorded.delivered, history) {
+                    (Some(at), Some((_, newest))) => Some(newest.saturating_sub(at)),
+                    _ => None,
+                },
+                untethered: match (recorded.delivered, history) {
+                    (Some(at), Some((oldest, _))) => at.saturating_add(1) < oldest,
+                    _ => false,
+                },
+                name: recorded.name,
+                delivered: recorded.delivered,
+                pid: recorded.pid,
+            })
+            .collect();
         Ok(Status {
             path: paths.data().to_path_buf(),
             data: file_state(paths.data())?,
@@ -189,6 +185,7 @@ impl Status {
             staging: file_state(paths.staging())?,
             history,
             positions,
+            subscribers,
         })
     }
 
@@ -247,6 +244,21 @@ impl Status {
                 json_string(&p.path.to_string_lossy()),
                 opt(p.delivered),
                 opt(p.lag)
+            );
+        }
+        out.push_str("],\"subscribers\":[");
+        for (i, sub) in self.subscribers.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{{\"name\":{},\"delivered\":{},\"lag\":{},\"pid\":{},\"untethered\":{}}}",
+                json_string(&sub.name),
+                opt(sub.delivered),
+                opt(sub.lag),
+                opt(sub.pid.map(u64::from)),
+                sub.untethered
             );
         }
         out.push_str("]}");
@@ -355,6 +367,29 @@ impl fmt::Display for Status {
                 )?,
             }
         }
+        for sub in &self.subscribers {
+            write!(f, "subscriber {}: ", sub.name)?;
+            match (sub.delivered, sub.lag) {
+                (None, _) => write!(f, "no record")?,
+                (Some(at), Some(lag)) => write!(
+                    f,
+                    "delivered {at}, {lag} chunk{} behind",
+                    if lag == 1 { "" } else { "s" }
+                )?,
+                (Some(at), None) => write!(f, "delivered {at}")?,
+            }
+            match sub.pid {
+                Some(pid) => write!(f, ", running (PID {pid})")?,
+                None => write!(f, ", not running")?,
+            }
+            if sub.untethered {
+                write!(
+                    f,
+                    ", untethered (lost chunks; tethered again once caught up)"
+                )?;
+            }
+            writeln!(f)?;
+        }
         Ok(())
     }
 }
@@ -362,21 +397,6 @@ impl fmt::Display for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_lock_table_names_holder_and_waiters_of_one_file() {
-        let dev = 0xfe << 8; // major 0xfe, minor 0, in Linux's encoding
-        let table = "1: FLOCK  ADVISORY  WRITE 12275 fe:00:10010931 0 EOF\n\
-                     1: -> FLOCK  ADVISORY  WRITE 12276 fe:00:10010931 0 EOF\n\
-                     1: -> FLOCK  ADVISORY  WRITE 12277 fe:00:10010931 0 EOF\n\
-                     2: POSIX  ADVISORY  WRITE 999 fe:00:10010931 0 EOF\n\
-                     3: FLOCK  ADVISORY  WRITE 555 fe:00:42 0 EOF\n";
-        let users = parse_locks(table, dev, 10010931);
-        assert_eq!(users.holder, Some(12275));
-        assert_eq!(users.waiting, 2);
-        let other = parse_locks(table, dev, 7);
-        assert_eq!((other.holder, other.waiting), (None, 0));
-    }
 
     #[test]
     fn json_strings_are_escaped() {

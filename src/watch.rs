@@ -1,4 +1,5 @@
-//! Waiting for the data file to change.
+//! Waiting for the data file to change (or, for a producer that a durable
+//! subscriber holds back, for the subscribers' records to change).
 //!
 //! `F` is replaced by rename on every publish, so the directory that holds it
 //! is watched (inotify), not `F` itself. Events only shorten a wait: every
@@ -43,8 +44,8 @@ use crate::sys::{self, Events, Seen};
 
 pub(crate) use crate::sys::Awaited;
 
-/// Waits for changes to one bus file, by events when possible and by
-/// polling always.
+/// Waits for changes to one bus file, or to any entry of one directory, by
+/// events when possible and by polling always.
 #[derive(Debug)]
 pub(crate) struct Watcher {
     /// Whether events are wanted: they are set up at the first
@@ -55,7 +56,8 @@ pub(crate) struct Watcher {
     inotify: Option<Events>,
     watching: bool,
     dir: PathBuf,
-    name: OsString,
+    /// The entry of `dir` waited for; `None`: any.
+    name: Option<OsString>,
     interval: Duration,
     awaited: Awaited,
     /// How long to keep checking for the event before going to sleep.
@@ -86,6 +88,17 @@ impl Watcher {
     /// monitoring, and waits that start eagerly or poll as the
     /// [`WaitPolicy`] of the bus's mode says.
     pub(crate) fn new(paths: &BusPaths, options: &BusOptions, awaited: Awaited) -> Self {
+        let name = Some(paths.file_name().to_os_string());
+        Watcher::on(paths.dir().to_path_buf(), name, options, awaited)
+    }
+
+    /// A watcher for changes to any entry of `dir`, waiting as
+    /// [`Watcher::new`] does.
+    pub(crate) fn on_directory(dir: PathBuf, options: &BusOptions, awaited: Awaited) -> Self {
+        Watcher::on(dir, None, options, awaited)
+    }
+
+    fn on(dir: PathBuf, name: Option<OsString>, options: &BusOptions, awaited: Awaited) -> Self {
         let WaitPolicy {
             eager,
             first_pause,
@@ -96,8 +109,8 @@ impl Watcher {
             started: false,
             inotify: None,
             watching: false,
-            dir: paths.dir().to_path_buf(),
-            name: paths.file_name().to_os_string(),
+            dir,
+            name,
             interval,
             awaited,
             eager,
@@ -240,6 +253,12 @@ impl Watcher {
         Ok(self.stop.clone().expect("made above"))
     }
 
+    /// Makes `stop` end this watcher's waits too, as it ends those of the
+    /// watcher it came from.
+    pub(crate) fn share_stop(&mut self, stop: Stop) {
+        self.stop = Some(stop);
+    }
+
     /// Fails with [`Error::Stopped`] once stopped.
     pub(crate) fn check_stop(&self) -> Result<()> {
         match &self.stop {
@@ -331,7 +350,7 @@ impl Watcher {
     /// directory watch itself went away.
     fn drain(&self) -> Seen {
         match &self.inotify {
-            Some(events) => events.drain(self.name.as_bytes()),
+            Some(events) => events.drain(self.name.as_deref().map(OsStrExt::as_bytes)),
             None => Seen::default(),
         }
     }

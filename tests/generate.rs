@@ -127,6 +127,7 @@ fn man_dir_writes_one_page_per_command() {
             "filebus-man.1",
             "filebus-producer.1",
             "filebus-status.1",
+            "filebus-unsubscribe.1",
             "filebus.1"
         ]
     );

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::dir::HistoryDir;
 use super::position::PositionFile;
+use super::subscriber::Subscription;
 use crate::error::{Error, Loss, Result};
 use crate::files::{open_regular, stat_regular};
 use crate::options::{BusOptions, HistoryOptions, Start};
@@ -300,6 +301,9 @@ pub struct HistoryConsumer {
     progress: Progress,
     /// The sequence number of the end chunk, once delivered.
     ended: Option<u64>,
+    /// The durable subscription this consumer runs, if any: its lock is
+    /// held for as long as the consumer lives.
+    _subscription: Option<Subscription>,
 }
 
 impl HistoryConsumer {
@@ -308,12 +312,26 @@ impl HistoryConsumer {
         options: BusOptions,
         history: HistoryOptions,
     ) -> Result<Self> {
-        let position = history.position_file.map(PositionFile::new);
-        let delivered = position
-            .as_ref()
-            .map(PositionFile::read)
-            .transpose()?
-            .flatten();
+        let (position, delivered, resumed, subscription) = match &history.subscribe {
+            Some(name) => {
+                let taken = Subscription::take(&paths, &options, name, history.start)?;
+                (
+                    Some(taken.record),
+                    Some(taken.delivered),
+                    taken.resumed,
+                    Some(taken.subscription),
+                )
+            }
+            None => {
+                let position = history.position_file.map(PositionFile::new);
+                let delivered = position
+                    .as_ref()
+                    .map(PositionFile::read)
+                    .transpose()?
+                    .flatten();
+                (position, delivered, delivered.is_some(), None)
+            }
+        };
         // Before anything is delivered: a position that cannot be recorded
         // would otherwise be found out only after the first chunk.
         if let Some(position) = &position {
@@ -329,12 +347,12 @@ impl HistoryConsumer {
         // Unsequenced chunks are not recorded in the position file: the one
         // in `F` now may have been delivered before the restart, so a
         // resuming consumer leaves it out rather than repeat it.
-        let seen = match delivered {
-            Some(_) => open_regular(paths.data())?.map(|(file, meta)| Seen {
+        let seen = match resumed {
+            true => open_regular(paths.data())?.map(|(file, meta)| Seen {
                 id: (meta.dev(), meta.ino()),
                 _file: file,
             }),
-            None => None,
+            false => None,
         };
         let mut consumer = HistoryConsumer {
             watcher: Watcher::new(&paths, &options, Awaited::Publication),
@@ -348,6 +366,7 @@ impl HistoryConsumer {
             report: Report::default(),
             progress: Progress::new("delivered"),
             ended: None,
+            _subscription: subscription,
         };
         // Look now, so that "the first chunk published after it started"
         // means after this constructor returned.
@@ -506,12 +525,7 @@ impl HistoryConsumer {
         };
         let next = match (next, start) {
             (Some(next), _) => next,
-            // An end chunk there closed a stream that is over: a newcomer
-            // waits for the next stream instead of ending at once.
-            (None, Some(Start::Newest)) => match dir.open_entry(newest)? {
-                Some((_, meta)) if meta.size() == 0 => newest + 1,
-                _ => newest,
-            },
+            (None, Some(Start::Newest)) => dir.start_at(Start::Newest, (oldest, newest))?,
             // Oldest, or entries that all appeared after the start.
             (None, _) => oldest,
         };

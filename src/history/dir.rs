@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
 use crate::error::{Error, Result, is_gone};
+use crate::options::Start;
 use crate::sys;
 
 pub(super) fn errno_io(action: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
@@ -75,6 +76,27 @@ impl HistoryDir {
             Err(e) if is_gone(e.raw_os_error()) => Ok(false),
             Err(e) => Err(Error::io("stat", &self.path)(e)),
         }
+    }
+
+    /// The directory's descriptor, for entries other than chunks (the
+    /// subscribers' directory) opened relative to it.
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Where a consumer starting at `start` begins, given that the entries
+    /// `oldest..=newest` are retained.
+    pub(super) fn start_at(&self, start: Start, (oldest, newest): (u64, u64)) -> Result<u64> {
+        Ok(match start {
+            Start::Seq(seq) => seq.max(1),
+            Start::Oldest => oldest,
+            // An end chunk there closed a stream that is over: a newcomer
+            // waits for the next stream instead of ending at once.
+            Start::Newest => match self.open_entry(newest)? {
+                Some((_, meta)) if meta.size() == 0 => newest + 1,
+                _ => newest,
+            },
+        })
     }
 
     pub(super) fn entry_path(&self, seq: u64) -> PathBuf {

@@ -29,16 +29,26 @@
 //! history it does the same for every chunk, as a lossy consumer, until
 //! `F.history/` appears.
 //!
+//! Durable subscribers (`subscriber`) are history consumers whose position
+//! the bus keeps, in `F.history/subscribers/`; a producer with retention
+//! waits for them rather than prune a chunk they still need (`tether`), so
+//! that they get every chunk on bounded disk, unless one of them holds the
+//! producer back for too long.
+//!
 //! One concept a file: `name` (entry names), `dir` (the
 //! directory through one descriptor, listing and probing), `retention` (the
-//! producer's side), `position` (position files), `consumer` (the history
-//! consumer's state machine).
+//! producer's side), `tether` (the producer waiting for subscribers),
+//! `position` (position files and subscribers' records), `subscriber`
+//! (registering, running and removing a subscription), `consumer` (the
+//! history consumer's state machine).
 
 mod consumer;
 mod dir;
 mod name;
 mod position;
 mod retention;
+mod subscriber;
+mod tether;
 
 use std::path::Path;
 
@@ -47,6 +57,7 @@ use crate::paths::BusPaths;
 
 pub use consumer::{HistoryConsumer, HistoryEvent};
 pub(crate) use retention::Retention;
+pub(crate) use subscriber::{subscriptions, unsubscribe};
 
 use dir::HistoryDir;
 use position::PositionFile;

@@ -39,6 +39,7 @@ impl Events {
         let entry = match awaited {
             Awaited::Publication => AddWatchFlags::IN_MOVED_TO,
             Awaited::Removal => AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
+            Awaited::Records => AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE,
         };
         let mask = entry
             | AddWatchFlags::IN_DELETE_SELF
@@ -57,7 +58,7 @@ impl Events {
 
     /// Reads every queued event: whether any concerned the entry `name`,
     /// and whether the directory watch itself went away.
-    pub(crate) fn drain(&self, name: &[u8]) -> Seen {
+    pub(crate) fn drain(&self, name: Option<&[u8]>) -> Seen {
         let mut seen = Seen::default();
         // Room for many events at once; the kernel returns whole events.
         let mut buf = [0u8; 4096];
@@ -73,10 +74,10 @@ impl Events {
 }
 
 /// Parses `buf`, as read from an inotify descriptor, for events about the
-/// entry `name` of the watched directory. Each event is a `struct
+/// entry `name` of the watched directory (any entry for `None`). Each event is a `struct
 /// inotify_event` (watch descriptor, mask, cookie, name length, in native
 /// byte order) followed by that many bytes of name, padded with NULs.
-fn parse_events(buf: &[u8], name: &[u8]) -> Seen {
+fn parse_events(buf: &[u8], name: Option<&[u8]>) -> Seen {
     let mut seen = Seen::default();
     let mut at = 0;
     while let Some(header) = buf.get(at..at + EVENT_HEADER) {
@@ -96,7 +97,9 @@ fn parse_events(buf: &[u8], name: &[u8]) -> Seen {
             seen.relevant = true;
         }
         // Events were dropped, any of them about `F`.
-        if flags.contains(AddWatchFlags::IN_Q_OVERFLOW) || event_name == name {
+        if flags.contains(AddWatchFlags::IN_Q_OVERFLOW)
+            || name.is_none_or(|name| event_name == name)
+        {
             seen.relevant = true;
         }
         at = end;
@@ -353,13 +356,16 @@ mod tests {
     #[test]
     fn an_event_naming_the_file_is_relevant() {
         for mask in [AddWatchFlags::IN_MOVED_TO, AddWatchFlags::IN_DELETE] {
-            assert_eq!(parse_events(&event(mask, "bus"), b"bus"), RELEVANT);
+            assert_eq!(parse_events(&event(mask, "bus"), Some(b"bus")), RELEVANT);
         }
         // A 15-byte name and its one NUL fill the 16 bytes of padding.
         let long = "fifteen-bytes.x";
         assert_eq!(long.len(), 15);
         assert_eq!(
-            parse_events(&event(AddWatchFlags::IN_MOVED_TO, long), long.as_bytes()),
+            parse_events(
+                &event(AddWatchFlags::IN_MOVED_TO, long),
+                Some(long.as_bytes())
+            ),
             RELEVANT
         );
     }
@@ -367,10 +373,18 @@ mod tests {
     #[test]
     fn events_about_other_names_are_not() {
         for other in ["bus.__new__", "bus.lock", "bu", "bus2", "BUS"] {
-            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, other), b"bus");
+            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, other), Some(b"bus"));
             assert_eq!(seen, Seen::default(), "{other}");
         }
-        assert_eq!(parse_events(&[], b"bus"), Seen::default());
+        assert_eq!(parse_events(&[], Some(b"bus")), Seen::default());
+    }
+
+    #[test]
+    fn without_a_name_every_entry_is() {
+        for any in ["alpha", "bus", ".generation"] {
+            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, any), None);
+            assert_eq!(seen, RELEVANT, "{any}");
+        }
     }
 
     #[test]
@@ -379,8 +393,8 @@ mod tests {
         buf.extend(event(AddWatchFlags::IN_MOVED_FROM, "bus.__new__"));
         buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
         buf.extend(event(AddWatchFlags::IN_CREATE, "other"));
-        assert_eq!(parse_events(&buf, b"bus"), RELEVANT);
-        assert_eq!(parse_events(&buf, b"absent"), Seen::default());
+        assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
+        assert_eq!(parse_events(&buf, Some(b"absent")), Seen::default());
     }
 
     #[test]
@@ -392,14 +406,14 @@ mod tests {
         ] {
             let mut buf = event(AddWatchFlags::IN_CREATE, "other");
             buf.extend(event(mask, ""));
-            assert_eq!(parse_events(&buf, b"bus"), LOST, "{mask:?}");
+            assert_eq!(parse_events(&buf, Some(b"bus")), LOST, "{mask:?}");
         }
     }
 
     #[test]
     fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
         let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
-        assert_eq!(parse_events(&buf, b"bus"), RELEVANT);
+        assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
     }
 
     #[test]
@@ -408,7 +422,7 @@ mod tests {
         buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
         for cut in 0..buf.len() {
             // Up to the second event's name, nothing names the file.
-            let seen = parse_events(&buf[..cut], b"bus");
+            let seen = parse_events(&buf[..cut], Some(b"bus"));
             let whole = cut >= 2 * EVENT_HEADER + EVENT_HEADER + 3;
             assert_eq!(seen.relevant, whole, "cut at {cut}");
             assert!(!seen.lost_watch);
@@ -416,6 +430,6 @@ mod tests {
         // A length field pointing far past the end.
         let mut huge = event(AddWatchFlags::IN_MOVED_TO, "bus");
         huge[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
-        assert_eq!(parse_events(&huge, b"bus"), RELEVANT);
+        assert_eq!(parse_events(&huge, Some(b"bus")), RELEVANT);
     }
 }

@@ -39,7 +39,8 @@ pub(crate) fn portable() -> bool {
     })
 }
 
-/// The change to `F` a wait is for. Each process watches only for its own,
+/// The change to `F` (or, for a producer held back by a subscriber, to the
+/// subscribers' records) a wait is for. Each process watches only for its own,
 /// because every queued event wakes it: a consumer woken also by the
 /// producer's creation of `F.__new__` pays a second wake-up per chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub(crate) enum Awaited {
     Publication,
     /// The chunk being taken away (lossless consumers remove it).
     Removal,
+    /// A subscriber's record being replaced (by rename, as it advances) or
+    /// removed (unsubscribed): what a producer held back by it waits for.
+    Records,
 }
 
 /// What a batch of inotify events says.

@@ -33,7 +33,7 @@ impl Events {
         match *self {}
     }
 
-    pub(crate) fn drain(&self, _: &[u8]) -> super::Seen {
+    pub(crate) fn drain(&self, _: Option<&[u8]>) -> super::Seen {
         match *self {}
     }
 }
