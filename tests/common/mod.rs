@@ -165,12 +165,18 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// Waits for a child to exit for at most [`DEADLINE`]; `None` after
 /// killing it when it did not.
 fn exit_within_deadline(child: &mut Child) -> Option<ExitStatus> {
+    exit_within(child, DEADLINE)
+}
+
+/// Waits for a child to exit for at most `limit`; `None` after killing it
+/// when it did not.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return Some(status);
         }
-        if start.elapsed() > DEADLINE {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             return None;
@@ -201,7 +207,13 @@ pub fn consumer(cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Chil
 /// Asserts that a child exits successfully within [`DEADLINE`], showing
 /// its stderr otherwise (killing it first when it did not exit in time).
 pub fn assert_success(child: &mut Child, what: &str) {
-    match exit_within_deadline(child) {
+    assert_success_within(child, what, DEADLINE);
+}
+
+/// [`assert_success`] for a child that runs longer than [`DEADLINE`] by
+/// design: it must exit successfully within `limit`.
+pub fn assert_success_within(child: &mut Child, what: &str, limit: Duration) {
+    match exit_within(child, limit) {
         Some(status) if status.success() => {}
         Some(status) => panic!("{what} failed with {status}: {}", procs::stderr_of(child)),
         None => panic!("{what} did not exit in time: {}", procs::stderr_of(child)),
