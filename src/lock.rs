@@ -4,7 +4,9 @@
 //! The descriptor is kept open between acquisitions to save an `open` per
 //! chunk, and every acquisition re-checks that the locked inode is still the
 //! one named `F.lock`: a neighbour may have removed or replaced it, and a lock
-//! on an orphaned inode excludes nobody.
+//! on an orphaned inode excludes nobody. The open inode's identity never
+//! changes, so it is read once, when the descriptor is opened; only the name
+//! is looked at again.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -23,25 +25,29 @@ use crate::options::WaitPolicy;
 #[derive(Debug)]
 pub(crate) struct BusLock {
     path: PathBuf,
-    idle: Option<File>,
+    /// The descriptor between acquisitions, with its inode's (dev, ino).
+    idle: Option<(File, Identity)>,
     /// How long to retry a held lock without sleeping (see
     /// [`WaitPolicy::eager`]); zero blocks at once.
     eager: Duration,
 }
 
+/// A file's (device, inode).
+type Identity = (u64, u64);
+
 /// Proof that the bus lock is held; releases it on drop.
 pub(crate) struct LockGuard<'a> {
-    owner: &'a mut Option<File>,
-    held: Option<Flock<File>>,
+    owner: &'a mut Option<(File, Identity)>,
+    held: Option<(Flock<File>, Identity)>,
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
+        if let Some((held, identity)) = self.held.take() {
             // If unlocking fails the descriptor is closed instead, which
             // releases the lock just as well.
             if let Ok(file) = held.unlock() {
-                *self.owner = Some(file);
+                *self.owner = Some((file, identity));
             }
         }
     }
@@ -60,10 +66,10 @@ impl BusLock {
         }
     }
 
-    fn open(&self) -> Result<File> {
+    fn open(&self) -> Result<(File, Identity)> {
         let mut opts = OpenOptions::new();
         opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-        match opts
+        let file = match opts
             .clone()
             .read(true)
             .write(true)
@@ -78,14 +84,16 @@ impl BusLock {
             }
             other => other,
         }
-        .map_err(Error::io("open lock file", &self.path))
+        .map_err(Error::io("open lock file", &self.path))?;
+        let opened = file.metadata().map_err(Error::io("stat", &self.path))?;
+        Ok((file, (opened.dev(), opened.ino())))
     }
 
     /// Blocks until the bus lock is held.
     pub(crate) fn acquire(&mut self) -> Result<LockGuard<'_>> {
         loop {
-            let mut file = match self.idle.take() {
-                Some(file) => file,
+            let (mut file, locked) = match self.idle.take() {
+                Some(idle) => idle,
                 None => self.open()?,
             };
             let eager_until = Instant::now() + self.eager;
@@ -107,12 +115,11 @@ impl BusLock {
                     }
                 }
             };
-            let locked = held.metadata().map_err(Error::io("stat", &self.path))?;
             match std::fs::symlink_metadata(&self.path) {
-                Ok(named) if named.dev() == locked.dev() && named.ino() == locked.ino() => {
+                Ok(named) if (named.dev(), named.ino()) == locked => {
                     return Ok(LockGuard {
                         owner: &mut self.idle,
-                        held: Some(held),
+                        held: Some((held, locked)),
                     });
                 }
                 Ok(_) => log::debug!(
@@ -230,7 +237,7 @@ mod tests {
         let waiter = std::thread::spawn(move || {
             let mut lock = lossy_lock(&path);
             let guard = lock.acquire().unwrap();
-            let ino = guard.held.as_ref().unwrap().metadata().unwrap().ino();
+            let ino = guard.held.as_ref().unwrap().0.metadata().unwrap().ino();
             tx.send(ino).unwrap();
             release_rx.recv().unwrap();
             drop(guard);
@@ -294,6 +301,30 @@ mod tests {
         });
         assert_ne!(ino, old_ino, "the lock stayed on the replaced inode");
         assert_eq!(ino, new_ino);
+    }
+
+    /// Whether another open file description can take the lock on `path`.
+    fn free(path: &Path) -> bool {
+        let file = File::open(path).unwrap();
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+    }
+
+    /// The identity of the lock file is read when it is opened, and the
+    /// descriptor kept between acquisitions: a replacement in between is
+    /// still seen.
+    #[test]
+    fn a_lock_file_replaced_between_acquisitions_is_locked_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.lock");
+        let mut lock = lossy_lock(&path);
+        drop(lock.acquire().unwrap());
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let held = lock.acquire().unwrap();
+        assert!(!free(&path), "the lock held is not on the file named");
+        drop(held);
+        assert!(free(&path));
     }
 
     #[test]
