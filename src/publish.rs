@@ -162,7 +162,9 @@ impl Producer {
                 Ok(Some(mut file)) => {
                     // Errors name the file the chunk was going to be.
                     fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
-                    return self.publish_staged(Staging::<WrittenAlready>::Unnamed(file));
+                    // Closed once published and the lock released: the
+                    // close is off the path from the input to the consumers.
+                    return self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
                 }
                 Ok(None) => self.unnamed_staging = false,
                 Err(e) => return Err(Error::io("create", self.paths.staging())(e)),
@@ -227,9 +229,9 @@ fn exists(paths: &BusPaths) -> Result<bool> {
 type WrittenAlready = fn(&mut File) -> io::Result<()>;
 
 /// Where a chunk is before it becomes `F.__new__`.
-enum Staging<F> {
+enum Staging<'a, F> {
     /// Already written to an unnamed file.
-    Unnamed(File),
+    Unnamed(&'a File),
     /// To be written by the function, into `F.__new__` itself.
     Named(F),
 }
@@ -246,7 +248,7 @@ where
 {
     let name = paths.staging();
     let staged = match staging {
-        Staging::Unnamed(file) => link_staging(paths, &file),
+        Staging::Unnamed(file) => link_staging(paths, file),
         Staging::Named(fill) => create_staging(paths).and_then(|mut file| {
             let written = fill(&mut file).map_err(Error::io("write", name));
             drop(file);
@@ -282,13 +284,13 @@ mod tests {
 
     /// Publishes `chunk` through `staging` on a bus in a fresh directory
     /// where a symlink planted at `F.__new__` points at a victim file.
-    fn publish_over_planted_symlink(staging: impl FnOnce(&[u8]) -> Staging<WrittenAlready>) {
+    fn publish_over_planted_symlink(staging: Staging<'_, WrittenAlready>) {
         let dir = tempfile::tempdir().unwrap();
         let paths = BusPaths::new(dir.path().join("bus"));
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, paths.staging()).unwrap();
-        stage_and_rename(&paths, staging(b"chunk"), |_| Ok(())).unwrap();
+        stage_and_rename(&paths, staging, |_| Ok(())).unwrap();
         assert_eq!(std::fs::read(paths.data()).unwrap(), b"chunk");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(paths.staging()).is_err());
@@ -296,10 +298,7 @@ mod tests {
 
     #[test]
     fn named_staging_never_writes_through_a_planted_link() {
-        publish_over_planted_symlink(|chunk| {
-            assert_eq!(chunk, b"chunk");
-            Staging::Named(|file: &mut File| file.write_all(b"chunk"))
-        });
+        publish_over_planted_symlink(Staging::Named(|file: &mut File| file.write_all(b"chunk")));
     }
 
     #[test]
@@ -309,13 +308,11 @@ mod tests {
             assert!(sys::open_unnamed(dir.path()).unwrap().is_none());
             return;
         }
-        publish_over_planted_symlink(|chunk| {
-            let mut file = sys::open_unnamed(dir.path())
-                .unwrap()
-                .expect("an unnamed file");
-            file.write_all(chunk).unwrap();
-            Staging::Unnamed(file)
-        });
+        let mut file = sys::open_unnamed(dir.path())
+            .unwrap()
+            .expect("an unnamed file");
+        file.write_all(b"chunk").unwrap();
+        publish_over_planted_symlink(Staging::Unnamed(&file));
     }
 
     #[test]
