@@ -4,9 +4,10 @@
 //! input from a pipe takes a shorter path: `splice(2)` moves the bytes the
 //! pipe already holds straight into the staging file, saving one copy of
 //! every byte through user space. Only bytes already queued in the pipe
-//! (`FIONREAD`) are moved, and without blocking, so that on a filesystem
-//! without unnamed files, where the splice runs under the bus lock, it never
-//! waits for the writer.
+//! are moved (`SPLICE_F_NONBLOCK`: one call moves what is there, up to the
+//! block size, or says that nothing is), so that on a filesystem without
+//! unnamed files, where the splice runs under the bus lock, it never waits
+//! for the writer.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -17,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::chunker::{Chunker, FdSource};
 use crate::error::{Error, Result};
 use crate::options::Chunking;
-use crate::output::{is_pipe, queued_bytes};
+use crate::output::is_pipe;
 use crate::publish::Producer;
 use crate::sys;
 
@@ -43,53 +44,43 @@ impl Producer {
 
     fn splice_from_pipe(&mut self, input: BorrowedFd<'_>, block_size: usize) -> Result<()> {
         loop {
-            let hung_up = wait_readable(input).map_err(Error::Input)?;
-            let ready = queued_bytes(input).unwrap_or(0);
-            if ready == 0 {
-                if hung_up {
-                    return Ok(());
-                }
-                continue;
-            }
+            wait_readable(input).map_err(Error::Input)?;
+            let mut ended = false;
             let published = self.publish_with(|file| {
-                let mut left = ready.min(block_size);
-                let mut moved = 0;
-                while left > 0 {
-                    match sys::splice_from_pipe(input, file, left) {
-                        Ok(0) | Err(Errno::EAGAIN) => break,
-                        Ok(n) => {
-                            left -= n;
-                            moved += n;
+                loop {
+                    // One call moves all the pipe holds, up to the block.
+                    match sys::splice_from_pipe(input, file, block_size) {
+                        Ok(0) => {
+                            // The writers are gone and the pipe is empty;
+                            // an empty chunk would read as an end marker.
+                            ended = true;
+                            return Err(io::ErrorKind::WouldBlock.into());
                         }
+                        Ok(_) => return Ok(()),
+                        // Another reader of the same pipe took the bytes.
+                        Err(Errno::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
                         Err(Errno::EINTR) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
-                if moved == 0 {
-                    // Another reader of the same pipe took the bytes; an
-                    // empty chunk would read as an end marker, so publish
-                    // nothing.
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(())
             });
             match published {
                 Err(e) if e.io_kind() == Some(io::ErrorKind::WouldBlock) => {}
                 other => other?,
             }
+            if ended {
+                return Ok(());
+            }
         }
     }
 }
 
-/// Blocks until `fd` has bytes or its writers are gone; reports the latter.
-fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
+/// Blocks until `fd` has bytes or its writers are gone.
+fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
     loop {
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {
-                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-                return Ok(revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
-            }
+            Ok(_) => return Ok(()),
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
