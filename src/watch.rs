@@ -69,6 +69,10 @@ pub(crate) struct Watcher {
     /// Whether [`Watcher::wait`] was called since the last
     /// [`Watcher::arm`]; if not, the check in between passed.
     waited: bool,
+    /// The last wait ended with the event queue read to its end (or found
+    /// nothing queued when it timed out): the next [`Watcher::arm`] has
+    /// nothing of its own to discard.
+    drained: bool,
     /// How waits without events poll, for the diagnostics.
     polling: String,
     /// Whether the failure to watch `F`'s directory was reported.
@@ -117,6 +121,7 @@ impl Watcher {
             first_pause,
             pause: first_pause,
             waited: false,
+            drained: false,
             polling: format!(
                 "polling, every {first_pause:?} after activity and backing off to every \
                  {interval:?} while idle"
@@ -173,7 +178,10 @@ impl Watcher {
     ///
     /// Events already queued are discarded: the caller's check comes after
     /// them and sees their effect. Without this, a process is woken by the
-    /// echo of its own publish or removal, once per chunk.
+    /// echo of its own publish or removal, once per chunk. Right after a
+    /// wait that read the queue to its end there is nothing to discard but
+    /// what came since, which at worst ends the next wait early, so the
+    /// queue is not read again.
     pub(crate) fn arm(&mut self) {
         if !self.started {
             self.start();
@@ -181,7 +189,11 @@ impl Watcher {
         if !std::mem::take(&mut self.waited) {
             self.pause = self.first_pause;
         }
+        let drained = std::mem::take(&mut self.drained);
         if self.watching {
+            if drained {
+                return;
+            }
             if self.drain().lost_watch {
                 self.watching = false;
             } else {
@@ -238,6 +250,7 @@ impl Watcher {
             if !self.caught_eagerly() {
                 self.sleep_until_event();
             }
+            self.drained = true;
             if self.shared {
                 self.pause = (self.pause * 2).min(self.interval);
             }
@@ -509,10 +522,39 @@ mod tests {
         // poll(2) counts whole milliseconds, so the interval may end a
         // little early; an event would have ended it at once.
         assert!(timed_wait(&mut watcher) >= interval / 2);
-        // Nor do events that were queued before the caller armed.
+        // Nor do events that were queued before the caller armed (but for
+        // those that came right after a wait, which the arm that follows it
+        // leaves queued: see the next test).
+        watcher.arm();
         publish(&paths);
         watcher.arm();
         assert!(timed_wait(&mut watcher) >= interval / 2);
+    }
+
+    #[test]
+    fn the_arm_right_after_a_wait_does_not_read_the_queue_again() {
+        if !events_available() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let interval = Duration::from_secs(5);
+        let mut watcher = Watcher::new(&paths, &options(true, interval), Awaited::Publication);
+        watcher.arm();
+        publish(&paths);
+        assert!(
+            timed_wait(&mut watcher) < interval / 2,
+            "the event was missed"
+        );
+        // The wait read the queue to its end; a publication that comes
+        // before the next arm is left queued by it, and ends the next wait
+        // at once: a check too many at worst, never a wake-up lost.
+        publish(&paths);
+        watcher.arm();
+        assert!(
+            timed_wait(&mut watcher) < interval / 2,
+            "the event was lost"
+        );
     }
 
     #[test]

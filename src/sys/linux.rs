@@ -23,6 +23,9 @@ use super::{Awaited, RemovalFacts, Seen};
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
 
+/// The largest event: a name of `NAME_MAX` bytes and its NUL.
+const LARGEST_EVENT: usize = EVENT_HEADER + libc::NAME_MAX as usize + 1;
+
 /// An inotify instance.
 #[derive(Debug)]
 pub(crate) struct Events(Inotify);
@@ -64,7 +67,16 @@ impl Events {
         let mut buf = [0u8; 4096];
         loop {
             match nix::unistd::read(self.0.as_fd(), &mut buf) {
-                Ok(n) if n > 0 => seen.add(parse_events(&buf[..n], name)),
+                Ok(n) if n > 0 => {
+                    seen.add(parse_events(&buf[..n], name));
+                    // The kernel stops only at an event that does not fit:
+                    // with room for the largest left over, the read took
+                    // all that was queued, and asking again would only
+                    // say EAGAIN.
+                    if buf.len() - n >= LARGEST_EVENT {
+                        return seen;
+                    }
+                }
                 Err(Errno::EINTR) => {}
                 // EAGAIN: the queue is empty.
                 _ => return seen,
@@ -414,6 +426,25 @@ mod tests {
     fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
         let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
         assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
+    }
+
+    #[test]
+    fn a_drain_reads_past_a_full_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = Events::new().unwrap();
+        events.watch(dir.path(), Awaited::Publication).unwrap();
+        // Far more than one read's buffer of events about other names,
+        // with the one about `F` last.
+        let long = "x".repeat(200);
+        for i in 0..100 {
+            let from = dir.path().join(format!("{long}{i}.new"));
+            std::fs::write(&from, b"").unwrap();
+            std::fs::rename(&from, dir.path().join(format!("{long}{i}"))).unwrap();
+        }
+        std::fs::write(dir.path().join("bus.__new__"), b"").unwrap();
+        std::fs::rename(dir.path().join("bus.__new__"), dir.path().join("bus")).unwrap();
+        assert_eq!(events.drain(Some(b"bus")), RELEVANT);
+        assert_eq!(events.drain(Some(b"bus")), Seen::default());
     }
 
     #[test]
