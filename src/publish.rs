@@ -53,6 +53,8 @@ pub struct Producer {
     /// Whether chunks are prepared in unnamed files (`O_TMPFILE`) before the
     /// lock is taken; false where the filesystem or `/proc` does not allow it.
     unnamed_staging: bool,
+    /// Lossless: the watcher was armed since `F` was last checked.
+    armed: bool,
     progress: Progress,
 }
 
@@ -72,6 +74,7 @@ impl Producer {
                 .map(|keep| Retention::new(&paths, &options, keep, producer.untether_after)),
             last_seq: None,
             unnamed_staging: true,
+            armed: false,
             progress: Progress::new("published"),
             paths,
             options,
@@ -194,15 +197,26 @@ impl Producer {
                 })?;
                 retention.prune()
             }
+            // `F` is checked before arming: an isolated chunk finds it gone
+            // and is published without reading the event queue first. The
+            // queue is read after publishing instead (the echo of this
+            // publish, the removal of the previous chunk), off the path, so
+            // that the next publish that finds `F` there may wait at once.
             Mode::Lossless => loop {
-                self.watcher.arm();
                 if !exists(&self.paths)? {
-                    let _held = self.lock.acquire()?;
+                    let held = self.lock.acquire()?;
                     if !exists(&self.paths)? {
-                        return stage_and_rename(&self.paths, staging, |_| Ok(()));
+                        let published = stage_and_rename(&self.paths, staging, |_| Ok(()));
+                        drop(held);
+                        self.watcher.arm();
+                        self.armed = true;
+                        return published;
                     }
                 }
-                self.watcher.wait()?;
+                if std::mem::replace(&mut self.armed, true) {
+                    self.watcher.wait()?;
+                }
+                self.watcher.arm();
             },
         }
     }
