@@ -125,7 +125,9 @@ fn parse_events(buf: &[u8], name: Option<&[u8]>) -> Seen {
 const PROC_FD: &str = "/proc/self/fd";
 
 pub(super) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
-    if !Path::new(PROC_FD).is_dir() {
+    // Looked at once: /proc is mounted or not for the process's life.
+    static PROC_MOUNTED: OnceLock<bool> = OnceLock::new();
+    if !*PROC_MOUNTED.get_or_init(|| Path::new(PROC_FD).is_dir()) {
         return Ok(None);
     }
     let opened = OpenOptions::new()
