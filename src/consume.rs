@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
-use crate::error::{Error, Result, is_gone};
+use crate::error::{Error, Result};
 use crate::files::open_regular;
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
@@ -112,10 +112,11 @@ pub struct Consumer {
     lock: BusLock,
     watcher: Watcher,
     last: Option<LastChunk>,
-    /// A lossy chunk was just delivered: whatever replaces it raises an
-    /// event, so the next call can wait first instead of opening `F` again
-    /// only to find the same chunk (a third of a lossy consumer's system
-    /// calls per chunk, which adds up with many consumers). Without events,
+    /// A chunk was just delivered: whatever replaces it raises an event, so
+    /// the next call can wait first instead of opening `F` again only to
+    /// find the same chunk (a third of a lossy consumer's system calls per
+    /// chunk, which adds up with many consumers), or, lossless, only to
+    /// find the chunk it removed gone (a lock taken for nothing). Without events,
     /// or on a shared filesystem where other hosts' publications raise none,
     /// it checks first: a wait would only delay it, and checking at once
     /// tells the watcher that the last check passed, so that polling starts
@@ -317,26 +318,17 @@ impl Consumer {
     }
 
     fn next_lossless(&mut self, sink: &mut impl Sink) -> Result<Option<u64>> {
+        if std::mem::take(&mut self.delivered) && self.watcher.sees_every_change() {
+            self.watcher.wait()?;
+        }
         loop {
             // Also between the pauses of a wait for room in the output.
             self.watcher.check_stop()?;
             self.watcher.arm();
-            let announced = match std::fs::symlink_metadata(self.paths.data()) {
-                Ok(meta) => Some(meta.size()),
-                Err(e) if is_gone(e.raw_os_error()) => None,
-                Err(e) => return Err(Error::io("stat", self.paths.data())(e)),
-            };
-            let Some(announced) = announced else {
-                self.watcher.wait()?;
-                continue;
-            };
-            if !sink.wait_for_room(announced, self.options.sleep_interval) {
-                // Waited a little for the reader: the chunk may be gone or
-                // replaced by now, so look again.
-                continue;
-            }
-            let _held = self.lock.acquire()?;
+            let held = self.lock.acquire()?;
             let Some((mut file, meta)) = open_regular(self.paths.data())? else {
+                drop(held);
+                self.watcher.wait()?;
                 continue;
             };
             check_removable(&self.paths, &file)?;
@@ -345,17 +337,25 @@ impl Consumer {
                 remove_data(&self.paths)?;
                 return Ok(None);
             }
-            // A chunk not delivered whole stays for another consumer.
+            // Sized under the lock, where the chunk is known: a chunk the
+            // output cannot take whole now is waited for without the lock,
+            // and looked at again after (it may be gone or replaced by
+            // then). A chunk not delivered whole stays for another consumer.
+            if !sink.has_room(size) {
+                drop(held);
+                sink.wait_for_room(self.options.sleep_interval);
+                continue;
+            }
             if !sink
                 .try_take(&mut file, size)
                 .map_err(|e| e.at(self.paths.data()))?
             {
-                // The output cannot take it whole now (another chunk took
-                // the announced one's place, or the reader took less than
-                // counted on): wait for room again without the lock.
+                // The output took nothing after all (the reader took less
+                // than counted on, or another writer took the room).
                 continue;
             }
             remove_data(&self.paths)?;
+            self.delivered = true;
             return Ok(Some(size));
         }
     }
@@ -431,9 +431,10 @@ mod tests {
     }
 
     impl Sink for Flaky {
-        fn wait_for_room(&mut self, _: u64, _: Duration) -> bool {
+        fn has_room(&mut self, _: u64) -> bool {
             true
         }
+        fn wait_for_room(&mut self, _: Duration) {}
         fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
             self.take(file, size).map(|()| true)
         }

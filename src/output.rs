@@ -8,9 +8,9 @@
 //! on its reader, and must never leave a chunk half written: a chunk
 //! written in part can neither be removed (it was not delivered) nor left
 //! for another consumer (it would arrive twice, the first time torn). So
-//! [`Output::wait_for_room`] waits, without the lock, until the output can
-//! take the whole chunk, and [`Output::try_copy_from`], under the lock,
-//! writes all of it or nothing.
+//! under the lock [`Output::has_room`] says whether the output can take the
+//! whole chunk now, and [`Output::try_copy_from`] writes all of it or
+//! nothing; if not, [`Output::wait_for_room`] waits without the lock.
 //!
 //! How much an output can take is known in the kernel's own terms:
 //!
@@ -354,6 +354,17 @@ impl Pipe {
         }
     }
 
+    /// Whether a chunk of `size` bytes can go in whole now, by what is
+    /// known of the pipe (grown for it first).
+    fn room_for(&mut self, fd: BorrowedFd<'_>, size: usize, page: usize, splice: bool) -> bool {
+        let plan = self.plan(size, page, splice);
+        self.grow(fd, plan.slots, page);
+        // A write of up to a page is all or nothing: unless the known
+        // layout says no, the kernel is asked.
+        let small = size <= page && self.layout.is_none();
+        small || self.fits(plan) || (plan.slots > self.slots && self.used() == 0)
+    }
+
     /// Grows the pipe to hold `slots`, once per size asked for.
     fn grow(&mut self, fd: BorrowedFd<'_>, slots: usize, page: usize) {
         if slots <= self.slots || slots <= self.asked {
@@ -652,10 +663,10 @@ impl<'a> Output<'a> {
 
     /// Whether a chunk of `size` bytes can be written whole without
     /// blocking now (for a chunk that the output can never hold whole:
-    /// whether the output is empty). If not, waits a little, holding no
-    /// lock, for the reader to take something, and returns `false`: the
-    /// caller looks again whether that chunk is still the one to write.
-    pub(crate) fn wait_for_room(&mut self, size: usize, interval: Duration) -> bool {
+    /// whether the output is empty). Never waits: a lossless consumer asks
+    /// under the bus lock, where the chunk's size is known, and if not,
+    /// releases the lock and calls [`Output::wait_for_room`].
+    pub(crate) fn has_room(&mut self, size: usize) -> bool {
         if size == 0 {
             // An end marker writes nothing.
             return true;
@@ -664,30 +675,26 @@ impl<'a> Output<'a> {
         // After a refusal, only a sign from the kernel that the reader took
         // something is worth another try.
         let retry = |refused: bool| !refused || writable_now(fd);
+        // Since the last look only the reader acted, which frees room: the
+        // output is looked at again (FIONREAD, SO_MEMINFO) only when what
+        // is known does not make room enough.
         let ready = match &mut self.kind {
             Kind::Pipe(pipe) => {
-                pipe.sync(fd);
-                let plan = pipe.plan(size, page, splice_works);
-                pipe.grow(fd, plan.slots, page);
-                // A write of up to a page is all or nothing: unless the
-                // known layout says no, the kernel is asked.
-                let small = size <= page && pipe.layout.is_none();
-                (small || pipe.fits(plan) || (plan.slots > pipe.slots && pipe.used() == 0))
-                    && retry(self.refused)
+                (pipe.room_for(fd, size, page, splice_works) || {
+                    pipe.sync(fd);
+                    pipe.room_for(fd, size, page, splice_works)
+                }) && retry(self.refused)
             }
             Kind::Socket(socket) => {
-                socket.sync(fd);
                 socket.grow(fd, size, page);
-                socket.fits(size, page) && retry(self.refused)
+                (socket.fits(size, page) || {
+                    socket.sync(fd);
+                    socket.fits(size, page)
+                }) && retry(self.refused)
             }
-            Kind::Unmeasured => {
-                if self.refused {
-                    // A terminal may say it is writable and take nothing
-                    // (one stopped with XOFF): pause before trying again.
-                    self.wait_progress(interval);
-                }
-                writable_now(fd)
-            }
+            // A terminal may say it is writable and take nothing (one
+            // stopped with XOFF): after a refusal, the wait pauses first.
+            Kind::Unmeasured => !self.refused && writable_now(fd),
             Kind::Other => true,
         };
         if ready || broken(fd) {
@@ -695,8 +702,18 @@ impl<'a> Output<'a> {
             self.refused = false;
             return true;
         }
-        self.wait_progress(interval);
         false
+    }
+
+    /// Waits a little, holding no lock, for the reader to take something
+    /// (see [`Output::has_room`]); the caller then looks again whether the
+    /// chunk it waited for is still the one to write.
+    pub(crate) fn wait_for_room(&mut self, interval: Duration) {
+        self.wait_progress(interval);
+        if matches!(self.kind, Kind::Unmeasured) {
+            // Paused: worth another try.
+            self.refused = false;
+        }
     }
 
     /// Under the lock: writes the whole of `file` (`size` bytes from its
@@ -1114,10 +1131,7 @@ mod tests {
             out.splice_works = false;
         }
         for (i, &size) in sizes.iter().enumerate() {
-            assert!(
-                out.wait_for_room(size, Duration::ZERO),
-                "room for chunk {i}"
-            );
+            assert!(out.has_room(size), "room for chunk {i}");
             assert!(
                 out.try_copy_from(&mut chunk_file(size), size as u64)
                     .unwrap(),
@@ -1125,7 +1139,10 @@ mod tests {
             );
             let mut buf = vec![0u8; reads.get(i).copied().unwrap_or(0)];
             read.read_exact(&mut buf).unwrap();
-            out.wait_for_room(1, Duration::ZERO);
+        }
+        // What the reader took last.
+        if let Kind::Pipe(pipe) = &mut out.kind {
+            pipe.sync(write.as_fd());
         }
         let (counted, slots) = (model(&out).used(), model(&out).slots);
         assert!(
@@ -1210,7 +1227,7 @@ mod tests {
         }
         let mut file = chunk_file(size);
         let mut taken = 0;
-        while out.wait_for_room(size, Duration::ZERO) {
+        while out.has_room(size) {
             assert!(out.try_copy_from(&mut file, size as u64).unwrap());
             taken += 1;
         }

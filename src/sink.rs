@@ -11,9 +11,11 @@ use crate::output::{CopyError, Output, read_whole};
 
 /// Where a consumer puts the chunks it takes.
 pub(crate) trait Sink {
-    /// Whether `size` bytes can be taken at once; if not, waits a little,
-    /// holding no lock, and says no.
-    fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool;
+    /// Whether `size` bytes can be taken at once now; never waits (asked
+    /// under the lock).
+    fn has_room(&mut self, size: u64) -> bool;
+    /// Waits a little, holding no lock, for room.
+    fn wait_for_room(&mut self, interval: Duration);
     /// Under the lock: takes the whole chunk and returns `true`, or takes
     /// nothing and returns `false` when it cannot without blocking.
     fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError>;
@@ -24,8 +26,11 @@ pub(crate) trait Sink {
 }
 
 impl Sink for Output<'_> {
-    fn wait_for_room(&mut self, size: u64, interval: Duration) -> bool {
-        Output::wait_for_room(self, to_usize(size), interval)
+    fn has_room(&mut self, size: u64) -> bool {
+        Output::has_room(self, to_usize(size))
+    }
+    fn wait_for_room(&mut self, interval: Duration) {
+        Output::wait_for_room(self, interval)
     }
     fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
         self.try_copy_from(file, size)
@@ -43,9 +48,10 @@ impl Sink for Output<'_> {
 pub(crate) struct Collect(Vec<u8>);
 
 impl Sink for Collect {
-    fn wait_for_room(&mut self, _: u64, _: Duration) -> bool {
+    fn has_room(&mut self, _: u64) -> bool {
         true
     }
+    fn wait_for_room(&mut self, _: Duration) {}
     fn try_take(&mut self, file: &mut File, size: u64) -> Result<bool, CopyError> {
         self.take(file, size).map(|()| true)
     }
