@@ -26,7 +26,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
 use crate::error::{Error, Result};
-use crate::files::open_regular;
+use crate::files::{open_regular, open_regular_by};
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
 use crate::output::{Output, read_whole};
@@ -126,6 +126,8 @@ pub struct Consumer {
     /// shared filesystem: on the portable path, which cannot tell one and
     /// copies through user space anyway.
     whole_first: bool,
+    /// Lossless: the kernel's last answer that chunks may be removed.
+    may_remove: Option<MayRemove>,
     ended: bool,
     progress: Progress,
 }
@@ -140,6 +142,7 @@ impl Consumer {
             last: None,
             delivered: false,
             whole_first: sys::portable(),
+            may_remove: None,
             ended: false,
             progress: Progress::new("delivered"),
         }
@@ -326,13 +329,14 @@ impl Consumer {
             self.watcher.check_stop()?;
             self.watcher.arm();
             let held = self.lock.acquire()?;
-            let Some((mut file, meta)) = open_regular(self.paths.data())? else {
+            let opened = open_regular_by(self.paths.data(), sys::removal_facts, |f| f.mode)?;
+            let Some((mut file, facts)) = opened else {
                 drop(held);
                 self.watcher.wait()?;
                 continue;
             };
-            check_removable(&self.paths, &file)?;
-            let size = meta.size();
+            check_removable(&self.paths, &facts, &mut self.may_remove)?;
+            let size = facts.size;
             if size == 0 {
                 remove_data(&self.paths)?;
                 return Ok(None);
@@ -361,24 +365,51 @@ impl Consumer {
     }
 }
 
-/// Refuses a chunk that this consumer could not remove once delivered. The
-/// conditions are those of unlink(2): write and search permission on the
-/// directory (asked of the kernel, which also accounts for ACLs and
-/// read-only mounts), the sticky bit, and the append-only and immutable
-/// attributes, which bind even root.
-fn check_removable(paths: &BusPaths, chunk: &File) -> Result<()> {
+/// The directory as it was when the kernel last said that this consumer
+/// may remove entries from it, and the consumer's effective user then.
+#[derive(Debug)]
+struct MayRemove {
+    dir: sys::RemovalFacts,
+    euid: u32,
+}
+
+impl MayRemove {
+    /// Whether `dir` is the directory the answer was given for, with the
+    /// same owner, group and mode. Its size and times change with every
+    /// chunk.
+    fn holds_for(&self, dir: &sys::RemovalFacts) -> bool {
+        let key = |f: &sys::RemovalFacts| (f.id, f.mode, f.uid, f.gid);
+        key(&self.dir) == key(dir)
+    }
+}
+
+/// Refuses a chunk (described by `chunk`) that this consumer could not
+/// remove once delivered. The conditions are those of unlink(2): write and
+/// search permission on the directory (asked of the kernel, which also
+/// accounts for ACLs and read-only mounts), the sticky bit, and the
+/// append-only and immutable attributes, which bind even root.
+///
+/// The directory is looked at for every chunk (one stat), but the kernel
+/// is asked about permissions only when the directory is not the one it
+/// last answered for, or its owner, group or mode changed since: `known`
+/// keeps that answer. What does not show in those (an ACL entry changed
+/// without changing the mode, a remount read-only, a change of this
+/// process's user or groups) is seen only at the next change that does;
+/// until then such a chunk is delivered and its removal fails, as any
+/// removal may fail between a check and the unlink.
+fn check_removable(
+    paths: &BusPaths,
+    chunk: &sys::RemovalFacts,
+    known: &mut Option<MayRemove>,
+) -> Result<()> {
     let dir = paths.dir();
     let refuse = |why: String| Error::NotRemovable {
         path: paths.data().to_path_buf(),
         source: io::Error::new(io::ErrorKind::PermissionDenied, why),
     };
-    let access = AccessFlags::W_OK | AccessFlags::X_OK;
-    faccessat(AT_FDCWD, dir, access, AtFlags::AT_EACCESS)
-        .map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
     // Following a symlinked directory, as unlink(2) does.
     let dir_facts = sys::removal_facts_at(dir).map_err(Error::io("stat", dir))?;
-    let chunk_facts = sys::removal_facts(chunk).map_err(Error::io("stat", paths.data()))?;
-    for (facts, what) in [(&dir_facts, dir), (&chunk_facts, paths.data())] {
+    for (facts, what) in [(&dir_facts, dir), (chunk, paths.data())] {
         for (set, name) in [
             (facts.append_only, "append-only"),
             (facts.immutable, "immutable"),
@@ -388,12 +419,22 @@ fn check_removable(paths: &BusPaths, chunk: &File) -> Result<()> {
             }
         }
     }
-    let me = geteuid().as_raw();
-    if dir_facts.sticky
-        && me != chunk_facts.uid
-        && me != dir_facts.uid
-        && !sys::overrides_sticky_bit()
-    {
+    let me = match known {
+        Some(answer) if answer.holds_for(&dir_facts) => answer.euid,
+        _ => {
+            *known = None;
+            let access = AccessFlags::W_OK | AccessFlags::X_OK;
+            faccessat(AT_FDCWD, dir, access, AtFlags::AT_EACCESS)
+                .map_err(|e| refuse(format!("{}: {e}", dir.display())))?;
+            let euid = geteuid().as_raw();
+            *known = Some(MayRemove {
+                dir: dir_facts,
+                euid,
+            });
+            euid
+        }
+    };
+    if dir_facts.sticky && me != chunk.uid && me != dir_facts.uid && !sys::overrides_sticky_bit() {
         return Err(refuse(format!(
             "{} is sticky and neither it nor the chunk belongs to this user",
             dir.display()

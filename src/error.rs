@@ -172,22 +172,20 @@ impl Error {
     /// Refuses a bus file that is not a regular file: only a neighbour puts
     /// anything else there, and waiting for it to become a chunk would never
     /// end.
-    pub(crate) fn unless_regular(path: &Path, kind: std::fs::FileType) -> Result<()> {
-        use std::os::unix::fs::FileTypeExt;
-        let other = if kind.is_file() {
-            return Ok(());
-        } else if kind.is_symlink() {
-            return Err(Error::Symlink {
-                path: path.to_path_buf(),
-            });
-        } else if kind.is_dir() {
-            "directory"
-        } else if kind.is_fifo() {
-            "FIFO"
-        } else if kind.is_socket() {
-            "socket"
-        } else {
-            "device"
+    pub(crate) fn unless_regular(path: &Path, mode: u32) -> Result<()> {
+        use nix::libc::{S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+        // mode_t is 16 bits on some systems.
+        let other = match mode as nix::libc::mode_t & S_IFMT {
+            S_IFREG => return Ok(()),
+            S_IFLNK => {
+                return Err(Error::Symlink {
+                    path: path.to_path_buf(),
+                });
+            }
+            S_IFDIR => "directory",
+            S_IFIFO => "FIFO",
+            S_IFSOCK => "socket",
+            _ => "device",
         };
         Err(Error::NotRegularFile {
             path: path.to_path_buf(),

@@ -7,7 +7,7 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
@@ -23,7 +23,7 @@ use crate::error::{Error, Result, is_gone};
 /// but a regular file.
 pub(crate) fn stat_regular(path: &Path) -> Result<Option<Metadata>> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) => Error::unless_regular(path, meta.file_type()).map(|()| Some(meta)),
+        Ok(meta) => Error::unless_regular(path, meta.mode()).map(|()| Some(meta)),
         Err(e) if is_gone(e.raw_os_error()) => Ok(None),
         Err(e) => Err(Error::io("stat", path)(e)),
     }
@@ -34,6 +34,16 @@ pub(crate) fn stat_regular(path: &Path) -> Result<Option<Metadata>> {
 /// through another client of a network filesystem). Not following a symbolic link, not hanging on a FIFO
 /// (`O_NONBLOCK`), and refusing anything but a regular file.
 pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>> {
+    open_regular_by(path, File::metadata, Metadata::mode)
+}
+
+/// [`open_regular`], describing the file opened with `stat`, whose answer
+/// gives its type through `mode` (`st_mode`).
+pub(crate) fn open_regular_by<S>(
+    path: &Path,
+    stat: impl FnOnce(&File) -> io::Result<S>,
+    mode: impl FnOnce(&S) -> u32,
+) -> Result<Option<(File, S)>> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -43,12 +53,12 @@ pub(crate) fn open_regular(path: &Path) -> Result<Option<(File, Metadata)>> {
         Err(e) if is_gone(e.raw_os_error()) => return Ok(None),
         Err(e) => return Err(Error::io("open", path)(e)),
     };
-    let meta = match file.metadata() {
+    let meta = match stat(&file) {
         Ok(meta) => meta,
         Err(e) if is_gone(e.raw_os_error()) => return Ok(None),
         Err(e) => return Err(Error::io("stat", path)(e)),
     };
-    Error::unless_regular(path, meta.file_type())?;
+    Error::unless_regular(path, mode(&meta))?;
     Ok(Some((file, meta)))
 }
 

@@ -198,6 +198,54 @@ fn lossless_consumer_that_cannot_write_the_directory_delivers_nothing() {
     );
 }
 
+/// Being allowed to remove the chunks is not settled at the first one: a
+/// consumer that loses write permission on the directory in the middle of a
+/// stream delivers nothing more, and the chunk it may no longer remove stays.
+#[test]
+fn lossless_consumer_that_loses_write_permission_delivers_nothing_more() {
+    if !is_root() {
+        eprintln!("SKIPPED losing permission: the producer must keep it, which needs root");
+        return;
+    }
+    let scratch = Scratch::in_memory();
+    mode(scratch.dir.path(), 0o755);
+    let dir = scratch.path("bus.d");
+    std::fs::create_dir(&dir).unwrap();
+    mode(&dir, 0o777);
+    let bus = dir.join("bus");
+    let lossless = Bus::new(&bus, BusOptions::default().with_mode(Mode::Lossless));
+    let mut producer = lossless.producer().unwrap();
+    producer.publish(b"first\n").unwrap();
+
+    let out = scratch.path("out");
+    let mut cmd = Command::new(binary_copy(scratch.dir.path()));
+    cmd.arg("--filename")
+        .arg(&bus)
+        .args(["--back-pressure", "consumer"]);
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(Stdio::piped());
+    as_nobody(&mut cmd);
+    let mut reader = spawn_copy(&mut cmd);
+    wait_until("the first chunk to be delivered and removed", || {
+        std::fs::read(&out).unwrap() == b"first\n" && !bus.exists()
+    });
+    mode(&dir, 0o755);
+    producer.publish(b"second\n").unwrap();
+    let status = wait_exit(&mut reader, "consumer that may no longer remove the chunk");
+    let err = std::io::read_to_string(reader.stderr.take().unwrap()).unwrap();
+    eprintln!("refused: {err}");
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&out).unwrap()),
+        "first\n",
+        "a chunk that cannot be removed was delivered"
+    );
+    assert_eq!(status.code(), Some(1), "{status}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("not delivered"), "{err}");
+    assert_eq!(std::fs::read(&bus).unwrap(), b"second\n");
+}
+
 /// In a sticky directory only the owner of a file or of the directory, or
 /// a process with `CAP_FOWNER`, may remove a file. Root, owning neither,
 /// still may.

@@ -295,7 +295,7 @@ pub(super) fn removal_facts_at(path: &Path) -> io::Result<RemovalFacts> {
 /// `statx(2)`, the only stat call that reports file attributes.
 fn statx(dirfd: libc::c_int, path: &CStr, flags: libc::c_int) -> io::Result<RemovalFacts> {
     let mut stat = std::mem::MaybeUninit::<libc::statx>::uninit();
-    let mask = libc::STATX_MODE | libc::STATX_UID;
+    let mask = libc::STATX_BASIC_STATS;
     // SAFETY: statx fills `stat` when it returns 0; the path is
     // NUL-terminated.
     let done = unsafe { libc::statx(dirfd, path.as_ptr(), flags, mask, stat.as_mut_ptr()) };
@@ -310,6 +310,13 @@ fn statx(dirfd: libc::c_int, path: &CStr, flags: libc::c_int) -> io::Result<Remo
         uid: stat.stx_uid,
         append_only: has(libc::STATX_ATTR_APPEND),
         immutable: has(libc::STATX_ATTR_IMMUTABLE),
+        id: (
+            libc::makedev(stat.stx_dev_major, stat.stx_dev_minor),
+            stat.stx_ino,
+        ),
+        mode: u32::from(stat.stx_mode),
+        gid: stat.stx_gid,
+        size: stat.stx_size,
     })
 }
 

@@ -217,13 +217,20 @@ pub(crate) fn filesystem_magic(path: &Path) -> Option<u32> {
 
 /// What unlink(2) asks of a file or a directory besides permission bits:
 /// the sticky bit and the owner, and the attributes that forbid removal
-/// even to root.
+/// even to root; with what else one stat tells, so that it is the only
+/// one: which file it is, its type and mode, group and size.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RemovalFacts {
     pub(crate) sticky: bool,
     pub(crate) uid: u32,
     pub(crate) append_only: bool,
     pub(crate) immutable: bool,
+    /// Device and inode numbers.
+    pub(crate) id: (u64, u64),
+    /// `st_mode`: the type and the permission bits.
+    pub(crate) mode: u32,
+    pub(crate) gid: u32,
+    pub(crate) size: u64,
 }
 
 // The calls below answer with the system's own calls on either path:

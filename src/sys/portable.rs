@@ -127,6 +127,10 @@ fn facts(stat: &nix::libc::stat) -> super::RemovalFacts {
         uid: stat.st_uid,
         append_only: has((libc::UF_APPEND | libc::SF_APPEND) as u64),
         immutable: has((libc::UF_IMMUTABLE | libc::SF_IMMUTABLE) as u64),
+        id: super::file_id(stat),
+        mode: stat.st_mode as u32,
+        gid: stat.st_gid,
+        size: stat.st_size as u64,
     }
 }
 
@@ -140,12 +144,17 @@ fn facts(stat: &nix::libc::stat) -> super::RemovalFacts {
     target_os = "openbsd",
     target_vendor = "apple"
 )))]
+#[allow(clippy::unnecessary_cast)] // the types differ between systems
 fn facts(stat: &nix::libc::stat) -> super::RemovalFacts {
     super::RemovalFacts {
         sticky: stat.st_mode & nix::libc::S_ISVTX != 0,
         uid: stat.st_uid,
         append_only: false,
         immutable: false,
+        id: super::file_id(stat),
+        mode: stat.st_mode as u32,
+        gid: stat.st_gid,
+        size: stat.st_size as u64,
     }
 }
 
