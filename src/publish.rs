@@ -17,6 +17,7 @@ use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::remote;
 use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
@@ -55,6 +56,14 @@ pub struct Producer {
     unnamed_staging: bool,
     /// Lossless: the watcher was armed since `F` was last checked.
     armed: bool,
+    /// Lossy, on a disk: the staged chunk's blocks are allocated before it
+    /// is written. On ext4 a rename over `F` of a file whose blocks are
+    /// not allocated yet starts their writeback inside `rename(2)`, before
+    /// the consumers are told (`auto_da_alloc`; see
+    /// docs/latency-profile.md). Off in lossless mode, where nothing is
+    /// renamed over `F` and allocated blocks only make removal dearer, and
+    /// on tmpfs, where it saves nothing.
+    preallocate: bool,
     progress: Progress,
 }
 
@@ -75,6 +84,9 @@ impl Producer {
             last_seq: None,
             unnamed_staging: true,
             armed: false,
+            preallocate: options.mode == Mode::Lossy
+                && !sys::in_memory(paths.dir())
+                && remote::shared_filesystem(paths.dir()).is_none(),
             progress: Progress::new("published"),
             paths,
             options,
@@ -126,11 +138,18 @@ impl Producer {
     /// An empty chunk is the end-of-stream marker in lossless mode; use
     /// [`Producer::finish`] for that.
     pub fn publish(&mut self, chunk: &[u8]) -> Result<()> {
-        self.publish_with(|file| file.write_all(chunk))
+        self.publish_with(chunk.len(), |file| file.write_all(chunk))
     }
 
-    /// Publishes the chunk that `fill` writes into a new file. If `fill`
-    /// fails, nothing is published and `F` keeps the previous chunk.
+    /// Whether chunks are allocated before they are written, which
+    /// [`Producer::publish_with`] then wants their size for.
+    pub(crate) fn preallocates(&self) -> bool {
+        self.preallocate && self.unnamed_staging
+    }
+
+    /// Publishes the chunk of `len` bytes (at most) that `fill` writes into
+    /// a new file. If `fill` fails, nothing is published and `F` keeps the
+    /// previous chunk.
     ///
     /// The chunk is written before the lock is taken, into an unnamed file
     /// in `F`'s directory (`O_TMPFILE`); under the lock it only gets the name
@@ -142,6 +161,7 @@ impl Producer {
     /// then it must not wait for anything outside the bus.
     pub(crate) fn publish_with(
         &mut self,
+        len: usize,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
         self.watcher.check_stop()?;
@@ -154,15 +174,22 @@ impl Producer {
             }
             Ok(())
         };
-        self.publish_filled(fill)?;
+        self.publish_filled(len, fill)?;
         self.progress.chunk(size, || None);
         Ok(())
     }
 
-    fn publish_filled(&mut self, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<()> {
+    fn publish_filled(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<()> {
         if self.unnamed_staging {
             match sys::open_unnamed(self.paths.dir()) {
                 Ok(Some(mut file)) => {
+                    if self.preallocate && len > 0 {
+                        self.preallocate = sys::preallocate(&file, len as u64);
+                    }
                     // Errors name the file the chunk was going to be.
                     fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
                     // Closed once published and the lock released: the

@@ -7,7 +7,9 @@
 //! are moved (`SPLICE_F_NONBLOCK`: one call moves what is there, up to the
 //! block size, or says that nothing is), so that on a filesystem without
 //! unnamed files, where the splice runs under the bus lock, it never waits
-//! for the writer.
+//! for the writer. The pipe is asked how much it holds (`FIONREAD`) only
+//! where the producer allocates a chunk's blocks before writing it (lossy,
+//! on a disk), which needs the size first.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -18,7 +20,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::chunker::{Chunker, FdSource};
 use crate::error::{Error, Result};
 use crate::options::Chunking;
-use crate::output::is_pipe;
+use crate::output::{is_pipe, queued_bytes};
 use crate::publish::Producer;
 use crate::sys;
 
@@ -45,8 +47,14 @@ impl Producer {
     fn splice_from_pipe(&mut self, input: BorrowedFd<'_>, block_size: usize) -> Result<()> {
         loop {
             wait_readable(input).map_err(Error::Input)?;
+            // The size is wanted only to allocate the chunk's blocks.
+            let len = if self.preallocates() {
+                queued_bytes(input).unwrap_or(block_size).min(block_size)
+            } else {
+                block_size
+            };
             let mut ended = false;
-            let published = self.publish_with(|file| {
+            let published = self.publish_with(len, |file| {
                 loop {
                     // One call moves all the pipe holds, up to the block.
                     match sys::splice_from_pipe(input, file, block_size) {

@@ -1,7 +1,8 @@
 //! The Linux calls behind [`crate::sys`]: inotify, `O_TMPFILE` named through
-//! `/proc/self/fd`, `splice(2)`, `sendfile(2)`, pipe sizes, private
-//! non-blocking reopens through `/proc`, `RWF_NOWAIT`, socket memory and
-//! `statfs(2)` filesystem magic numbers.
+//! `/proc/self/fd`, `fallocate(2)`, `splice(2)`, `sendfile(2)`, pipe sizes,
+//! private non-blocking reopens through `/proc`, `RWF_NOWAIT`, socket
+//! memory, `statfs(2)` filesystem magic numbers and `statx(2)` file
+//! attributes.
 
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
@@ -13,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, FcntlArg, SpliceFFlags, fcntl, splice};
+use nix::fcntl::{
+    AT_FDCWD, AtFlags, FallocateFlags, FcntlArg, SpliceFFlags, fallocate, fcntl, splice,
+};
 use nix::libc;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::linkat;
@@ -149,6 +152,15 @@ pub(super) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+pub(super) fn preallocate(file: &File, len: u64) -> bool {
+    let len = libc::off_t::try_from(len).unwrap_or(libc::off_t::MAX);
+    match fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len) {
+        Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => false,
+        // Out of space, a zero length, a signal: the writes will tell.
+        _ => true,
     }
 }
 
@@ -435,6 +447,19 @@ mod tests {
     fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
         let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
         assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
+    }
+
+    #[test]
+    fn preallocation_allocates_without_changing_the_size() {
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::tempfile().unwrap();
+        assert!(
+            preallocate(&file, 8192),
+            "no fallocate in the temporary directory"
+        );
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 0);
+        assert!(meta.blocks() * 512 >= 8192, "{} blocks", meta.blocks());
     }
 
     #[test]

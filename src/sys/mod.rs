@@ -1,9 +1,11 @@
 //! Every system call that only some systems have, behind one seam. The
 //! rest of the crate asks this module for file events, unnamed staging
-//! files, zero-copy transfers, pipe sizes, non-blocking writes on a
-//! shared output and the kind of filesystem a path is on, and gets either the Linux way (`linux.rs`) or an answer
-//! that sends it down its portable path (`portable.rs`): polling, named
-//! staging, read/write copies, blocking writes.
+//! files allocated ahead of writing, zero-copy transfers, pipe sizes,
+//! non-blocking writes on a shared output, the kind of filesystem a path
+//! is on and the file attributes that forbid removal, and gets either the
+//! Linux way (`linux.rs`) or an answer that sends it down its portable
+//! path (`portable.rs`): polling, named staging, read/write copies,
+//! blocking writes.
 //!
 //! Which one a process uses is decided once: the Linux calls on Linux,
 //! unless the environment variable `FILEBUS_PORTABLE` is set to anything
@@ -91,6 +93,26 @@ pub(crate) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
         return portable::open_unnamed(dir);
     }
     native::open_unnamed(dir)
+}
+
+/// Allocates the blocks of the first `len` bytes of `file` without changing
+/// its size (`fallocate(2)` with `FALLOC_FL_KEEP_SIZE`). Only saves time,
+/// so failures are not reported; returns `false` where the system or the
+/// filesystem cannot do it at all, so that the caller stops asking. The
+/// portable path never does.
+pub(crate) fn preallocate(file: &File, len: u64) -> bool {
+    if portable() {
+        return portable::preallocate(file, len);
+    }
+    native::preallocate(file, len)
+}
+
+/// Whether `path` is on a filesystem that keeps files in memory (tmpfs,
+/// ramfs), where allocating blocks ahead of writing saves nothing.
+pub(crate) fn in_memory(path: &Path) -> bool {
+    const TMPFS_MAGIC: u32 = 0x0102_1994;
+    const RAMFS_MAGIC: u32 = 0x8584_58f6;
+    filesystem_magic(path).is_some_and(|m| m == TMPFS_MAGIC || m == RAMFS_MAGIC)
 }
 
 /// Gives the unnamed `file` the name `path`; fails if anything is there.

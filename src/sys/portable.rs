@@ -3,7 +3,8 @@
 //! `F.__new__` under the lock), no zero-copy transfers (chunks are read
 //! and written), no pipe sizes and no private non-blocking descriptors
 //! (pipes and terminals are written with blocking writes), no filesystem
-//! magic numbers (no filesystem is recognised as shared). It is the path
+//! magic numbers (no filesystem is recognised as shared), no allocation
+//! of a file's blocks ahead of writing it. It is the path
 //! on systems other than Linux, and on Linux when `FILEBUS_PORTABLE` asks
 //! for it.
 
@@ -47,6 +48,10 @@ pub(super) fn events<T>() -> io::Result<T> {
 
 pub(super) fn open_unnamed(_: &Path) -> io::Result<Option<File>> {
     Ok(None)
+}
+
+pub(super) fn preallocate(_: &File, _: u64) -> bool {
+    false
 }
 
 pub(super) fn name_unnamed(_: &File, _: &Path) -> io::Result<()> {
