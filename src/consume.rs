@@ -360,6 +360,11 @@ impl Consumer {
             }
             remove_data(&self.paths)?;
             self.delivered = true;
+            // The chunk's last close frees its storage (about 150 µs for
+            // 1 MiB on tmpfs): after the unlock, so that the producer can
+            // publish the next chunk meanwhile.
+            drop(held);
+            drop(file);
             return Ok(Some(size));
         }
     }
