@@ -87,6 +87,13 @@ impl LastChunk {
     }
 }
 
+/// The largest lossy chunk the portable path reads whole before writing
+/// it out. Larger ones are streamed, so that memory stays bounded whatever
+/// a producer publishes; on a shared filesystem, which the portable path
+/// cannot recognise, such a chunk may then go out torn (README: Platform
+/// support).
+const WHOLE_FIRST_LIMIT: u64 = 16 << 20;
+
 /// The reading side of a bus. Obtained from [`crate::Bus::consumer`].
 ///
 /// As an [`Iterator`] it yields chunks as byte vectors and ends at the
@@ -122,9 +129,9 @@ pub struct Consumer {
     /// tells the watcher that the last check passed, so that polling starts
     /// over at its shortest pause.
     delivered: bool,
-    /// Lossy chunks are read whole before any of it goes out, even off a
-    /// shared filesystem: on the portable path, which cannot tell one and
-    /// copies through user space anyway.
+    /// Lossy chunks up to [`WHOLE_FIRST_LIMIT`] are read whole before any
+    /// of it goes out, even off a shared filesystem: on the portable path,
+    /// which cannot tell one and copies through user space anyway.
     whole_first: bool,
     /// Lossless: the kernel's last answer that chunks may be removed.
     may_remove: Option<MayRemove>,
@@ -293,7 +300,8 @@ impl Consumer {
                     // the chunk is read whole before any of it goes out, so
                     // that one that vanishes is looked for again, never
                     // delivered torn. Memory then follows the chunk's size.
-                    let taken = if self.whole_first || self.watcher.on_shared_filesystem() {
+                    let whole_first = self.whole_first && meta.size() <= WHOLE_FIRST_LIMIT;
+                    let taken = if whole_first || self.watcher.on_shared_filesystem() {
                         read_whole(&file, meta.size()).and_then(|bytes| sink.take_bytes(bytes))
                     } else {
                         sink.take(&mut file, meta.size())

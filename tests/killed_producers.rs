@@ -28,18 +28,23 @@ fn staging(bus: &Path) -> PathBuf {
 /// publish, with the lock held. Returns whether it was caught there (it may
 /// finish first).
 ///
-/// The producer takes the portable path, which writes each chunk into
-/// `F.__new__` under the lock: a window of a whole 1 MiB write, and a
-/// producer killed in it leaves a partial `F.__new__`. On Linux's own path
-/// `F.__new__` exists only from the `linkat` to the `rename` right after
-/// it, too short to stop a producer in reliably (a test run caught none in
-/// 20 producers half the time).
-fn kill_mid_publish(bus: &Path, input: &Path, extra: &[&str]) -> bool {
+/// On Linux's own path `F.__new__` exists only from the `linkat` to the
+/// `rename` right after it, too short to stop a producer in reliably (a
+/// test run caught none in 20 producers half the time); the kill still
+/// lands at a random moment. The portable path (`portable`) writes each
+/// chunk into `F.__new__` under the lock: a window of a whole 1 MiB write,
+/// and a producer killed in it leaves a partial `F.__new__`. The tests
+/// alternate between the path of the run (Linux's, unless the whole suite
+/// runs portable) and the portable one, so that both are killed and one is
+/// caught.
+fn kill_mid_publish(bus: &Path, input: &Path, extra: &[&str], portable: bool) -> bool {
     let block = FRAME.to_string();
     let mut args = vec!["--block-size", &block];
     args.extend(extra);
     let mut cmd = ours();
-    cmd.env("FILEBUS_PORTABLE", "1");
+    if portable {
+        cmd.env("FILEBUS_PORTABLE", "1");
+    }
     let mut child = producer(cmd, bus, &args, input);
     common::procs::kill_mid_publish(&mut child, bus, || true)
 }
@@ -76,11 +81,14 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
     // Catching a producer inside its staging window is a race: try up to 20
     // producers until three were caught.
     let mut caught = 0;
+    let mut killed = [0; 2];
     for round in 0..20 {
         if caught == 3 {
             break;
         }
-        if kill_mid_publish(&bus, &input, &[]) {
+        let portable = round % 2 == 1;
+        killed[usize::from(portable)] += 1;
+        if kill_mid_publish(&bus, &input, &[], portable) {
             caught += 1;
             assert!(
                 staging(&bus).exists(),
@@ -129,7 +137,10 @@ fn producer_killed_mid_publish_leaves_whole_chunk_lossy() {
     stop.store(true, Ordering::Relaxed);
     checker.join().expect("F was torn");
     eprintln!(
-        "caught {caught}/3 producers mid-publish; {} reads of F all whole; consumer saw {} whole frames",
+        "caught {caught}/3 producers mid-publish (killed alternately: {} on the run's \
+         path, {} on the portable one); {} reads of F all whole; consumer saw {} whole frames",
+        killed[0],
+        killed[1],
         reads.load(Ordering::Relaxed),
         frames_in(&out, FRAME).len()
     );
@@ -142,14 +153,14 @@ fn producer_killed_mid_publish_blocks_nobody_lossless() {
     // attempt whose producer finished first ends its stream normally and
     // the next attempt starts afresh on a new bus.
     let (scratch, bus, out, mut reader) = (1..=20)
-        .find_map(|_| {
+        .find_map(|attempt| {
             let scratch = Scratch::new();
             let bus = scratch.bus();
             let out = scratch.path("out");
             let mut reader = consumer(ours(), &bus, &args, &out);
             let input = scratch.path("in");
             write_frames(&input, 0, 48, FRAME);
-            if kill_mid_publish(&bus, &input, &args) {
+            if kill_mid_publish(&bus, &input, &args, attempt % 2 == 0) {
                 return Some((scratch, bus, out, reader));
             }
             assert_success(&mut reader, "consumer of an uncaught producer");
