@@ -141,12 +141,6 @@ impl Producer {
         self.publish_with(chunk.len(), |file| file.write_all(chunk))
     }
 
-    /// Whether chunks are allocated before they are written, which
-    /// [`Producer::publish_with`] then wants their size for.
-    pub(crate) fn preallocates(&self) -> bool {
-        self.preallocate && self.unnamed_staging
-    }
-
     /// Publishes the chunk of `len` bytes (at most) that `fill` writes into
     /// a new file. If `fill` fails, nothing is published and `F` keeps the
     /// previous chunk.

@@ -4,12 +4,12 @@
 //! input from a pipe takes a shorter path: `splice(2)` moves the bytes the
 //! pipe already holds straight into the staging file, saving one copy of
 //! every byte through user space. Only bytes already queued in the pipe
-//! are moved (`SPLICE_F_NONBLOCK`: one call moves what is there, up to the
-//! block size, or says that nothing is), so that on a filesystem without
-//! unnamed files, where the splice runs under the bus lock, it never waits
-//! for the writer. The pipe is asked how much it holds (`FIONREAD`) only
-//! where the producer allocates a chunk's blocks before writing it (lossy,
-//! on a disk), which needs the size first.
+//! are moved (the pipe is asked how much it holds, `FIONREAD`, and the
+//! splice is `SPLICE_F_NONBLOCK`), so that on a filesystem without unnamed
+//! files, where the splice runs under the bus lock, it never waits for the
+//! writer. Knowing the size also tells a splice cut short by the file (its
+//! size limit, a full disk) from a pipe that held no more, and gives the
+//! size of the blocks to allocate before writing (lossy, on a disk).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -46,49 +46,53 @@ impl Producer {
 
     fn splice_from_pipe(&mut self, input: BorrowedFd<'_>, block_size: usize) -> Result<()> {
         loop {
-            wait_readable(input).map_err(Error::Input)?;
-            // The size is wanted only to allocate the chunk's blocks.
-            let len = if self.preallocates() {
-                queued_bytes(input).unwrap_or(block_size).min(block_size)
-            } else {
-                block_size
-            };
-            let mut ended = false;
+            let hung_up = wait_readable(input).map_err(Error::Input)?;
+            let ready = queued_bytes(input).unwrap_or(0);
+            if ready == 0 {
+                if hung_up {
+                    return Ok(());
+                }
+                continue;
+            }
+            let len = ready.min(block_size);
             let published = self.publish_with(len, |file| {
-                loop {
-                    // One call moves all the pipe holds, up to the block.
-                    match sys::splice_from_pipe(input, file, block_size) {
-                        Ok(0) => {
-                            // The writers are gone and the pipe is empty;
-                            // an empty chunk would read as an end marker.
-                            ended = true;
-                            return Err(io::ErrorKind::WouldBlock.into());
-                        }
-                        Ok(_) => return Ok(()),
-                        // Another reader of the same pipe took the bytes.
-                        Err(Errno::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
+                let mut moved = 0;
+                // A splice that moves less than the pipe held was cut short
+                // by the file (its size limit, a full disk): the next one
+                // says why, rather than the chunk going out short.
+                while moved < len {
+                    match sys::splice_from_pipe(input, file, len - moved) {
+                        Ok(0) | Err(Errno::EAGAIN) => break,
+                        Ok(n) => moved += n,
                         Err(Errno::EINTR) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
+                if moved == 0 {
+                    // Another reader of the same pipe took the bytes; an
+                    // empty chunk would read as an end marker, so publish
+                    // nothing.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
             });
             match published {
                 Err(e) if e.io_kind() == Some(io::ErrorKind::WouldBlock) => {}
                 other => other?,
             }
-            if ended {
-                return Ok(());
-            }
         }
     }
 }
 
-/// Blocks until `fd` has bytes or its writers are gone.
-fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Blocks until `fd` has bytes or its writers are gone; reports the latter.
+fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<bool> {
     loop {
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+                return Ok(revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
+            }
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
