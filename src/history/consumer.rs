@@ -80,7 +80,7 @@ enum InF {
     Unchanged,
     /// A new chunk with another name besides `F`: a history entry, to be
     /// delivered from the history if at all. It counts as seen.
-    Numbered,
+    Numbered((u64, u64)),
     /// `F` was replaced while it was being looked at: look again.
     Replaced,
     /// A new chunk whose only name is `F`: published without retention.
@@ -142,7 +142,7 @@ fn look_at_data(paths: &BusPaths, seen: &mut Option<Seen>) -> Result<InF> {
             id: chunk.id,
             _file: chunk.file,
         });
-        return Ok(InF::Numbered);
+        return Ok(InF::Numbered(chunk.id));
     }
     if stat_data(paths)? != Some(chunk.id) {
         return Ok(InF::Replaced);
@@ -222,6 +222,9 @@ enum State {
         /// first), so a missing `next` is simply not published yet and no
         /// listing is needed.
         witness: Option<u64>,
+        /// The file of the entry delivered last, which `F` usually still
+        /// is once the consumer has caught up.
+        delivered: Option<(u64, u64)>,
         warned_ahead: bool,
     },
 }
@@ -541,6 +544,7 @@ impl HistoryConsumer {
             dir,
             next,
             witness: None,
+            delivered: None,
             warned_ahead: false,
         };
         Ok(())
@@ -638,9 +642,16 @@ impl HistoryConsumer {
                         });
                         HistoryEvent::Chunk { seq, data }
                     };
-                    if let State::Following { next, witness, .. } = &mut self.state {
+                    if let State::Following {
+                        next,
+                        witness,
+                        delivered,
+                        ..
+                    } = &mut self.state
+                    {
                         *next = seq + 1;
                         *witness = Some(seq);
+                        *delivered = Some(chunk.id);
                     }
                     if is_data {
                         self.seen = Some(Seen {
@@ -662,7 +673,7 @@ impl HistoryConsumer {
         match look_at_data(&self.paths, &mut self.seen)? {
             InF::Unchanged => Ok(Step::Wait),
             // A chunk with a history entry: the history is appearing.
-            InF::Numbered | InF::Replaced => Ok(Step::Again),
+            InF::Numbered(_) | InF::Replaced => Ok(Step::Again),
             InF::Unsequenced(chunk) => {
                 // Entries that appeared since the last look may come before
                 // it, or it may be one of them being replaced: following
@@ -683,6 +694,7 @@ impl HistoryConsumer {
             dir,
             next,
             witness,
+            delivered,
             warned_ahead,
         } = &mut self.state
         else {
@@ -770,7 +782,19 @@ impl HistoryConsumer {
         }
         Ok(match look_at_data(&self.paths, &mut self.seen)? {
             InF::Unchanged => Step::Wait,
-            InF::Numbered | InF::Replaced => Step::Again,
+            // Usually the entry just delivered, on its way out of `F`.
+            InF::Numbered(id) if Some(id) == *delivered => Step::Again,
+            // Another numbered chunk new in `F` while entry `next` is
+            // missing and the one before it is there: `next` may have
+            // appeared since, or a newer entry was published with `next`
+            // never to come (a gap: producers never leave one, but entries
+            // removed by hand do). Looking again without the witness scans
+            // for that.
+            InF::Numbered(_) => {
+                *witness = None;
+                Step::Again
+            }
+            InF::Replaced => Step::Again,
             // Seen in `F` while entry `next` did not exist: it comes before
             // that entry, unless the entry appeared, was renamed to `F` and
             // replaced meanwhile; then the entry goes first.
@@ -833,7 +857,10 @@ mod tests {
         std::fs::write(&staging, b"numbered").unwrap();
         assert!(history.link(&staging, 1).unwrap());
         std::fs::rename(&staging, paths.data()).unwrap();
-        assert!(matches!(look_at_data(&paths, &mut seen), Ok(InF::Numbered)));
+        assert!(matches!(
+            look_at_data(&paths, &mut seen),
+            Ok(InF::Numbered(_))
+        ));
         assert!(matches!(
             look_at_data(&paths, &mut seen),
             Ok(InF::Unchanged)
@@ -909,6 +936,35 @@ mod tests {
         })];
         want.extend(chunks([4]));
         assert_eq!(events_from(&paths, Start::Seq(3)), want);
+    }
+
+    /// A consumer that has delivered every entry there was, when the next
+    /// ones never appear (removed by hand) and a newer chunk is published:
+    /// it reports the gap instead of waiting for ever for entries that can
+    /// no longer come.
+    #[test]
+    fn a_gap_after_the_last_delivered_entry_is_reported_when_a_newer_chunk_comes() {
+        let (_dir, paths) = history_with(1..=3);
+        let history = HistoryOptions::default().with_start(Start::Oldest);
+        let mut consumer =
+            HistoryConsumer::new(paths.clone(), BusOptions::default(), history).unwrap();
+        for want in chunks(1..=3) {
+            assert_eq!(consumer.try_recv().unwrap(), Some(want));
+        }
+        assert!(matches!(consumer.try_recv(), Err(Error::TimedOut)));
+        // Chunk 7 published as a producer does: linked, then renamed to F.
+        let dir = HistoryDir::open(paths.history()).unwrap().unwrap();
+        std::fs::write(paths.staging(), b"7").unwrap();
+        assert!(dir.link(paths.staging(), 7).unwrap());
+        std::fs::rename(paths.staging(), paths.data()).unwrap();
+        let mut want = vec![HistoryEvent::Lost(Loss {
+            first: 4,
+            last: 6,
+            resume_at: 7,
+        })];
+        want.extend(chunks([7]));
+        let got: Vec<_> = std::iter::from_fn(|| consumer.try_recv().ok().flatten()).collect();
+        assert_eq!(got, want);
     }
 
     /// Entries pruned at the front: a consumer asking for one of them
