@@ -241,6 +241,18 @@ def write_stream(fd, start, total, block):
         pos += n
 
 
+def feed(pipeline, total, block, errors):
+    """Writes the whole stream into the pipeline's input, then closes it; a
+    failed write goes into `errors`. Runs on a thread of its own: a pipeline
+    holds less than a block or two, so writing and reading must go on at
+    once."""
+    try:
+        write_stream(pipeline.input, 0, total, block)
+    except OSError as e:
+        errors.append(e)
+    pipeline.close_input()
+
+
 class Checker:
     """Reads one output and checks it byte for byte against the stream."""
 
@@ -278,16 +290,7 @@ def lossless_transfer(pipeline, total, block, timeout):
     deadline = time.monotonic() + timeout
     errors = []
 
-    def writer():
-        try:
-            write_stream(pipeline.input, 0, total, block)
-        except OSError as e:
-            errors.append(e)
-        pipeline.close_input()
-
-    # The writer runs on its own: a pipeline holds less than a block or two,
-    # so writing and reading must go on at once.
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=feed, args=(pipeline, total, block, errors))
     thread.start()
     try:
         checker.until(block, deadline)
@@ -417,15 +420,8 @@ def multicast_transfer(pipeline, total, block, timeout):
             most[0] = max(most[0], history_entries(pipeline.busdir))
             time.sleep(0.005)
 
-    def writer():
-        try:
-            write_stream(pipeline.input, 0, total, block)
-        except OSError as e:
-            errors.append(e)
-        pipeline.close_input()
-
     sampler = threading.Thread(target=sample)
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=feed, args=(pipeline, total, block, errors))
     sampler.start()
     start = time.perf_counter()
     thread.start()

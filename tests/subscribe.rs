@@ -8,15 +8,16 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::num::NonZeroU64;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::procs::collect_stderr;
 use common::*;
 use filebus::{Bus, BusOptions, Error, HistoryOptions, ProducerOptions};
 use nix::sys::signal::{Signal, kill};
@@ -96,21 +97,6 @@ fn read_stderr(child: &mut Child) -> String {
         stderr.read_to_string(&mut err).unwrap();
     }
     err
-}
-
-/// Collects a child's stderr in the background.
-fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = BufReader::new(child.stderr.take().unwrap());
-    let sink = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            let mut seen = sink.lock().unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-    });
-    seen
 }
 
 /// The records `0..count` tagged `tag`, as a producer's input holds them.
