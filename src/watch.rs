@@ -44,6 +44,11 @@ use crate::sys::{self, Events, Seen};
 
 pub(crate) use crate::sys::Awaited;
 
+/// How often a watcher asks again for file events the system refused. A
+/// refused request costs one system call; a process that got them back
+/// says so with `-v`.
+const EVENTS_RETRY: Duration = Duration::from_secs(1);
+
 /// Waits for changes to one bus file, or to any entry of one directory, by
 /// events when possible and by polling always.
 #[derive(Debug)]
@@ -77,6 +82,10 @@ pub(crate) struct Watcher {
     polling: String,
     /// Whether the failure to watch `F`'s directory was reported.
     reported_no_watch: bool,
+    /// When to ask for file events again, after the system refused them
+    /// (past `fs.inotify.max_user_instances`): instances free up as other
+    /// processes exit, and a long-lived consumer should not poll for good.
+    retry_events: Option<Instant>,
     /// Made on request only: it costs two descriptors.
     stop: Option<Stop>,
     /// When waits give up with [`Error::TimedOut`].
@@ -127,6 +136,7 @@ impl Watcher {
                  {interval:?} while idle"
             ),
             reported_no_watch: false,
+            retry_events: None,
             stop: None,
             deadline: None,
             shared: false,
@@ -151,7 +161,29 @@ impl Watcher {
         }
         match sys::events() {
             Ok(events) => self.inotify = Some(events),
-            Err(e) => log::info!("inotify unavailable ({e}); {}", self.polling),
+            Err(e) => {
+                log::info!("inotify unavailable ({e}); {}", self.polling);
+                // The portable path has none to give, however long it waits.
+                if e.kind() != std::io::ErrorKind::Unsupported {
+                    self.retry_events = Some(Instant::now() + EVENTS_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Asks for file events again, once [`EVENTS_RETRY`] has passed since
+    /// the system last refused them.
+    fn retry_events(&mut self) {
+        if self.retry_events.is_none_or(|at| Instant::now() < at) {
+            return;
+        }
+        match sys::events() {
+            Ok(events) => {
+                self.inotify = Some(events);
+                self.retry_events = None;
+                log::info!("inotify available now; waits end on events again");
+            }
+            Err(_) => self.retry_events = Some(Instant::now() + EVENTS_RETRY),
         }
     }
 
@@ -185,6 +217,9 @@ impl Watcher {
     pub(crate) fn arm(&mut self) {
         if !self.started {
             self.start();
+        }
+        if self.inotify.is_none() {
+            self.retry_events();
         }
         if !std::mem::take(&mut self.waited) {
             self.pause = self.first_pause;

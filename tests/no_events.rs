@@ -37,6 +37,12 @@ const NO_WATCHES: &CStr = c"/proc/sys/user/max_inotify_watches";
 /// Makes `cmd` run in a user namespace of its own where the per-user limit
 /// in the file `limit` is 0.
 fn limited(cmd: &mut Command, limit: &'static CStr) {
+    limited_to(cmd, limit, c"0");
+}
+
+/// Makes `cmd` run in a user namespace of its own where the per-user limit
+/// in the file `limit` is `value`; its children share it.
+fn limited_to(cmd: &mut Command, limit: &'static CStr, value: &'static CStr) {
     // SAFETY: only system calls between fork and exec, no allocation.
     unsafe {
         cmd.pre_exec(move || {
@@ -52,9 +58,10 @@ fn limited(cmd: &mut Command, limit: &'static CStr) {
             check(libc::unshare(libc::CLONE_NEWUSER) == 0)?;
             let fd = libc::open(limit.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             check(fd >= 0)?;
-            let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+            let len = value.to_bytes().len();
+            let written = libc::write(fd, value.as_ptr().cast(), len);
             libc::close(fd);
-            check(written == 1)
+            check(written == len as isize)
         });
     }
 }
@@ -362,4 +369,94 @@ fn idle_polling_costs_no_cpu() {
     }
     drop(stdin);
     let _ = lossy_producer.wait();
+}
+
+/// A consumer refused an inotify instance (the one allowed is taken) polls,
+/// asks again every second, and says with `-v` when it got one back: a
+/// long-lived consumer does not poll for good because it started while
+/// instances ran short. Both consumers run in one user namespace whose
+/// limit is one instance; the shell there starts them in turn and waits,
+/// with deadlines, for each step.
+#[test]
+fn a_consumer_refused_inotify_gets_it_back_once_an_instance_is_free() {
+    let test = "a_consumer_refused_inotify_gets_it_back_once_an_instance_is_free";
+    if let Err(why) = can_limit(NO_INSTANCES) {
+        skip_unless_ci(test, &why);
+        return;
+    }
+    let scratch = Scratch::new();
+    let bus = scratch.bus();
+    let (out, log, ready) = (
+        scratch.path("out"),
+        scratch.path("log"),
+        scratch.path("ready"),
+    );
+    let script = r#"
+        wait_for() {
+            i=0
+            until eval "$1"; do
+                i=$((i + 1))
+                [ $i -lt 6000 ] || { echo "timed out waiting for: $1" >&2; exit 1; }
+                sleep 0.01
+            done
+        }
+        "$FB" --filename "$BUS" consumer > /dev/null 2>&1 &
+        holder=$!
+        wait_for 'ls -l /proc/$holder/fd 2>/dev/null | grep -q inotify'
+        "$FB" -v --filename "$BUS" consumer > "$OUT" 2> "$LOG" &
+        wait_for 'grep -q "inotify unavailable" "$LOG"'
+        kill $holder
+        wait_for 'grep -q "inotify available now" "$LOG"'
+        : > "$READY"
+        wait
+    "#;
+    let mut sh = Command::new("sh");
+    sh.args(["-c", script])
+        .env("FB", assert_cmd::cargo::cargo_bin!("filebus"))
+        .env("BUS", &bus)
+        .env("OUT", &out)
+        .env("LOG", &log)
+        .env("READY", &ready)
+        // A mechanism of the Linux path: the portable one has no events to
+        // get back.
+        .env("FILEBUS_PORTABLE", "0")
+        .process_group(0);
+    limited_to(&mut sh, NO_INSTANCES, c"1");
+    let mut sh = sh.spawn().unwrap();
+    let group = KillGroup(nix::unistd::Pid::from_raw(-(sh.id() as i32)));
+    wait_until("the refused consumer to get inotify back", || {
+        if let Some(status) = sh.try_wait().unwrap() {
+            panic!(
+                "the shell ended with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        ready.exists()
+    });
+    // It still delivers, now woken by events.
+    let input = scratch.path("in");
+    std::fs::write(&input, "after\n").unwrap();
+    let mut producer = common::producer(ours(), &bus, &[], &input);
+    common::assert_success(&mut producer, "producer");
+    wait_until("the chunk to be delivered", || {
+        std::fs::read(&out).is_ok_and(|b| b == b"after\n")
+    });
+    drop(group);
+    common::wait_exit(&mut sh, "the shell");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused = text
+        .find("inotify unavailable (Too many open files")
+        .unwrap_or_else(|| panic!("no line about the refused instance in:\n{text}"));
+    let back = text.find("inotify available now").unwrap();
+    assert!(refused < back, "{text}");
+}
+
+/// Ends a process group when dropped, also when the test fails: its
+/// consumers would otherwise outlive the test.
+struct KillGroup(nix::unistd::Pid);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGTERM);
+    }
 }
