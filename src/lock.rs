@@ -204,16 +204,6 @@ mod tests {
         BusLock::new(path.to_path_buf(), policy)
     }
 
-    /// Whether some process is blocked in `flock(2)` on inode `ino`: a
-    /// `->` line of `/proc/locks`, whose device field ends `:INODE`.
-    fn someone_waits_on(ino: u64) -> bool {
-        let locks = std::fs::read_to_string("/proc/locks").unwrap();
-        let needle = format!(":{ino} ");
-        locks
-            .lines()
-            .any(|l| l.contains("-> FLOCK") && l.contains(&needle))
-    }
-
     fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         let start = Instant::now();
         while !cond() {
@@ -230,7 +220,7 @@ mod tests {
     /// nothing else would have created a new `F.lock`, or it would not be
     /// locked.)
     fn acquire_across(lock_path: &Path, held: Flock<File>, change: impl FnOnce()) -> u64 {
-        let first_ino = held.metadata().unwrap().ino();
+        let first = held.metadata().unwrap();
         let (tx, rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let path = lock_path.to_path_buf();
@@ -243,7 +233,7 @@ mod tests {
             drop(guard);
         });
         wait_for("the waiter to block on the first F.lock", || {
-            someone_waits_on(first_ino)
+            flock_users(first.dev(), first.ino()).unwrap().waiting > 0
         });
         change();
         drop(held);
