@@ -253,6 +253,22 @@ def feed(pipeline, total, block, errors):
     pipeline.close_input()
 
 
+def settle(pipeline, errors, checkers, total):
+    """After a transfer: fails unless the input was written whole, every
+    output got all `total` bytes and every process exited 0; then closes
+    the pipeline."""
+    if errors:
+        raise Failure(f"writing input failed: {errors[0]}")
+    for checker in checkers:
+        if checker.pos != total:
+            raise Failure(f"an output ended at byte {checker.pos} of {total}")
+    for proc in pipeline.processes():
+        status, _ = reap(proc, 30)
+        if status != 0:
+            raise Failure(f"{proc.args[:2]} exited with status {status}")
+    pipeline.close()
+
+
 class Checker:
     """Reads one output and checks it byte for byte against the stream."""
 
@@ -302,15 +318,7 @@ def lossless_transfer(pipeline, total, block, timeout):
         if checker.pos < total:
             pipeline.close()
         thread.join()
-    if errors:
-        raise Failure(f"writing input failed: {errors[0]}")
-    if checker.pos != total:
-        raise Failure(f"output ended at byte {checker.pos} of {total}")
-    for proc in pipeline.processes():
-        status, _ = reap(proc, 30)
-        if status != 0:
-            raise Failure(f"{proc.args[:2]} exited with status {status}")
-    pipeline.close()
+    settle(pipeline, errors, [checker], total)
     return (total - block) / elapsed, watcher.stop()
 
 
@@ -441,16 +449,7 @@ def multicast_transfer(pipeline, total, block, timeout):
         if open_fds:
             pipeline.close()
         thread.join()
-    if errors:
-        raise Failure(f"writing input failed: {errors[0]}")
-    for checker in checkers.values():
-        if checker.pos != total:
-            raise Failure(f"an output ended at byte {checker.pos} of {total}")
-    for proc in pipeline.processes():
-        status, _ = reap(proc, 30)
-        if status != 0:
-            raise Failure(f"{proc.args[:2]} exited with status {status}")
-    pipeline.close()
+    settle(pipeline, errors, checkers.values(), total)
     return total / elapsed, most[0]
 
 
