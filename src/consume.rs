@@ -336,7 +336,17 @@ impl Consumer {
             // Also between the pauses of a wait for room in the output.
             self.watcher.check_stop()?;
             self.watcher.arm();
-            let held = self.lock.acquire()?;
+            let held = match self.lock.acquire() {
+                Ok(held) => held,
+                // `F`'s directory is not there (yet, or any more: a cleaner
+                // removed it, or it was renamed away): the next producer
+                // makes it, and this consumer waits for that as for a chunk.
+                Err(e) if e.is_gone() => {
+                    self.watcher.wait()?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let opened = open_regular_by(self.paths.data(), sys::removal_facts, |f| f.mode)?;
             let Some((mut file, facts)) = opened else {
                 drop(held);

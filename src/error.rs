@@ -193,6 +193,12 @@ impl Error {
         })
     }
 
+    /// Whether this is a failure of a lookup, open or stat because the
+    /// name no longer leads to a file (see [`is_gone`]).
+    pub(crate) fn is_gone(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if is_gone(source.raw_os_error()))
+    }
+
     /// The underlying I/O error kind, when there is one.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {

@@ -91,10 +91,23 @@ impl BusLock {
 
     /// Blocks until the bus lock is held.
     pub(crate) fn acquire(&mut self) -> Result<LockGuard<'_>> {
+        self.acquire_remaking(|| Ok(false))
+    }
+
+    /// [`BusLock::acquire`], calling `remake` when the lock file cannot be
+    /// opened because its directory is gone: once it made the directory
+    /// again (it says so), the lock file is opened once more.
+    pub(crate) fn acquire_remaking(
+        &mut self,
+        mut remake: impl FnMut() -> Result<bool>,
+    ) -> Result<LockGuard<'_>> {
         loop {
             let (mut file, locked) = match self.idle.take() {
                 Some(idle) => idle,
-                None => self.open()?,
+                None => match self.open() {
+                    Err(e) if e.is_gone() && remake()? => self.open()?,
+                    opened => opened?,
+                },
             };
             let eager_until = Instant::now() + self.eager;
             let held = loop {

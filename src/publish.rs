@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::files::{create_afresh, make_afresh, stat_regular};
 use crate::history::Retention;
-use crate::lock::BusLock;
+use crate::lock::{BusLock, LockGuard};
 use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
@@ -179,7 +179,15 @@ impl Producer {
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
         if self.unnamed_staging {
-            match sys::open_unnamed(self.paths.dir()) {
+            let mut unnamed = sys::open_unnamed(self.paths.dir());
+            if unnamed
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            {
+                make_dir_again(&self.paths)?;
+                unnamed = sys::open_unnamed(self.paths.dir());
+            }
+            match unnamed {
                 Ok(Some(mut file)) => {
                     if self.preallocate && len > 0 {
                         self.preallocate = sys::preallocate(&file, len as u64);
@@ -208,7 +216,7 @@ impl Producer {
                 if let Some(retention) = &mut self.retention {
                     retention.hold_back()?;
                 }
-                let _held = self.lock.acquire()?;
+                let _held = acquire(&mut self.lock, &self.paths)?;
                 let Some(retention) = &mut self.retention else {
                     return stage_and_rename(&self.paths, staging, |_| Ok(()));
                 };
@@ -225,7 +233,7 @@ impl Producer {
             // that the next publish that finds `F` there may wait at once.
             Mode::Lossless => loop {
                 if !exists(&self.paths)? {
-                    let held = self.lock.acquire()?;
+                    let held = acquire(&mut self.lock, &self.paths)?;
                     if !exists(&self.paths)? {
                         let published = stage_and_rename(&self.paths, staging, |_| Ok(()));
                         drop(held);
@@ -252,6 +260,18 @@ impl Producer {
         }
         self.publish(&[])
     }
+}
+
+/// Takes the bus lock, making `F`'s directory again if it went away since
+/// the producer made it (a cleaner removed it, or it was renamed away):
+/// consumers wait for it, and the stream goes on.
+fn acquire<'a>(lock: &'a mut BusLock, paths: &BusPaths) -> Result<LockGuard<'a>> {
+    lock.acquire_remaking(|| make_dir_again(paths).map(|()| true))
+}
+
+fn make_dir_again(paths: &BusPaths) -> Result<()> {
+    log::info!("{} is gone; making it again", paths.dir().display());
+    std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))
 }
 
 /// Whether `F` holds a chunk not consumed yet. Anything but a regular file
@@ -290,9 +310,17 @@ where
             written
         }),
     };
-    let renamed = staged
-        .and_then(|()| before_rename(name))
-        .and_then(|()| std::fs::rename(name, paths.data()).map_err(Error::io("rename", name)));
+    let renamed = staged.and_then(|()| before_rename(name)).and_then(|()| {
+        std::fs::rename(name, paths.data()).map_err(|e| match e.raw_os_error() {
+            // A neighbour made a directory where the chunk belongs: the
+            // same refusal as every other role gives it.
+            Some(nix::libc::EISDIR) => Error::NotRegularFile {
+                path: paths.data().to_path_buf(),
+                kind: "directory",
+            },
+            _ => Error::io("rename", name)(e),
+        })
+    });
     if renamed.is_err() {
         // Leave no partial chunk behind; `F` still names the previous one.
         let _ = std::fs::remove_file(name);

@@ -2,9 +2,21 @@
 //! subscriber holds back, for the subscribers' records to change).
 //!
 //! `F` is replaced by rename on every publish, so the directory that holds it
-//! is watched (inotify), not `F` itself. Events only shorten a wait: every
+//! is watched (inotify) for the entry `F`. Events only shorten a wait: every
 //! wait is also bounded by the sleep interval, which keeps the bus working on
 //! filesystems that deliver no events (NFS) and covers any event we miss.
+//!
+//! A directory's entry events come for every file in it, and many buses in
+//! one directory (`/tmp`, `/run/app/`) is the ordinary layout: each
+//! neighbour's chunk would wake every idle participant here. So the first
+//! wait woken for nothing but other entries follows the file named `F`
+//! alone: a one-shot watch on it (being renamed over or removed changes its
+//! link count, whoever does it), with the directory's entry events off;
+//! the directory stays watched for its own removal or rename. Entry events
+//! come back on when the file watch cannot be had, chiefly while `F` does
+//! not exist. Busy participants keep the directory's entry events, which
+//! cost nothing per chunk once set (docs/PROTOCOL.md, "How a participant
+//! waits").
 //!
 //! Callers follow one pattern, which cannot lose a wake-up: [`Watcher::arm`],
 //! then check their condition, then [`Watcher::wait`]. An event that lands
@@ -40,7 +52,7 @@ use crate::options::{BusOptions, WaitPolicy};
 use crate::paths::BusPaths;
 use crate::remote;
 use crate::stop::Stop;
-use crate::sys::{self, Events, Seen};
+use crate::sys::{self, Events, Interest, Seen, Wd};
 
 pub(crate) use crate::sys::Awaited;
 
@@ -59,7 +71,13 @@ pub(crate) struct Watcher {
     file_monitoring: bool,
     started: bool,
     inotify: Option<Events>,
-    watching: bool,
+    /// The watch on `dir`, once set.
+    dir_watch: Option<Wd>,
+    /// Whether the watch on `dir` reports the entry events the wait needs;
+    /// off while `file_watch` follows `F` alone.
+    entries: bool,
+    /// The one-shot watch on the file named `F`, while it has not fired.
+    file_watch: Option<Wd>,
     dir: PathBuf,
     /// The entry of `dir` waited for; `None`: any.
     name: Option<OsString>,
@@ -121,7 +139,9 @@ impl Watcher {
             file_monitoring: options.file_monitoring,
             started: false,
             inotify: None,
-            watching: false,
+            dir_watch: None,
+            entries: false,
+            file_watch: None,
             dir,
             name,
             interval,
@@ -189,7 +209,8 @@ impl Watcher {
 
     /// Whether the next wait ends on events rather than by polling.
     pub(crate) fn has_events(&self) -> bool {
-        self.inotify.is_some() && self.watching
+        self.inotify.is_some()
+            && (self.file_watch.is_some() || (self.dir_watch.is_some() && self.entries))
     }
 
     /// Whether `F` is on a shared filesystem (NFS, a FUSE client, ...).
@@ -225,37 +246,109 @@ impl Watcher {
             self.pause = self.first_pause;
         }
         let drained = std::mem::take(&mut self.drained);
-        if self.watching {
-            if drained {
-                return;
+        if !drained && (self.dir_watch.is_some() || self.file_watch.is_some()) {
+            let seen = self.drain();
+            self.absorb(seen);
+        }
+        if self.has_events() {
+            return;
+        }
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        // Following `F` alone, whose last change was seen: its next one is
+        // watched afresh, and the directory's entries stay quiet.
+        if self.dir_watch.is_some()
+            && !self.entries
+            && let Ok(wd) = inotify.watch_file(&self.file_path())
+        {
+            self.file_watch = Some(wd);
+            return;
+        }
+        match inotify.watch_dir(&self.dir, Some(self.awaited)) {
+            Ok(wd) => {
+                self.replace_dir_watch(wd);
+                self.entries = true;
+                log::debug!("watching {} for events", self.dir.display());
             }
-            if self.drain().lost_watch {
-                self.watching = false;
-            } else {
-                return;
+            // The directory is made by the first producer; until then
+            // polling is expected.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log::debug!("cannot watch {} yet: it does not exist", self.dir.display())
+            }
+            Err(e) if !self.reported_no_watch => {
+                self.reported_no_watch = true;
+                log::info!(
+                    "cannot watch {} ({e}); {}",
+                    self.dir.display(),
+                    self.polling
+                );
+            }
+            Err(e) => log::debug!("cannot watch {}: {e}", self.dir.display()),
+        }
+    }
+
+    /// The path of `F` (of the directory itself for a watcher of any
+    /// entry, which never follows a file alone).
+    fn file_path(&self) -> PathBuf {
+        match &self.name {
+            Some(name) => self.dir.join(name),
+            None => self.dir.clone(),
+        }
+    }
+
+    /// Makes `wd` the watch on `dir`. The path may lead to another
+    /// directory than the one watched before (replaced meanwhile): that
+    /// one's watch is given up, or its entries would still wake us.
+    fn replace_dir_watch(&mut self, wd: Wd) {
+        if let Some(old) = self.dir_watch.replace(wd)
+            && old != wd
+            && let Some(inotify) = &self.inotify
+        {
+            inotify.unwatch(old);
+        }
+    }
+
+    /// Takes in what a batch of events says of the watches.
+    fn absorb(&mut self, seen: Seen) {
+        if seen.file_fired {
+            self.file_watch = None;
+        }
+        if seen.lost_watch {
+            self.dir_watch = None;
+            self.entries = false;
+            // The file it followed may be in the directory moved away.
+            if let (Some(wd), Some(inotify)) = (self.file_watch.take(), &self.inotify) {
+                inotify.unwatch(wd);
             }
         }
-        if let Some(inotify) = &self.inotify {
-            match inotify.watch(&self.dir, self.awaited) {
-                Ok(_) => {
-                    self.watching = true;
-                    log::debug!("watching {} for events", self.dir.display());
-                }
-                // The directory is made by the first producer; until then
-                // polling is expected.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    log::debug!("cannot watch {} yet: it does not exist", self.dir.display())
-                }
-                Err(e) if !self.reported_no_watch => {
-                    self.reported_no_watch = true;
-                    log::info!(
-                        "cannot watch {} ({e}); {}",
-                        self.dir.display(),
-                        self.polling
-                    );
-                }
-                Err(e) => log::debug!("cannot watch {}: {e}", self.dir.display()),
-            }
+    }
+
+    /// After a wake-up for other entries of the directory alone: follows
+    /// the file named `F` by itself from now on, if it exists, so that
+    /// neighbours wake this process no more. Entry events are turned off
+    /// only once the file watch is in place; one that came in between is
+    /// queued already.
+    fn follow_file_alone(&mut self) {
+        if self.name.is_none() || !self.entries || self.file_watch.is_some() {
+            return;
+        }
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        let Ok(file) = inotify.watch_file(&self.file_path()) else {
+            return;
+        };
+        self.file_watch = Some(file);
+        // When the directory is gone, the event that says so is queued.
+        if let Ok(wd) = inotify.watch_dir(&self.dir, None) {
+            self.replace_dir_watch(wd);
+            self.entries = false;
+            log::debug!(
+                "woken by other files' events in {}: following {} alone",
+                self.dir.display(),
+                self.file_path().display()
+            );
         }
     }
 
@@ -272,8 +365,12 @@ impl Watcher {
             .deadline
             .is_some_and(|deadline| Instant::now() >= deadline)
         {
-            if self.has_events() && self.drain().relevant {
-                return Ok(());
+            if self.has_events() {
+                let seen = self.drain();
+                self.absorb(seen);
+                if seen.relevant {
+                    return Ok(());
+                }
             }
             return Err(Error::TimedOut);
         }
@@ -347,8 +444,8 @@ impl Watcher {
         let until = Instant::now() + self.eager;
         while Instant::now() < until {
             let seen = self.drain();
+            self.absorb(seen);
             if seen.relevant {
-                self.watching &= !seen.lost_watch;
                 return true;
             }
             std::thread::yield_now();
@@ -357,9 +454,9 @@ impl Watcher {
     }
 
     fn sleep_until_event(&mut self) {
-        let Some(inotify) = self.inotify.as_ref() else {
+        if self.inotify.is_none() {
             return;
-        };
+        }
         let bound = if self.shared {
             self.pause
         } else {
@@ -369,36 +466,50 @@ impl Watcher {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let Some(inotify) = &self.inotify else {
+                return;
+            };
             let inotify_fd = PollFd::new(inotify.fd(), PollFlags::POLLIN);
             let mut fds = match &self.stop {
                 Some(stop) => vec![inotify_fd, PollFd::new(stop.fd(), PollFlags::POLLIN)],
                 None => vec![inotify_fd],
             };
-            match poll(&mut fds, timeout) {
+            let polled = poll(&mut fds, timeout);
+            drop(fds);
+            match polled {
                 Ok(0) => return,
                 Ok(_) if self.check_stop().is_err() => return,
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
                     log::info!("waiting for inotify failed ({e}); {}", self.polling);
-                    self.watching = false;
+                    self.dir_watch = None;
+                    self.file_watch = None;
+                    self.entries = false;
                     self.inotify = None;
                     return;
                 }
             }
             let seen = self.drain();
-            self.watching &= !seen.lost_watch;
+            self.absorb(seen);
             if seen.relevant || left.is_zero() {
                 return;
+            }
+            if seen.other {
+                self.follow_file_alone();
             }
         }
     }
 
-    /// Reads every queued event: whether any concerned `F`, and whether the
-    /// directory watch itself went away.
+    /// Reads every queued event: whether any concerned `F`, and what
+    /// became of the watches.
     fn drain(&self) -> Seen {
         match &self.inotify {
-            Some(events) => events.drain(self.name.as_deref().map(OsStrExt::as_bytes)),
+            Some(events) => events.drain(&Interest {
+                dir: self.dir_watch,
+                name: self.name.as_deref().map(OsStrExt::as_bytes),
+                file: self.file_watch,
+            }),
             None => Seen::default(),
         }
     }

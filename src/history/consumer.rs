@@ -226,6 +226,10 @@ enum State {
         /// is once the consumer has caught up.
         delivered: Option<(u64, u64)>,
         warned_ahead: bool,
+        /// `dir` replaced the directory followed before (that one was
+        /// removed, or renamed away, and another made in its place), and
+        /// no entry of it was seen yet: its numbers may start over.
+        renewed: bool,
     },
 }
 
@@ -307,6 +311,9 @@ pub struct HistoryConsumer {
     /// The durable subscription this consumer runs, if any: its lock is
     /// held for as long as the consumer lives.
     _subscription: Option<Subscription>,
+    /// Its name, to register it again in a history that replaced the one
+    /// it was registered in, and the options to do that with.
+    subscribe: Option<(String, BusOptions)>,
 }
 
 impl HistoryConsumer {
@@ -370,6 +377,7 @@ impl HistoryConsumer {
             progress: Progress::new("delivered"),
             ended: None,
             _subscription: subscription,
+            subscribe: history.subscribe.map(|name| (name, options.clone())),
         };
         // Look now, so that "the first chunk published after it started"
         // means after this constructor returned.
@@ -546,6 +554,7 @@ impl HistoryConsumer {
             witness: None,
             delivered: None,
             warned_ahead: false,
+            renewed: false,
         };
         Ok(())
     }
@@ -696,6 +705,7 @@ impl HistoryConsumer {
             witness,
             delivered,
             warned_ahead,
+            renewed,
         } = &mut self.state
         else {
             return Ok(Step::Again);
@@ -744,11 +754,39 @@ impl HistoryConsumer {
         } else {
             if !dir.still_named()? {
                 match HistoryDir::open(self.paths.history())? {
-                    Some(reopened) => *dir = reopened,
+                    Some(reopened) => {
+                        *dir = reopened;
+                        *renewed = true;
+                        // Its record went with the old history: without one
+                        // in the new, producers would not wait for it.
+                        if let Some((name, options)) = &self.subscribe {
+                            let taken =
+                                Subscription::take(&self.paths, options, name, Start::Oldest)?;
+                            self.position = Some(taken.record);
+                            self._subscription = Some(taken.subscription);
+                        }
+                    }
                     None => return Ok(Step::Wait),
                 }
             }
             let scan = dir.scan(seq)?;
+            // A new history whose numbers start below the next one to
+            // deliver is a new stream (its producer started afresh in an
+            // empty directory), not the old one gone back: it is followed
+            // from its oldest chunk, rather than have its first chunks
+            // taken for ones delivered already.
+            if *renewed && let Some((oldest, _)) = scan.range {
+                *renewed = false;
+                if oldest < seq {
+                    log::warn!(
+                        "{} was replaced by a new history; following it from chunk {oldest}",
+                        dir.path.display()
+                    );
+                    *next = oldest;
+                    *witness = None;
+                    return Ok(Step::Again);
+                }
+            }
             match scan.first_after {
                 // Entries appear in order: with a newer one present, `seq`
                 // either exists now or never will.

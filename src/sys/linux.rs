@@ -21,7 +21,7 @@ use nix::libc;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::linkat;
 
-use super::{Awaited, RemovalFacts, Seen};
+use super::{Awaited, Interest, RemovalFacts, Seen, Wd};
 
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
@@ -40,21 +40,53 @@ impl Events {
             .map_err(io::Error::from)
     }
 
-    /// Watches `dir` for what `awaited` needs.
-    pub(crate) fn watch(&self, dir: &Path, awaited: Awaited) -> io::Result<()> {
-        let entry = match awaited {
-            Awaited::Publication => AddWatchFlags::IN_MOVED_TO,
-            Awaited::Removal => AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
-            Awaited::Records => AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE,
+    /// Watches the directory `dir` for its own removal or rename and, with
+    /// `entries`, for what that wait needs of its entries. Watching it
+    /// again changes what is watched; the watch stays the same.
+    pub(crate) fn watch_dir(&self, dir: &Path, entries: Option<Awaited>) -> io::Result<Wd> {
+        let entry = match entries {
+            Some(Awaited::Publication) => AddWatchFlags::IN_MOVED_TO,
+            Some(Awaited::Removal) => AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM,
+            Some(Awaited::Records) => AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE,
+            None => AddWatchFlags::empty(),
         };
         let mask = entry
             | AddWatchFlags::IN_DELETE_SELF
             | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_ONLYDIR;
+        self.add(dir, mask)
+    }
+
+    /// Watches the file named `path` (a symbolic link itself, never what
+    /// it points to) for its next change of its own, and that one only:
+    /// being renamed over or removed changes its link count, which every
+    /// publication and removal of a chunk does to the chunk it replaces,
+    /// whoever does it; being renamed away moves it. Other entries of its
+    /// directory raise nothing on it.
+    pub(crate) fn watch_file(&self, path: &Path) -> io::Result<Wd> {
+        let mask = AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_DONT_FOLLOW
+            | AddWatchFlags::IN_ONESHOT;
+        self.add(path, mask)
+    }
+
+    fn add(&self, path: &Path, mask: AddWatchFlags) -> io::Result<Wd> {
         self.0
-            .add_watch(dir, mask)
-            .map(drop)
+            .add_watch(path, mask)
+            .map(|wd| wd.as_raw())
             .map_err(io::Error::from)
+    }
+
+    /// Gives up the watch `wd` (gone already, it may be: that is no
+    /// failure).
+    pub(crate) fn unwatch(&self, wd: Wd) {
+        // nix gives back watch descriptors only of its own making, and the
+        // events name them by number: the call is made directly.
+        // SAFETY: inotify_rm_watch(2) takes this instance's descriptor,
+        // which `self` keeps open, and a number; it touches no memory.
+        unsafe { libc::inotify_rm_watch(self.0.as_fd().as_raw_fd(), wd) };
     }
 
     /// The descriptor that becomes readable when events are queued.
@@ -62,16 +94,16 @@ impl Events {
         self.0.as_fd()
     }
 
-    /// Reads every queued event: whether any concerned the entry `name`,
-    /// and whether the directory watch itself went away.
-    pub(crate) fn drain(&self, name: Option<&[u8]>) -> Seen {
+    /// Reads every queued event, for what they say of the watches in
+    /// `interest`.
+    pub(crate) fn drain(&self, interest: &Interest<'_>) -> Seen {
         let mut seen = Seen::default();
         // Room for many events at once; the kernel returns whole events.
         let mut buf = [0u8; 4096];
         loop {
             match nix::unistd::read(self.0.as_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
-                    seen.add(parse_events(&buf[..n], name));
+                    seen.add(parse_events(&buf[..n], interest));
                     // The kernel stops only at an event that does not fit:
                     // with room for the largest left over, the read took
                     // all that was queued, and asking again would only
@@ -88,16 +120,17 @@ impl Events {
     }
 }
 
-/// Parses `buf`, as read from an inotify descriptor, for events about the
-/// entry `name` of the watched directory (any entry for `None`). Each event is a `struct
-/// inotify_event` (watch descriptor, mask, cookie, name length, in native
-/// byte order) followed by that many bytes of name, padded with NULs.
-fn parse_events(buf: &[u8], name: Option<&[u8]>) -> Seen {
+/// Parses `buf`, as read from an inotify descriptor, for what it says of
+/// the watches in `interest`. Each event is a `struct inotify_event`
+/// (watch descriptor, mask, cookie, name length, in native byte order)
+/// followed by that many bytes of name, padded with NULs.
+fn parse_events(buf: &[u8], interest: &Interest<'_>) -> Seen {
     let mut seen = Seen::default();
     let mut at = 0;
     while let Some(header) = buf.get(at..at + EVENT_HEADER) {
         let field =
             |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let wd = field(0) as Wd;
         let flags = AddWatchFlags::from_bits_truncate(field(4));
         let len = field(12) as usize;
         let end = (at + EVENT_HEADER).saturating_add(len).min(buf.len());
@@ -105,17 +138,30 @@ fn parse_events(buf: &[u8], name: Option<&[u8]>) -> Seen {
             .split(|&b| b == 0)
             .next()
             .unwrap_or_default();
-        if flags.intersects(
-            AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
-        ) {
-            seen.lost_watch = true;
+        if flags.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+            // Events were dropped, any of them about `F`, the one-shot
+            // watch's among them.
             seen.relevant = true;
-        }
-        // Events were dropped, any of them about `F`.
-        if flags.contains(AddWatchFlags::IN_Q_OVERFLOW)
-            || name.is_none_or(|name| event_name == name)
-        {
+            seen.file_fired = true;
+        } else if Some(wd) == interest.dir {
+            if flags.intersects(
+                AddWatchFlags::IN_IGNORED
+                    | AddWatchFlags::IN_DELETE_SELF
+                    | AddWatchFlags::IN_MOVE_SELF,
+            ) {
+                seen.lost_watch = true;
+                seen.relevant = true;
+            } else if interest.name.is_none_or(|name| event_name == name) {
+                seen.relevant = true;
+            } else {
+                seen.other = true;
+            }
+        } else if Some(wd) == interest.file {
+            seen.file_fired = true;
             seen.relevant = true;
+        } else {
+            // A watch given up, or fired before: its last words.
+            seen.other = true;
         }
         at = end;
     }
@@ -380,16 +426,38 @@ mod tests {
     const RELEVANT: Seen = Seen {
         relevant: true,
         lost_watch: false,
+        file_fired: false,
+        other: false,
     };
     const LOST: Seen = Seen {
         relevant: true,
         lost_watch: true,
+        file_fired: false,
+        other: true,
     };
+    const OTHER: Seen = Seen {
+        relevant: false,
+        lost_watch: false,
+        file_fired: false,
+        other: true,
+    };
+
+    /// The directory's watch is 1 (as [`event`] numbers its events).
+    fn in_dir(name: Option<&[u8]>) -> Interest<'_> {
+        Interest {
+            dir: Some(1),
+            name,
+            file: None,
+        }
+    }
 
     #[test]
     fn an_event_naming_the_file_is_relevant() {
         for mask in [AddWatchFlags::IN_MOVED_TO, AddWatchFlags::IN_DELETE] {
-            assert_eq!(parse_events(&event(mask, "bus"), Some(b"bus")), RELEVANT);
+            assert_eq!(
+                parse_events(&event(mask, "bus"), &in_dir(Some(b"bus"))),
+                RELEVANT
+            );
         }
         // A 15-byte name and its one NUL fill the 16 bytes of padding.
         let long = "fifteen-bytes.x";
@@ -397,7 +465,7 @@ mod tests {
         assert_eq!(
             parse_events(
                 &event(AddWatchFlags::IN_MOVED_TO, long),
-                Some(long.as_bytes())
+                &in_dir(Some(long.as_bytes()))
             ),
             RELEVANT
         );
@@ -406,16 +474,19 @@ mod tests {
     #[test]
     fn events_about_other_names_are_not() {
         for other in ["bus.__new__", "bus.lock", "bu", "bus2", "BUS"] {
-            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, other), Some(b"bus"));
-            assert_eq!(seen, Seen::default(), "{other}");
+            let seen = parse_events(
+                &event(AddWatchFlags::IN_MOVED_TO, other),
+                &in_dir(Some(b"bus")),
+            );
+            assert_eq!(seen, OTHER, "{other}");
         }
-        assert_eq!(parse_events(&[], Some(b"bus")), Seen::default());
+        assert_eq!(parse_events(&[], &in_dir(Some(b"bus"))), Seen::default());
     }
 
     #[test]
     fn without_a_name_every_entry_is() {
         for any in ["alpha", "bus", ".generation"] {
-            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, any), None);
+            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, any), &in_dir(None));
             assert_eq!(seen, RELEVANT, "{any}");
         }
     }
@@ -426,8 +497,15 @@ mod tests {
         buf.extend(event(AddWatchFlags::IN_MOVED_FROM, "bus.__new__"));
         buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
         buf.extend(event(AddWatchFlags::IN_CREATE, "other"));
-        assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
-        assert_eq!(parse_events(&buf, Some(b"absent")), Seen::default());
+        let seen = parse_events(&buf, &in_dir(Some(b"bus")));
+        assert_eq!(
+            seen,
+            Seen {
+                other: true,
+                ..RELEVANT
+            }
+        );
+        assert_eq!(parse_events(&buf, &in_dir(Some(b"absent"))), OTHER);
     }
 
     #[test]
@@ -439,14 +517,87 @@ mod tests {
         ] {
             let mut buf = event(AddWatchFlags::IN_CREATE, "other");
             buf.extend(event(mask, ""));
-            assert_eq!(parse_events(&buf, Some(b"bus")), LOST, "{mask:?}");
+            assert_eq!(parse_events(&buf, &in_dir(Some(b"bus"))), LOST, "{mask:?}");
         }
     }
 
     #[test]
     fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
         let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
-        assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
+        let seen = parse_events(&buf, &in_dir(Some(b"bus")));
+        assert_eq!(
+            seen,
+            Seen {
+                file_fired: true,
+                ..RELEVANT
+            }
+        );
+    }
+
+    #[test]
+    fn any_event_of_the_file_watch_is_relevant_and_ends_it() {
+        let interest = Interest {
+            dir: Some(2),
+            name: Some(b"bus"),
+            file: Some(1),
+        };
+        for mask in [
+            AddWatchFlags::IN_ATTRIB,
+            AddWatchFlags::IN_DELETE_SELF,
+            AddWatchFlags::IN_MOVE_SELF,
+            AddWatchFlags::IN_IGNORED,
+        ] {
+            let seen = parse_events(&event(mask, ""), &interest);
+            assert_eq!(
+                seen,
+                Seen {
+                    file_fired: true,
+                    ..RELEVANT
+                },
+                "{mask:?}"
+            );
+        }
+        // The last words of a watch given up are no news.
+        let given_up = Interest {
+            file: Some(3),
+            ..interest
+        };
+        assert_eq!(
+            parse_events(&event(AddWatchFlags::IN_IGNORED, ""), &given_up),
+            OTHER
+        );
+    }
+
+    #[test]
+    fn a_watched_file_replaced_or_removed_fires_once_and_neighbours_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        std::fs::write(&bus, b"one").unwrap();
+        let events = Events::new().unwrap();
+        let dir_wd = events.watch_dir(dir.path(), None).unwrap();
+        let interest = |file| Interest {
+            dir: Some(dir_wd),
+            name: Some(b"bus"),
+            file: Some(file),
+        };
+        let file = events.watch_file(&bus).unwrap();
+        let replace = |name: &str| {
+            let staged = dir.path().join(format!("{name}.__new__"));
+            std::fs::write(&staged, b"x").unwrap();
+            std::fs::rename(&staged, dir.path().join(name)).unwrap();
+        };
+        replace("neighbour");
+        assert_eq!(events.drain(&interest(file)), Seen::default());
+        replace("bus");
+        let seen = events.drain(&interest(file));
+        assert!(seen.relevant && seen.file_fired, "{seen:?}");
+        // One shot: the next replacement raises nothing on it.
+        replace("bus");
+        assert_eq!(events.drain(&interest(file)), Seen::default());
+        let file = events.watch_file(&bus).unwrap();
+        std::fs::remove_file(&bus).unwrap();
+        let seen = events.drain(&interest(file));
+        assert!(seen.relevant && seen.file_fired, "{seen:?}");
     }
 
     #[test]
@@ -466,7 +617,14 @@ mod tests {
     fn a_drain_reads_past_a_full_buffer() {
         let dir = tempfile::tempdir().unwrap();
         let events = Events::new().unwrap();
-        events.watch(dir.path(), Awaited::Publication).unwrap();
+        let wd = events
+            .watch_dir(dir.path(), Some(Awaited::Publication))
+            .unwrap();
+        let interest = Interest {
+            dir: Some(wd),
+            name: Some(b"bus"),
+            file: None,
+        };
         // Far more than one read's buffer of events about other names,
         // with the one about `F` last.
         let long = "x".repeat(200);
@@ -477,8 +635,14 @@ mod tests {
         }
         std::fs::write(dir.path().join("bus.__new__"), b"").unwrap();
         std::fs::rename(dir.path().join("bus.__new__"), dir.path().join("bus")).unwrap();
-        assert_eq!(events.drain(Some(b"bus")), RELEVANT);
-        assert_eq!(events.drain(Some(b"bus")), Seen::default());
+        assert_eq!(
+            events.drain(&interest),
+            Seen {
+                other: true,
+                ..RELEVANT
+            }
+        );
+        assert_eq!(events.drain(&interest), Seen::default());
     }
 
     #[test]
@@ -487,7 +651,7 @@ mod tests {
         buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
         for cut in 0..buf.len() {
             // Up to the second event's name, nothing names the file.
-            let seen = parse_events(&buf[..cut], Some(b"bus"));
+            let seen = parse_events(&buf[..cut], &in_dir(Some(b"bus")));
             let whole = cut >= 2 * EVENT_HEADER + EVENT_HEADER + 3;
             assert_eq!(seen.relevant, whole, "cut at {cut}");
             assert!(!seen.lost_watch);
@@ -495,6 +659,6 @@ mod tests {
         // A length field pointing far past the end.
         let mut huge = event(AddWatchFlags::IN_MOVED_TO, "bus");
         huge[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
-        assert_eq!(parse_events(&huge, Some(b"bus")), RELEVANT);
+        assert_eq!(parse_events(&huge, &in_dir(Some(b"bus"))), RELEVANT);
     }
 }

@@ -56,6 +56,20 @@ pub(crate) enum Awaited {
     Records,
 }
 
+/// A watch, as the events source numbers them.
+pub(crate) type Wd = i32;
+
+/// The watches a batch of events is read for: the directory of `F` (whose
+/// entry events concern `name` alone, or any entry for `None`), and the
+/// one-shot watch on the file named `F`, when there is one.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only inotify's events are read for it
+pub(crate) struct Interest<'a> {
+    pub(crate) dir: Option<Wd>,
+    pub(crate) name: Option<&'a [u8]>,
+    pub(crate) file: Option<Wd>,
+}
+
 /// What a batch of inotify events says.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
@@ -65,6 +79,12 @@ pub(crate) struct Seen {
     /// The watch on the directory went away (it was removed or moved); it
     /// must be added again.
     pub(crate) lost_watch: bool,
+    /// The one-shot watch on the file named `F` fired (or may have: the
+    /// queue overflowed), and so is gone.
+    pub(crate) file_fired: bool,
+    /// Events came that concern none of the watches' subjects: the
+    /// directory's other entries, or watches given up.
+    pub(crate) other: bool,
 }
 
 impl Seen {
@@ -72,6 +92,8 @@ impl Seen {
     pub(crate) fn add(&mut self, other: Seen) {
         self.relevant |= other.relevant;
         self.lost_watch |= other.lost_watch;
+        self.file_fired |= other.file_fired;
+        self.other |= other.other;
     }
 }
 

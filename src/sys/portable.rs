@@ -26,7 +26,15 @@ impl Events {
         events()
     }
 
-    pub(crate) fn watch(&self, _: &Path, _: super::Awaited) -> io::Result<()> {
+    pub(crate) fn watch_dir(&self, _: &Path, _: Option<super::Awaited>) -> io::Result<super::Wd> {
+        match *self {}
+    }
+
+    pub(crate) fn watch_file(&self, _: &Path) -> io::Result<super::Wd> {
+        match *self {}
+    }
+
+    pub(crate) fn unwatch(&self, _: super::Wd) {
         match *self {}
     }
 
@@ -34,7 +42,7 @@ impl Events {
         match *self {}
     }
 
-    pub(crate) fn drain(&self, _: Option<&[u8]>) -> super::Seen {
+    pub(crate) fn drain(&self, _: &super::Interest<'_>) -> super::Seen {
         match *self {}
     }
 }
