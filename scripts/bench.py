@@ -112,6 +112,15 @@ class PeakWatcher:
         return self.peaks
 
 
+def proc_state(proc):
+    """The state letter of a live process (R, S, D...), None once gone."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
 def cpu_seconds(proc):
     """User plus system CPU time of a live process, all threads included."""
     with open(f"/proc/{proc.pid}/stat") as f:
@@ -697,6 +706,67 @@ class Bench:
                 pipeline.close()
         self.results["idle"] = rows
 
+    # 5b. idle consumers, each on its own bus, in the directory of a busy
+    # bus: what the idle ones cost, and what they cost the busy producer
+    def neighbours(self):
+        count = self.size(40, 4)
+        chunks = self.size(20000, 500)
+        block = 16
+        rows = []
+        for fs, root in self.filesystems:
+            data = os.path.join(self.busdir(root), "neighbours-input")
+            os.makedirs(os.path.dirname(data), exist_ok=True)
+            with open(data, "wb") as f:
+                f.write(os.urandom(chunks * block))
+
+            def busy(where):
+                # Our producer: each read of the file is one chunk.
+                start = time.perf_counter()
+                with open(data, "rb") as f:
+                    proc = spawn(
+                        [self.args.filebus, "--block-size", str(block),
+                         "--filename", os.path.join(where, "busy"), "producer"],
+                        stdin=f,
+                    )
+                    if reap(proc, self.size(600, 60))[0] != 0:
+                        raise Failure("the busy producer failed")
+                return time.perf_counter() - start
+
+            alone = busy(self.busdir(root))
+            for impl in (i for i in self.impls if not i.is_floor()):
+                where = self.busdir(root)
+                os.makedirs(where, exist_ok=True)
+                idle = []
+                try:
+                    for k in range(count):
+                        bus = os.path.join(where, f"idle{k:02}")
+                        r, w = os.pipe()
+                        os.write(w, b"idle\n")
+                        os.close(w)
+                        if reap(spawn([self.args.filebus, "--filename", bus, "producer"], stdin=r), 60)[0] != 0:
+                            raise Failure("an idle bus's producer failed")
+                        os.close(r)
+                        idle.append(spawn([impl.exe, "--filename", bus, "consumer"],
+                                          stdout=subprocess.DEVNULL))
+                    # Each has delivered its bus's one chunk and gone idle.
+                    deadline = time.monotonic() + 60
+                    while any(proc_state(p) not in ("S", None) for p in idle):
+                        if time.monotonic() > deadline:
+                            raise Failure("idle consumers did not settle")
+                        time.sleep(0.05)
+                    before = {p: cpu_seconds(p) for p in idle}
+                    beside = busy(where)
+                    cpu = sum(cpu_seconds(p) - before[p] for p in idle)
+                finally:
+                    for proc in idle:
+                        stop(proc)
+                rows.append((fs, impl.name, count, chunks, alone, beside, cpu))
+                self.log(
+                    f"neighbours {fs} {impl.name} x{count}: producer {alone:.2f} s alone, "
+                    f"{beside:.2f} s beside them; idle consumers {cpu:.2f} s CPU"
+                )
+        self.results["neighbours"] = rows
+
     # 6. peak memory over short and long lossless streams
     def memory(self):
         rows = []
@@ -727,6 +797,7 @@ class Bench:
             self.fanout,
             self.tethered,
             self.idle,
+            self.neighbours,
             self.memory,
         ]
         for step in steps:
@@ -827,6 +898,13 @@ def targets(results):
         worst = max(max(r[4], r[5]) / r[3] for r in idle)
         line("idle producer and consumer ≤ 1% CPU", worst <= 0.01,
              f"worst {100 * worst:.2f}% of one core")
+    near = [r for r in results.get("neighbours", []) if r[0] == shm and r[1] == "filebus"]
+    if near:
+        _, _, count, chunks, alone, beside, cpu = near[0]
+        line(f"{count} idle consumers beside a busy bus ≤ 0.1 s CPU in all", cpu <= 0.1,
+             f"{cpu:.2f} s over {chunks:,} neighbour chunks")
+        line("the busy producer beside them within 10% of alone", beside <= 1.1 * alone,
+             f"{beside:.2f} vs {alone:.2f} s")
     mem = [r for r in results.get("memory", []) if r[0] == shm and r[1] == "filebus"]
     if len(mem) >= 2:
         small, big = mem[0], mem[-1]
@@ -1125,6 +1203,24 @@ def report(args, results, chart_name):
         for fs, name, mode, period, prod, cons in results["idle"]:
             consumer = f"{cons * 1000:.0f}" if name != "cat" else "—"
             lines.append(f"| {fs} | {name} | {mode} | {period:g} | {prod * 1000:.0f} | {consumer} |")
+        lines.append("")
+    if "neighbours" in results:
+        lines += [
+            "## 5b. Idle consumers beside a busy bus",
+            "",
+            "Idle consumers, each on its own bus (one chunk published, then nothing), in the",
+            "directory of a busy bus to which our producer publishes 16-byte chunks: the CPU",
+            "time the idle consumers use meanwhile (all of them together, from /proc/PID/stat),",
+            "and the busy producer's time beside them against its time alone in a fresh",
+            "directory.",
+            "",
+            "| filesystem | idle consumers | count | busy chunks | producer alone s | producer beside them s | idle consumers CPU s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for fs, name, count, chunks, alone, beside, cpu in results["neighbours"]:
+            lines.append(
+                f"| {fs} | {name} | {count} | {chunks:,} | {alone:.2f} | {beside:.2f} | {cpu:.2f} |"
+            )
         lines.append("")
     if "memory" in results:
         lines += [

@@ -204,7 +204,7 @@ fn data_file_replaced_by_a_directory() {
     odd_data_file(
         |bus| std::fs::create_dir(bus).unwrap(),
         &[
-            (LOSSY_PRODUCER, Err("Is a directory")),
+            (LOSSY_PRODUCER, Err("is a directory, not a regular file")),
             (LOSSLESS_PRODUCER, Err("is a directory")),
             (LOSSY_CONSUMER, Err("is a directory")),
             (LOSSLESS_CONSUMER, Err("is a directory")),

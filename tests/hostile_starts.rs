@@ -526,8 +526,8 @@ fn wake_ups(proc: &Proc) -> u64 {
 /// failing before the file watch: a wake-up or more per neighbour chunk.
 ///
 /// Not among them: a lossless consumer of an empty bus, which can learn
-/// of `F`'s appearance only from its directory's entry events (README,
-/// known problems).
+/// of `F`'s appearance only from its directory's entry events
+/// (docs/PROTOCOL.md, "How a participant of ours waits").
 #[test]
 fn idle_participants_are_not_woken_by_busy_neighbours() {
     let scratch = Scratch::new();
