@@ -6,6 +6,9 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::procs::on_bus;
@@ -152,4 +155,56 @@ fn a_stale_staging_file_is_named() {
         "{text}"
     );
     assert!(text.contains("lock     free"), "{text}");
+}
+
+/// `status --json` on `bus`, reporting the lag of each of `positions`: the
+/// raw output.
+fn status_json(bus: &Path, positions: &[&Path]) -> Vec<u8> {
+    let mut cmd = on_bus(ours(), bus, &[], "status", &["--json"]);
+    for position in positions {
+        cmd.arg("--position-file").arg(position);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "status --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A path as docs/status-json.md says to read it back: `<key>_hex` when not
+/// null, else `<key>` as UTF-8.
+fn path_of(object: &serde_json::Value, key: &str) -> Vec<u8> {
+    match object.get(format!("{key}_hex")).and_then(|v| v.as_str()) {
+        Some(hex) => (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect(),
+        None => object[key].as_str().unwrap().as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn a_path_with_bytes_not_utf8_and_control_characters_round_trips() {
+    let s = Scratch::new();
+    // Latin-1 é (not UTF-8), a control character, a tab, a newline, a quote
+    // and a backslash.
+    let dir = s
+        .dir
+        .path()
+        .join(OsStr::from_bytes(b"caf\xe9 \x01\t\n\"\\"));
+    std::fs::create_dir(&dir).unwrap();
+    let bus = dir.join("bus");
+    let position = dir.join(OsStr::from_bytes(b"pos\xff"));
+    std::fs::write(&position, "1\n").unwrap();
+    let json = status_json(&bus, &[&position]);
+    let doc: serde_json::Value = serde_json::from_slice(&json)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&json)));
+    assert_eq!(path_of(&doc, "path"), bus.as_os_str().as_bytes(), "{doc}");
+    assert_eq!(
+        path_of(&doc["positions"][0], "path"),
+        position.as_os_str().as_bytes(),
+        "{doc}"
+    );
 }
