@@ -404,3 +404,52 @@ impl fmt::Display for Status {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock_json(holder: Option<Option<LockUser>>, waiting: Option<usize>) -> String {
+        serde_json::to_string(&LockState { holder, waiting }).unwrap()
+    }
+
+    #[test]
+    fn the_lock_state_is_named_and_the_holder_is_an_object_or_null() {
+        assert_eq!(
+            lock_json(None, None),
+            r#"{"state":"unknown","holder":null,"waiting":null}"#
+        );
+        assert_eq!(
+            lock_json(Some(None), Some(0)),
+            r#"{"state":"free","holder":null,"waiting":0}"#
+        );
+        let user = LockUser {
+            pid: 7,
+            command: None,
+        };
+        assert_eq!(
+            lock_json(Some(Some(user)), Some(2)),
+            r#"{"state":"held","holder":{"pid":7,"command":null},"waiting":2}"#
+        );
+    }
+
+    #[test]
+    fn a_path_has_hex_only_when_not_utf8() {
+        let json = |bytes: &[u8]| {
+            let position = PositionState {
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(bytes)),
+                delivered: None,
+                lag: None,
+            };
+            serde_json::to_string(&position).unwrap()
+        };
+        assert_eq!(
+            json(b"a\n\"\xc3\xa9"),
+            r#"{"path":"a\n\"é","path_hex":null,"delivered":null,"lag":null}"#
+        );
+        assert_eq!(
+            json(b"a\xff"),
+            r#"{"path":"a�","path_hex":"61ff","delivered":null,"lag":null}"#
+        );
+    }
+}
