@@ -91,12 +91,7 @@ fn a_live_bus_shows_its_chunk_lock_holder_history_and_lag() {
         .stdin(Stdio::piped())
         .spawn()
         .expect("flock(1) from util-linux");
-    wait_until("the lock taken by flock(1)", || {
-        std::fs::read_to_string("/proc/locks")
-            .unwrap()
-            .lines()
-            .any(|l| l.contains(&format!(" {} ", holder.id())))
-    });
+    wait_in_proc_locks(holder.id(), "the lock taken by flock(1)");
 
     let before = snapshot(s.dir.path());
     let text = status(
@@ -387,23 +382,14 @@ fn checked_status(
     doc
 }
 
-/// Waits until `/proc/locks` shows `pid` holding (`waiting` false) or
-/// waiting for a lock.
-fn wait_for_flock(pid: u32, waiting: bool) {
-    wait_until(&format!("PID {pid} in /proc/locks"), || {
+/// Waits until `/proc/locks` names the process `pid`: it holds a lock or
+/// waits for one.
+fn wait_in_proc_locks(pid: u32, what: &str) {
+    wait_until(what, || {
         std::fs::read_to_string("/proc/locks")
             .unwrap()
             .lines()
-            .any(|l| {
-                let fields: Vec<&str> = l.split_whitespace().collect();
-                let fields = match fields.get(1) {
-                    Some(&"->") if waiting => &fields[2..],
-                    Some(&"->") => return false,
-                    _ if waiting => return false,
-                    _ => &fields[1..],
-                };
-                fields.get(3) == Some(&pid.to_string().as_str())
-            })
+            .any(|l| l.contains(&format!(" {pid} ")))
     });
 }
 
@@ -438,13 +424,14 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
         .stdin(Stdio::piped())
         .spawn()
         .expect("flock(1) from util-linux");
-    wait_for_flock(holder.id(), false);
+    wait_in_proc_locks(holder.id(), "the lock taken by flock(1)");
     let mut waiter = Command::new("flock")
         .arg(&lock)
         .arg("true")
         .spawn()
         .unwrap();
-    wait_for_flock(waiter.id(), true);
+    // Named there only once blocked, as the lock is held.
+    wait_in_proc_locks(waiter.id(), "a second flock(1) waiting");
     let doc = checked_status(&lossless, &[], &mut seen);
     assert_eq!(doc["data"]["size"], 6, "{doc}");
     assert_eq!(doc["lock"]["state"], "held", "{doc}");
