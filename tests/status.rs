@@ -536,3 +536,34 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
         "documented but never printed: {unseen:?}"
     );
 }
+
+#[test]
+fn a_position_file_that_holds_no_number_is_named_whatever_it_holds() {
+    let s = Scratch::new();
+    let not_utf8 = s.path("latin1");
+    std::fs::write(&not_utf8, b"\xe9\n").unwrap();
+    // A device that never ends: read whole, it would take all the memory
+    // there is; the address space is limited so that such a read fails soon.
+    for position in [not_utf8.as_path(), Path::new("/dev/zero")] {
+        let filebus = ours();
+        let out = Command::new("sh")
+            .args(["-c", "ulimit -v 400000 && exec \"$@\"", "sh"])
+            .arg(filebus.get_program())
+            .arg("--filename")
+            .arg(s.bus())
+            .args(["status", "--position-file"])
+            .arg(position)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "filebus: {} does not hold a chunk sequence number\n",
+                position.display()
+            )
+        );
+    }
+}
