@@ -113,7 +113,9 @@ fn status(bus: &Bus, json: bool, position_files: &[std::path::PathBuf]) -> fileb
     let status = bus.status(position_files)?;
     let mut out = io::stdout().lock();
     let written = if json {
-        writeln!(out, "{}", status.to_json())
+        serde_json::to_writer(&mut out, &status)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
         write!(out, "{status}")
     };

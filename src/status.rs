@@ -4,12 +4,20 @@
 //! and changes nothing, so it is safe to run against a live bus of any
 //! implementation. Durable subscribers are listed with their position and
 //! whether a process runs them.
+//!
+//! The snapshot serializes (serde) as the document `filebus status --json`
+//! prints, whose schema docs/status-json.md describes field by field and
+//! [`Status::SCHEMA_VERSION`] numbers; the tests hold the two together.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::history::{position_of, retained_range, subscriptions};
@@ -17,17 +25,18 @@ use crate::lock::flock_users;
 use crate::paths::BusPaths;
 
 /// One bus file as it is now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct FileState {
     /// Its size in bytes.
     pub size: u64,
     /// How long ago it was last modified (zero if its time is in the future).
+    #[serde(rename = "age_seconds", serialize_with = "seconds")]
     pub age: Duration,
 }
 
 /// A process holding or waiting for the bus lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LockUser {
     /// Its process ID.
@@ -37,21 +46,23 @@ pub struct LockUser {
 }
 
 /// The lock file and its users.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LockState {
     /// Who holds it now; `None` where the system cannot tell (no
     /// `/proc/locks`).
+    #[serde(flatten, serialize_with = "holder_fields")]
     pub holder: Option<Option<LockUser>>,
     /// How many processes wait for it, where the system can tell.
     pub waiting: Option<usize>,
 }
 
 /// A history consumer's recorded position.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PositionState {
     /// The position file.
+    #[serde(flatten, serialize_with = "path_fields")]
     pub path: PathBuf,
     /// The last sequence number it delivered, or `None` if the file does not
     /// exist yet.
@@ -61,7 +72,7 @@ pub struct PositionState {
 }
 
 /// A durable subscription (see [`crate::HistoryOptions::subscribe`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SubscriberState {
     /// Its name.
@@ -80,11 +91,16 @@ pub struct SubscriberState {
     pub untethered: bool,
 }
 
-/// A snapshot of a bus, from [`crate::Bus::status`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A snapshot of a bus, from [`crate::Bus::status`]. It serializes as the
+/// document of `filebus status --json` (docs/status-json.md): for instance
+/// `serde_json::to_string(&status)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Status {
+    /// Serialized as `"version"`: [`Status::SCHEMA_VERSION`].
+    version: SchemaVersion,
     /// The data file `F`.
+    #[serde(flatten, serialize_with = "path_fields")]
     pub path: PathBuf,
     /// `F`: the chunk waiting to be consumed (lossless) or the latest one.
     pub data: Option<FileState>,
@@ -94,6 +110,7 @@ pub struct Status {
     /// publishing at this instant).
     pub staging: Option<FileState>,
     /// The oldest and newest retained sequence numbers in `F.history/`.
+    #[serde(serialize_with = "range")]
     pub history: Option<(u64, u64)>,
     /// The position files asked about.
     pub positions: Vec<PositionState>,
@@ -131,6 +148,11 @@ fn lock_user(pid: u32) -> LockUser {
 }
 
 impl Status {
+    /// The version of the schema of the serialized document (its
+    /// `"version"` field). It grows when a field changes meaning or goes;
+    /// new fields may appear within a version.
+    pub const SCHEMA_VERSION: u32 = 1;
+
     pub(crate) fn collect(paths: &BusPaths, position_files: &[PathBuf]) -> Result<Status> {
         let lock = match std::fs::symlink_metadata(paths.lock()) {
             Ok(meta) => Some(match flock_users(meta.dev(), meta.ino()) {
@@ -179,6 +201,7 @@ impl Status {
             })
             .collect();
         Ok(Status {
+            version: SchemaVersion,
             path: paths.data().to_path_buf(),
             data: file_state(paths.data())?,
             lock,
@@ -188,99 +211,87 @@ impl Status {
             subscribers,
         })
     }
+}
 
-    /// The snapshot as one JSON object, for scripts.
-    pub fn to_json(&self) -> String {
-        let file = |f: &Option<FileState>| match f {
-            Some(f) => format!(
-                "{{\"size\":{},\"age_seconds\":{:.3}}}",
-                f.size,
-                f.age.as_secs_f64()
-            ),
-            None => "null".into(),
-        };
-        let opt = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
-        let mut out = String::new();
-        let _ = write!(
-            out,
-            "{{\"path\":{},\"data\":{},\"staging\":{},",
-            json_string(&self.path.to_string_lossy()),
-            file(&self.data),
-            file(&self.staging)
-        );
-        let lock = match &self.lock {
-            None => "null".to_string(),
-            Some(lock) => {
-                let holder = match &lock.holder {
-                    None => "null".to_string(),
-                    Some(None) => "\"free\"".to_string(),
-                    Some(Some(user)) => format!(
-                        "{{\"pid\":{},\"command\":{}}}",
-                        user.pid,
-                        user.command.as_deref().map_or("null".into(), json_string)
-                    ),
-                };
-                format!(
-                    "{{\"holder\":{holder},\"waiting\":{}}}",
-                    opt(lock.waiting.map(|w| w as u64))
-                )
-            }
-        };
-        let _ = write!(out, "\"lock\":{lock},\"history\":");
-        match self.history {
-            Some((oldest, newest)) => {
-                let _ = write!(out, "{{\"oldest\":{oldest},\"newest\":{newest}}}");
-            }
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"positions\":[");
-        for (i, p) in self.positions.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                "{{\"path\":{},\"delivered\":{},\"lag\":{}}}",
-                json_string(&p.path.to_string_lossy()),
-                opt(p.delivered),
-                opt(p.lag)
-            );
-        }
-        out.push_str("],\"subscribers\":[");
-        for (i, sub) in self.subscribers.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                "{{\"name\":{},\"delivered\":{},\"lag\":{},\"pid\":{},\"untethered\":{}}}",
-                json_string(&sub.name),
-                opt(sub.delivered),
-                opt(sub.lag),
-                opt(sub.pid.map(u64::from)),
-                sub.untethered
-            );
-        }
-        out.push_str("]}");
-        out
+/// The `"version"` field, the same in every document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SchemaVersion;
+
+impl Serialize for SchemaVersion {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_u32(Status::SCHEMA_VERSION)
     }
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+/// A path as two fields: `path`, a string (exact when the path is valid
+/// UTF-8, else with U+FFFD in place of the bytes that are not), and
+/// `path_hex`, `null` when `path` is exact, else the path's bytes in
+/// hexadecimal, so that no path is lost yet the usual case reads as a plain
+/// string.
+fn path_fields<S: Serializer>(path: &Path, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct PathFields<'a> {
+        path: Cow<'a, str>,
+        path_hex: Option<String>,
     }
-    out.push('"');
-    out
+    let bytes = path.as_os_str().as_bytes();
+    let path_hex = std::str::from_utf8(bytes).is_err().then(|| {
+        bytes.iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+    });
+    PathFields {
+        path: path.to_string_lossy(),
+        path_hex,
+    }
+    .serialize(serializer)
+}
+
+/// The lock's holder as two fields: `state` (`unknown`, `free` or `held`)
+/// and `holder` (`null` unless held), so that each field has one type.
+fn holder_fields<S: Serializer>(
+    holder: &Option<Option<LockUser>>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "lowercase")]
+    enum State {
+        Unknown,
+        Free,
+        Held,
+    }
+    #[derive(Serialize)]
+    struct HolderFields<'a> {
+        state: State,
+        holder: Option<&'a LockUser>,
+    }
+    let (state, holder) = match holder {
+        None => (State::Unknown, None),
+        Some(None) => (State::Free, None),
+        Some(Some(user)) => (State::Held, Some(user)),
+    };
+    HolderFields { state, holder }.serialize(serializer)
+}
+
+/// The retained range as `{"oldest": N, "newest": N}`, or `null`.
+fn range<S: Serializer>(
+    range: &Option<(u64, u64)>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Range {
+        oldest: u64,
+        newest: u64,
+    }
+    range
+        .map(|(oldest, newest)| Range { oldest, newest })
+        .serialize(serializer)
+}
+
+/// A duration in seconds, to the millisecond.
+fn seconds<S: Serializer>(d: &Duration, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_f64(d.as_millis() as f64 / 1000.0)
 }
 
 fn age(d: Duration) -> String {
@@ -398,8 +409,47 @@ impl fmt::Display for Status {
 mod tests {
     use super::*;
 
+    fn lock_json(holder: Option<Option<LockUser>>, waiting: Option<usize>) -> String {
+        serde_json::to_string(&LockState { holder, waiting }).unwrap()
+    }
+
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    fn the_lock_state_is_named_and_the_holder_is_an_object_or_null() {
+        assert_eq!(
+            lock_json(None, None),
+            r#"{"state":"unknown","holder":null,"waiting":null}"#
+        );
+        assert_eq!(
+            lock_json(Some(None), Some(0)),
+            r#"{"state":"free","holder":null,"waiting":0}"#
+        );
+        let user = LockUser {
+            pid: 7,
+            command: None,
+        };
+        assert_eq!(
+            lock_json(Some(Some(user)), Some(2)),
+            r#"{"state":"held","holder":{"pid":7,"command":null},"waiting":2}"#
+        );
+    }
+
+    #[test]
+    fn a_path_has_hex_only_when_not_utf8() {
+        let json = |bytes: &[u8]| {
+            let position = PositionState {
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(bytes)),
+                delivered: None,
+                lag: None,
+            };
+            serde_json::to_string(&position).unwrap()
+        };
+        assert_eq!(
+            json(b"a\n\"\xc3\xa9"),
+            r#"{"path":"a\n\"é","path_hex":null,"delivered":null,"lag":null}"#
+        );
+        assert_eq!(
+            json(b"a\xff"),
+            r#"{"path":"a�","path_hex":"61ff","delivered":null,"lag":null}"#
+        );
     }
 }

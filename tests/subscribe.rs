@@ -593,12 +593,13 @@ fn one_process_per_name_and_unsubscribe_refuses_a_running_one() {
         )),
         "{text}"
     );
-    let json = String::from_utf8(run(&["status", "--json"], &bus).stdout).unwrap();
-    assert!(
-        json.contains(&format!(
-            "\"subscribers\":[{{\"name\":\"solo\",\"delivered\":0,\"lag\":null,\"pid\":{pid},\
-             \"untethered\":false}}]"
-        )),
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["status", "--json"], &bus).stdout).unwrap();
+    assert_eq!(
+        json["subscribers"],
+        serde_json::json!([
+            {"name": "solo", "delivered": 0, "lag": null, "pid": pid, "untethered": false}
+        ]),
         "{json}"
     );
     first.kill().unwrap();

@@ -20,6 +20,10 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use crate::error::{Error, Result, is_gone};
 use crate::files::create_afresh_at;
 
+/// The most a position file holds: a sequence number (20 digits at most),
+/// a newline, and room for whitespace a person may have added.
+const MAX_LEN: u64 = 4096;
+
 /// The last delivered sequence number, kept in a file across restarts.
 #[derive(Debug)]
 pub(super) struct PositionFile {
@@ -77,12 +81,19 @@ impl PositionFile {
             Err(e) if is_gone(Some(e as i32)) => return Ok(None),
             Err(e) => return Err(Error::io("open", &self.path)(io::Error::from(e))),
         };
-        let mut text = String::new();
-        file.read_to_string(&mut text)
+        // Read to a bound: the file is anyone's, and one that never ends (a
+        // device) must not be read whole.
+        let mut raw = Vec::new();
+        (&mut file)
+            .take(MAX_LEN + 1)
+            .read_to_end(&mut raw)
             .map_err(Error::io("read", &self.path))?;
-        match text.trim().parse() {
-            Ok(seq) => Ok(Some(seq)),
-            Err(_) => Err(Error::BadPosition {
+        let seq = (raw.len() as u64 <= MAX_LEN)
+            .then(|| std::str::from_utf8(&raw).ok()?.trim().parse().ok())
+            .flatten();
+        match seq {
+            Some(seq) => Ok(Some(seq)),
+            None => Err(Error::BadPosition {
                 path: self.path.clone(),
             }),
         }
