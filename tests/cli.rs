@@ -229,3 +229,158 @@ fn verbose_producers_report_their_rate_at_most_once_a_second() {
     assert!(reports[0].contains("chunks/s"), "{err}");
     assert_eq!(producer_stderr_over_a_second(&[]), "", "quiet without -v");
 }
+
+/// The stderr of a usage error: status 2, and no panic.
+fn usage_stderr(args: &[&str]) -> String {
+    let out = filebus()
+        .args(args)
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// README "Exit status": a usage error is one line naming the problem and
+/// one line with a hint, not clap's paragraph with a usage line.
+#[test]
+fn usage_errors_are_one_line_and_a_hint() {
+    let cases: [(&[&str], &str, &str); 7] = [
+        (&["producer"], "--filename", "filebus --help"),
+        (
+            &["--filename", "x", "producer", "--bogus"],
+            "'--bogus'",
+            "filebus producer --help",
+        ),
+        (
+            &["--filename", "x", "producer", "--line"],
+            "'--lines'",
+            "filebus producer --help",
+        ),
+        (
+            &["--filename", "x", "consumer", "--from", "oldest"],
+            "--history",
+            "filebus consumer --help",
+        ),
+        (
+            &["--filename", "x", "--lossless", "producer", "--retain", "3"],
+            "back pressure",
+            "filebus --help",
+        ),
+        (
+            &["--filename", "x", "--block-size", "abc", "consumer"],
+            "--block-size",
+            "filebus --help",
+        ),
+        (&["--filename", "x"], "subcommand", "filebus --help"),
+    ];
+    for (args, says, hint) in cases {
+        let err = usage_stderr(args);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: one line and a hint:\n{err}");
+        assert!(
+            lines[0].starts_with("filebus: ") && lines[0].contains(says),
+            "{args:?}: the first line should name {says:?}:\n{err}"
+        );
+        assert!(lines[1].contains(hint), "{args:?}: hint {hint:?}:\n{err}");
+    }
+}
+
+/// The help of each command lists the options that mean something to it:
+/// the producer's chunking options are not the consumer's, and `status` and
+/// `unsubscribe` read or remove files without waiting or publishing.
+#[test]
+fn each_command_helps_with_its_own_options_only() {
+    let help = |sub: &str| {
+        let out = filebus().args([sub, "--help"]).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let producer_only = ["--block-size", "--impl", "--lines"];
+    let waiting = [
+        "--back-pressure",
+        "--sleep-interval",
+        "--no-file-monitoring",
+    ];
+    let cases: [(&str, Vec<&str>, Vec<&str>); 4] = [
+        (
+            "producer",
+            [producer_only, waiting].concat(),
+            vec!["--filename", "--verbose", "--retain"],
+        ),
+        (
+            "consumer",
+            waiting.into(),
+            vec!["--filename", "--verbose", "--history"],
+        ),
+        ("status", vec![], vec!["--filename", "--verbose", "--json"]),
+        (
+            "unsubscribe",
+            vec![],
+            vec!["--filename", "--verbose", "<NAME>"],
+        ),
+    ];
+    for (sub, extra, always) in cases {
+        let text = help(sub);
+        for option in always.iter().chain(&extra) {
+            assert!(
+                text.contains(option),
+                "{sub} --help lacks {option}:\n{text}"
+            );
+        }
+        for option in producer_only.iter().chain(&waiting) {
+            if !extra.contains(option) {
+                assert!(
+                    !text.contains(option),
+                    "{sub} --help lists {option}:\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// Options that mean nothing to `status` and `unsubscribe` are refused, as
+/// they are for `completions` and `man`; a consumer accepts the producer's
+/// options, as filebus 0.3.5 does, before or after the subcommand.
+#[test]
+fn foreign_options_are_refused_where_the_original_has_none() {
+    for args in [
+        &["--filename", "x", "status", "--lines"][..],
+        &["--filename", "x", "--block-size", "9", "status"],
+        &[
+            "--filename",
+            "x",
+            "unsubscribe",
+            "a",
+            "--sleep-interval",
+            "1",
+        ],
+    ] {
+        let err = usage_stderr(args);
+        assert!(
+            err.contains("does not apply to `filebus "),
+            "{args:?}: {err}"
+        );
+    }
+    let s = Scratch::new();
+    // An end marker: a lossless consumer exits 0 at once.
+    std::fs::write(s.bus(), "").unwrap();
+    filebus()
+        .arg("--filename")
+        .arg(s.bus())
+        .args([
+            "--lossless",
+            "--impl",
+            "bash",
+            "consumer",
+            "--block-size",
+            "7",
+            "--lines",
+        ])
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+}

@@ -555,7 +555,7 @@ fn bad_names_and_combinations_are_usage_errors() {
         let out = run(args, &bus);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.starts_with("filebus: "), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert!(!s.path("bus.history").exists(), "nothing was created");
