@@ -324,6 +324,8 @@ impl Consumer {
                     return Ok(meta.size());
                 }
             }
+            self.watcher
+                .waiting_for(|| awaited(&self.paths, "a new chunk in"));
             self.watcher.wait()?;
         }
     }
@@ -340,6 +342,8 @@ impl Consumer {
             let opened = open_regular_by(self.paths.data(), sys::removal_facts, |f| f.mode)?;
             let Some((mut file, facts)) = opened else {
                 drop(held);
+                self.watcher
+                    .waiting_for(|| awaited(&self.paths, "a chunk in"));
                 self.watcher.wait()?;
                 continue;
             };
@@ -375,6 +379,16 @@ impl Consumer {
             drop(file);
             return Ok(Some(size));
         }
+    }
+}
+
+/// What `-v` says a consumer waits for: `F` to appear, or `what` in it.
+fn awaited(paths: &BusPaths, what: &str) -> String {
+    let data = paths.data().display();
+    if paths.data().symlink_metadata().is_ok() {
+        format!("waiting for {what} {data}, published by a producer")
+    } else {
+        format!("waiting for {data} to appear (a producer publishes it)")
     }
 }
 

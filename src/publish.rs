@@ -235,6 +235,10 @@ impl Producer {
                     }
                 }
                 if std::mem::replace(&mut self.armed, true) {
+                    self.watcher.waiting_for(|| {
+                        let data = self.paths.data().display();
+                        format!("waiting for a consumer to take the chunk in {data}")
+                    });
                     self.watcher.wait()?;
                 }
                 self.watcher.arm();

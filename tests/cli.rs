@@ -384,3 +384,79 @@ fn foreign_options_are_refused_where_the_original_has_none() {
         .assert()
         .success();
 }
+
+/// Starts `filebus -v... --sleep-interval 0.01 ARGS` on `bus` (polls every
+/// 10 ms at most) with `input` as its standard input, waits for a line of its stderr that says `says`, lets it wait
+/// through some 50 more polls, and returns all its stderr.
+fn stderr_while_waiting(
+    bus: &std::path::Path,
+    global: &[&str],
+    (role, sub): (&str, &[&str]),
+    input: &[u8],
+    says: &str,
+) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let global = [global, &["--sleep-interval", "0.01"]].concat();
+    let cmd = on_bus(common::ours(), bus, &global, role, sub);
+    let mut child = start(cmd, Stdio::piped(), Stdio::null(), role);
+    // A lossless producer waits with its chunk published, for a consumer.
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let log = common::procs::collect_stderr(&mut child);
+    common::wait_until(&format!("{role} to say {says:?}"), || {
+        log.lock().unwrap().contains(says)
+    });
+    // Time for polls that must not repeat the line: this observes an
+    // absence, so it can only be a span of time.
+    let said = Instant::now();
+    while said.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = log.lock().unwrap().clone();
+    text
+}
+
+/// `-v` says once when a wait begins, what is waited for and what ends
+/// it, and never again while the reason stays the same; `-vv` does not
+/// repeat a missing directory at every poll.
+#[test]
+fn a_wait_is_said_once_with_v() {
+    let s = Scratch::new();
+    let count = |text: &str, says: &str| text.lines().filter(|l| l.contains(says)).count();
+    // A mistyped path: nothing will ever appear there unless a producer
+    // starts.
+    let missing = s.path("typo/bus");
+    let said = format!("waiting for {} to appear", missing.display());
+    let err = stderr_while_waiting(&missing, &["-v"], ("consumer", &[]), b"", &said);
+    assert_eq!(count(&err, &said), 1, "{err}");
+    assert!(err.contains("a producer"), "what ends the wait: {err}");
+    assert_eq!(err.lines().count(), 1, "nothing else at -v: {err}");
+    let err = stderr_while_waiting(&missing, &["-vv"], ("consumer", &[]), b"", &said);
+    assert!(count(&err, "cannot watch") <= 1, "{err}");
+    // A finished history: a consumer from the newest chunk on waits for a
+    // next stream.
+    let history = s.path("history/bus");
+    filebus()
+        .arg("--filename")
+        .arg(&history)
+        .args(["--lines", "producer", "--retain", "5"])
+        .write_stdin("one\n")
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+    let said = "ended at chunk 2 (end chunk); waiting for a producer to publish chunk 3";
+    let err = stderr_while_waiting(&history, &["-v"], ("consumer", &["--history"]), b"", said);
+    assert_eq!(count(&err, said), 1, "{err}");
+    // A lossless producer whose chunk nobody takes.
+    let lossless = s.path("lossless/bus");
+    let said = format!(
+        "waiting for a consumer to take the chunk in {}",
+        lossless.display()
+    );
+    let global = ["-v", "--lossless"];
+    let err = stderr_while_waiting(&lossless, &global, ("producer", &[]), b"x", &said);
+    assert_eq!(count(&err, &said), 1, "{err}");
+}

@@ -443,7 +443,10 @@ fn a_stopped_subscriber_is_untethered_and_gets_an_exact_loss_report() {
         assert!(
             lines[0].contains("subscriber stopped")
                 && lines[0].contains(&format!("at chunk {BEFORE}"))
-                && lines[0].contains(&format!("pruning chunk {}", BEFORE + 1)),
+                && lines[0].contains(&format!(
+                    "untethered: pruning chunks from {} on without it",
+                    BEFORE + 1
+                )),
             "{log}"
         );
     }
