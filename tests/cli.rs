@@ -173,6 +173,12 @@ fn directory_that_cannot_be_created_is_a_runtime_error() {
         &s.path("plain/sub"),
         "Not a directory",
     );
+    // FILE's directory itself a file: not "File exists".
+    runtime_error(
+        &mut one_shot_producer(&s.path("plain/bus")),
+        &s.path("plain"),
+        "Not a directory",
+    );
 }
 
 #[test]
