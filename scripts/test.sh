@@ -39,8 +39,8 @@ fi
 cargo test --locked
 # The portable path (src/sys/portable.rs: polling, named staging, read/write
 # copies, blocking writes), forced on Linux: the whole suite again, but for
-# the tests of two promises that only the Linux calls keep (README: Platform
-# support): an output whose reader stalls never holds the bus lock (without
+# the tests of two promises that only the Linux calls keep (docs/guide.md:
+# Platforms): an output whose reader stalls never holds the bus lock (without
 # pipe sizes and private non-blocking descriptors a write may block), and
 # `-v` names a shared filesystem (that takes Linux's statfs magic numbers).
 portable_skips=(

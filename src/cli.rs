@@ -350,7 +350,7 @@ pub fn applies(sub: &str, arg: &clap::Arg) -> bool {
     }
 }
 
-/// Prints a usage error the way the README says, as one line and a hint,
+/// Prints a usage error as docs/guide.md says, one line and a hint,
 /// and exits 2. Help and version go out as clap writes them, with status
 /// 0, and so does the help that `filebus` alone prints, with status 2.
 fn exit_usage(e: clap::Error) -> ! {

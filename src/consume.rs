@@ -90,8 +90,8 @@ impl LastChunk {
 /// The largest lossy chunk the portable path reads whole before writing
 /// it out. Larger ones are streamed, so that memory stays bounded whatever
 /// a producer publishes; on a shared filesystem, which the portable path
-/// cannot recognise, such a chunk may then go out torn (README: Platform
-/// support).
+/// cannot recognise, such a chunk may then go out torn (docs/guide.md:
+/// Platforms).
 const WHOLE_FIRST_LIMIT: u64 = 16 << 20;
 
 /// The reading side of a bus. Obtained from [`crate::Bus::consumer`].

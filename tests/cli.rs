@@ -1,8 +1,8 @@
 //! The command line as a user meets it: help and version, and one clear line
 //! with the right exit status for every kind of bad input.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Usage section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Command line, Exit status and `-v` sections of docs/guide.md.
 
 mod common;
 
@@ -251,7 +251,7 @@ fn usage_stderr(args: &[&str]) -> String {
     err
 }
 
-/// README "Exit status": a usage error is one line naming the problem and
+/// docs/guide.md, "Exit status": a usage error is one line naming the problem and
 /// one line with a hint, not clap's paragraph with a usage line.
 #[test]
 fn usage_errors_are_one_line_and_a_hint() {

@@ -8,8 +8,9 @@
 //! skip, when one is missing. PowerShell has no package here: its script is
 //! only checked for the registration of the completer.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Manual pages and shell completions section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Install section of the README and "Manual pages, completions and the
+//! wheel" in docs/contributing.md.
 
 mod common;
 
