@@ -421,8 +421,7 @@ fn stderr_while_waiting(
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let text = log.lock().unwrap().clone();
-    text
+    log.lock().unwrap().clone()
 }
 
 /// `-v` says once when a wait begins, what is waited for and what ends
