@@ -158,7 +158,8 @@ pub enum Command {
 pub enum Generate {
     /// Print a completion script for SHELL (no bus involved)
     ///
-    /// For example, for bash:
+    /// For example, for bash (the README's Install section has the others):
+    /// mkdir -p ~/.local/share/bash-completion/completions &&
     /// filebus completions bash > ~/.local/share/bash-completion/completions/filebus
     Completions {
         /// The shell to complete for

@@ -433,3 +433,17 @@ fn every_relative_link_and_anchor_resolves() {
     let broken: Vec<String> = docs.iter().flat_map(|d| broken_links(d)).collect();
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
+
+/// The README is read in five minutes: what filebus is, the set-up,
+/// install and one example per mode; the depth lives in docs/.
+#[test]
+fn the_readme_stays_short() {
+    let lines = std::fs::read_to_string(root().join("README.md"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        lines <= 300,
+        "README.md has {lines} lines; move depth into docs/"
+    );
+}
