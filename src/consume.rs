@@ -324,8 +324,7 @@ impl Consumer {
                     return Ok(meta.size());
                 }
             }
-            self.watcher
-                .waiting_for(|| awaited(&self.paths, "a new chunk in"));
+            self.watcher.waiting_for(|| awaited(&self.paths));
             self.watcher.wait()?;
         }
     }
@@ -342,8 +341,7 @@ impl Consumer {
             let opened = open_regular_by(self.paths.data(), sys::removal_facts, |f| f.mode)?;
             let Some((mut file, facts)) = opened else {
                 drop(held);
-                self.watcher
-                    .waiting_for(|| awaited(&self.paths, "a chunk in"));
+                self.watcher.waiting_for(|| awaited(&self.paths));
                 self.watcher.wait()?;
                 continue;
             };
@@ -382,11 +380,11 @@ impl Consumer {
     }
 }
 
-/// What `-v` says a consumer waits for: `F` to appear, or `what` in it.
-fn awaited(paths: &BusPaths, what: &str) -> String {
+/// What `-v` says a consumer waits for: `F` to appear, or a new chunk in it.
+fn awaited(paths: &BusPaths) -> String {
     let data = paths.data().display();
     if paths.data().symlink_metadata().is_ok() {
-        format!("waiting for {what} {data}, published by a producer")
+        format!("waiting for a producer to publish a new chunk in {data}")
     } else {
         format!("waiting for {data} to appear (a producer publishes it)")
     }

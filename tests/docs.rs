@@ -330,10 +330,16 @@ fn the_checks_catch_what_they_are_for() {
     assert_eq!(out, "x\n");
     let scratch = Scratch::new();
     let doc = scratch.path("a.md");
-    std::fs::write(scratch.path("b.md"), "# Title\n## Second part, too\n").unwrap();
+    std::fs::write(
+        scratch.path("b.md"),
+        "# Title\n## Second part, too\n```sh\n# not a heading\n```\n## Title\n",
+    )
+    .unwrap();
     for (link, broken) in [
         ("b.md", false),
         ("b.md#second-part-too", false),
+        ("b.md#title-1", false),
+        ("b.md#not-a-heading", true),
         ("#here", false),
         ("b.md#nowhere", true),
         ("c.md", true),
@@ -344,8 +350,8 @@ fn the_checks_catch_what_they_are_for() {
     }
 }
 
-/// GitHub's anchor for a heading: lower case, punctuation but `-` and `_`
-/// dropped, spaces turned into `-`; a repeated one gets `-1`, `-2`, ...
+/// GitHub's anchor for each heading: lower case, punctuation but `-` and
+/// `_` dropped, spaces turned into `-`; a repeated one gets `-1`, `-2`, ...
 fn anchors(text: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     let mut in_code = false;
@@ -353,28 +359,25 @@ fn anchors(text: &str) -> Vec<String> {
         if line.trim_start().starts_with("```") {
             in_code = !in_code;
         }
-        let Some(heading) = line.strip_prefix('#') else {
+        let Some(heading) = line.strip_prefix('#').filter(|_| !in_code) else {
             continue;
         };
-        if in_code {
-            continue;
-        }
-        let title = heading.trim_start_matches('#').trim();
-        let slug: String = title
+        let slug: String = heading
+            .trim_start_matches('#')
+            .trim()
             .to_lowercase()
             .chars()
             .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
             .map(|c| if c == ' ' { '-' } else { c })
             .collect();
-        let seen = found
-            .iter()
-            .filter(|a| **a == slug || a.starts_with(&format!("{slug}-")))
-            .count();
-        found.push(if seen == 0 {
-            slug
-        } else {
-            format!("{slug}-{seen}")
-        });
+        let unique = (0..)
+            .map(|n| match n {
+                0 => slug.clone(),
+                n => format!("{slug}-{n}"),
+            })
+            .find(|candidate| !found.contains(candidate))
+            .unwrap();
+        found.push(unique);
     }
     found
 }
