@@ -165,7 +165,6 @@ impl Shell {
             .env("HOME", &self.home)
             .env("PATH", &self.path)
             .env("TMPDIR", &self.tmp)
-            .env_remove("FILEBUS_TEST_SEED")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -244,10 +243,10 @@ fn run_examples(name: &str, text: &str, shell: &Shell) -> Result<usize, String> 
     Ok(not_run)
 }
 
-/// A copy of the binary under test at `dir/filebus`, and a `cargo` beside
-/// it that does only `cargo build --release`, as a build that has been
-/// done: the test's binary stands in for the release build at
-/// `target/release/filebus`.
+/// The release build the README's commands expect: a copy of the binary
+/// under test at `work/target/release/filebus`, and in `shim` a `cargo`
+/// that accepts only `cargo build --release` and does nothing, that build
+/// being done already.
 fn release_build(work: &Path, shim: &Path) {
     std::fs::create_dir_all(work.join("target/release")).unwrap();
     std::fs::copy(
