@@ -2,7 +2,7 @@
 """Across hosts against one host: lossless throughput and lossy latency of a
 bus whose producer writes through one GlusterFS mount and whose consumer
 reads through the other (scripts/cluster.sh up), beside the same bus on a
-local disk directory. Prints a Markdown table (README, "Across hosts").
+local disk directory. Prints a Markdown table (docs/across-hosts.md).
 
 Lossless: bytes from a pipe into a producer, out of a consumer, checked
 byte for byte; throughput from the producer's start to the consumer's exit.

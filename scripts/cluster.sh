@@ -2,7 +2,7 @@
 # A bus across hosts, on one machine: a GlusterFS volume mounted twice, by two
 # separate FUSE client processes that each stand for a host with its own
 # caches. tests/cluster.rs runs producers on one mount and consumers on the
-# other; a person can do the same by hand (see README, "Across hosts").
+# other; a person can do the same by hand (see docs/across-hosts.md).
 #
 #   scripts/cluster.sh up       install GlusterFS if missing, start glusterd,
 #                               the volume and both mounts (idempotent)
@@ -37,7 +37,7 @@ GLUSTERD_PID=$STATE/glusterd.pid
 
 # What the bus needs from the volume: no client may answer from its own cache
 # what another client changed. Found by running tests/cluster.rs with each
-# option back on (README, "Across hosts"):
+# option back on (docs/across-hosts.md):
 #  - stat-prefetch (md-cache) off: required. With it on, renames made through
 #    the other mount showed up to seconds late: lossy consumers delivered 4 of
 #    600 chunks, one of them twice, and a tick took 2 s to cross.

@@ -35,12 +35,14 @@ if ! scripts/cluster.sh status >/dev/null 2>&1; then
     fi
 fi
 # Includes tests/upstream.rs: the original's own test suite, from shared/
-# beside the repository, run against our binary alone and mixed with the peers.
+# beside the repository, run against our binary alone and mixed with the
+# peers; tests/docs.rs: every shell example of README.md and docs/guide.md,
+# and their links; and the doctests, README.md's and the guide's included.
 cargo test --locked
 # The portable path (src/sys/portable.rs: polling, named staging, read/write
 # copies, blocking writes), forced on Linux: the whole suite again, but for
-# the tests of two promises that only the Linux calls keep (README: Platform
-# support): an output whose reader stalls never holds the bus lock (without
+# the tests of two promises that only the Linux calls keep (docs/guide.md:
+# Platforms): an output whose reader stalls never holds the bus lock (without
 # pipe sizes and private non-blocking descriptors a write may block), and
 # `-v` names a shared filesystem (that takes Linux's statfs magic numbers).
 portable_skips=(

@@ -158,7 +158,8 @@ pub enum Command {
 pub enum Generate {
     /// Print a completion script for SHELL (no bus involved)
     ///
-    /// For example, for bash:
+    /// For example, for bash (the README's Install section has the others):
+    /// mkdir -p ~/.local/share/bash-completion/completions &&
     /// filebus completions bash > ~/.local/share/bash-completion/completions/filebus
     Completions {
         /// The shell to complete for
@@ -250,20 +251,13 @@ pub enum Impl {
 impl Cli {
     /// The command-line definition: [`Cli`]'s own and the [`Generate`]
     /// commands. Every subcommand inherits the bus options (they are global,
-    /// so that they may follow the subcommand); `completions` and `man`,
-    /// which use no bus and reject them, get hidden copies instead, which
-    /// clap does not override, so that their help, manual pages and
-    /// completions leave the bus options out.
+    /// so that they may follow the subcommand); where one means nothing
+    /// (see [`applies`]) the subcommand gets a hidden copy instead, which
+    /// clap does not override, so that its help, manual page and
+    /// completions leave that option out.
     pub fn definition() -> clap::Command {
         let cmd = Generate::augment_subcommands(Cli::command());
-        let generate = Generate::augment_subcommands(clap::Command::new("filebus"));
-        let names: Vec<String> = subcommand_names(&generate);
-        copy_bus_options(cmd, &names, |arg| arg.hide(true))
-    }
-
-    /// The names of the subcommands that use a bus: those of [`Command`].
-    pub fn bus_commands() -> Vec<String> {
-        subcommand_names(&Cli::command())
+        copy_bus_options(cmd, |sub, arg| !applies(sub, arg), |arg| arg.hide(true))
     }
 
     /// The bus options the flags ask for.
@@ -306,15 +300,17 @@ impl Cli {
     /// Parses the process arguments; on a usage error prints it with a hint
     /// and exits with status 2.
     pub fn parse_or_exit() -> Parsed {
-        let matches = Cli::definition().get_matches();
-        if let Some((name, sub)) = matches.subcommand()
-            && Generate::has_subcommand(name)
-        {
-            no_bus_options(name, sub);
-            let what = Generate::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-            return Parsed::Generate(what);
+        let matches = Cli::definition()
+            .try_get_matches()
+            .unwrap_or_else(|e| exit_usage(e));
+        if let Some((name, sub)) = matches.subcommand() {
+            foreign_options(name, sub);
+            if Generate::has_subcommand(name) {
+                let what = Generate::from_arg_matches(&matches).unwrap_or_else(|e| exit_usage(e));
+                return Parsed::Generate(what);
+            }
         }
-        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| exit_usage(e));
         // The library refuses what cannot work together; on the command
         // line that is a usage error.
         let bus = cli.bus_options();
@@ -328,18 +324,71 @@ impl Cli {
             Command::Status { .. } => Ok(()),
         };
         if let Err(e) = refused {
-            Cli::command().error(ErrorKind::ArgumentConflict, e).exit();
+            usage_error(&e.to_string(), "filebus");
         }
         match cli.filename.clone() {
             Some(filename) => Parsed::Bus(cli, filename),
-            None => Cli::command()
-                .error(
-                    ErrorKind::MissingRequiredArgument,
-                    "the following required argument was not provided: --filename <FILE>",
-                )
-                .exit(),
+            None => usage_error(
+                "the following required argument was not provided: --filename <FILE>",
+                "filebus",
+            ),
         }
     }
+}
+
+/// Whether the bus option `arg` means something to the subcommand `sub`:
+/// every one to a producer; to a consumer all but the producer's chunking
+/// (which it still accepts, as filebus 0.3.5 does, and ignores); to
+/// `status` and `unsubscribe`, which neither wait nor publish, the data
+/// file and `-v`; to `completions` and `man`, which use no bus, none.
+pub fn applies(sub: &str, arg: &clap::Arg) -> bool {
+    let id = arg.get_id().as_str();
+    match sub {
+        "producer" => true,
+        "consumer" => !["block_size", "implementation", "lines"].contains(&id),
+        "status" | "unsubscribe" => ["filename", "verbose"].contains(&id),
+        _ => false,
+    }
+}
+
+/// Prints a usage error as docs/guide.md says, one line and a hint,
+/// and exits 2. Help and version go out as clap writes them, with status
+/// 0, and so does the help that `filebus` alone prints, with status 2.
+fn exit_usage(e: clap::Error) -> ! {
+    if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        e.exit()
+    }
+    // clap's text: "error: ..." (continued on indented lines), paragraphs
+    // of tips, a usage line naming the command, and a hint.
+    let text = e.render().to_string();
+    let mut paragraphs = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty());
+    let first = paragraphs.next().unwrap_or_default();
+    let mut message = words(first.strip_prefix("error:").unwrap_or(first));
+    let mut command = "filebus".to_owned();
+    for paragraph in paragraphs {
+        if let Some(tip) = paragraph.strip_prefix("tip:") {
+            message = format!("{message} ({})", words(tip));
+        } else if let Some(usage) = paragraph.strip_prefix("Usage:") {
+            let names: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            command = names.join(" ");
+        }
+    }
+    usage_error(&message, &command)
+}
+
+/// `text` on one line.
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Prints `message` and a hint at `command --help`, and exits 2.
+fn usage_error(message: &str, command: &str) -> ! {
+    eprintln!("filebus: {message}");
+    eprintln!("Try '{command} --help' for more information.");
+    std::process::exit(2)
 }
 
 fn subcommand_names(cmd: &clap::Command) -> Vec<String> {
@@ -348,40 +397,49 @@ fn subcommand_names(cmd: &clap::Command) -> Vec<String> {
         .collect()
 }
 
-/// Gives each of the subcommands `names` of `cmd` plain (not global)
-/// copies of the bus options, as `adjust` makes them.
+/// Gives each subcommand of `cmd` plain (not global) copies of the bus
+/// options that `pick` chooses for it, as `adjust` makes them.
 pub fn copy_bus_options(
     cmd: clap::Command,
-    names: &[String],
+    pick: impl Fn(&str, &clap::Arg) -> bool,
     adjust: impl Fn(clap::Arg) -> clap::Arg,
 ) -> clap::Command {
     let bus_options: Vec<clap::Arg> = cmd
         .get_arguments()
         .filter(|arg| arg.is_global_set())
-        .map(|arg| adjust(arg.clone().global(false)))
+        .cloned()
         .collect();
+    let names = subcommand_names(&cmd);
     names.iter().fold(cmd, |cmd, name| {
-        cmd.mut_subcommand(name, |sub| sub.args(bus_options.iter().cloned()))
+        let copies = bus_options
+            .iter()
+            .filter(|arg| pick(name, arg))
+            .map(|arg| adjust(arg.clone().global(false)));
+        cmd.mut_subcommand(name, |sub| sub.args(copies))
     })
 }
 
 /// Exits 2 when the command line of `filebus NAME` sets one of the bus
-/// options, which mean nothing to a command that touches no bus: a user who
-/// wrote one expected something that will not happen.
-fn no_bus_options(name: &str, sub: &ArgMatches) {
+/// options that mean nothing to NAME (see [`applies`]): a user who wrote
+/// one expected something that will not happen.
+fn foreign_options(name: &str, sub: &ArgMatches) {
     let cmd = Cli::command();
     let given = cmd
         .get_arguments()
-        .filter(|arg| arg.is_global_set())
+        // A consumer ignores the producer's options, as filebus 0.3.5 does.
+        .filter(|arg| arg.is_global_set() && !applies(name, arg) && name != "consumer")
         .find(|arg| sub.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine));
     if let Some(arg) = given {
         let flag = arg.get_long().unwrap_or_else(|| arg.get_id().as_str());
-        Cli::command()
-            .error(
-                ErrorKind::ArgumentConflict,
-                format!("--{flag} does not apply to `filebus {name}`, which uses no bus"),
-            )
-            .exit();
+        let why = if Generate::has_subcommand(name) {
+            ", which uses no bus"
+        } else {
+            ""
+        };
+        usage_error(
+            &format!("--{flag} does not apply to `filebus {name}`{why}"),
+            &format!("filebus {name}"),
+        );
     }
 }
 

@@ -90,8 +90,8 @@ impl LastChunk {
 /// The largest lossy chunk the portable path reads whole before writing
 /// it out. Larger ones are streamed, so that memory stays bounded whatever
 /// a producer publishes; on a shared filesystem, which the portable path
-/// cannot recognise, such a chunk may then go out torn (README: Platform
-/// support).
+/// cannot recognise, such a chunk may then go out torn (docs/guide.md:
+/// Platforms).
 const WHOLE_FIRST_LIMIT: u64 = 16 << 20;
 
 /// The reading side of a bus. Obtained from [`crate::Bus::consumer`].
@@ -324,6 +324,7 @@ impl Consumer {
                     return Ok(meta.size());
                 }
             }
+            self.watcher.waiting_for(|| awaited(&self.paths));
             self.watcher.wait()?;
         }
     }
@@ -350,6 +351,7 @@ impl Consumer {
             let opened = open_regular_by(self.paths.data(), sys::removal_facts, |f| f.mode)?;
             let Some((mut file, facts)) = opened else {
                 drop(held);
+                self.watcher.waiting_for(|| awaited(&self.paths));
                 self.watcher.wait()?;
                 continue;
             };
@@ -385,6 +387,16 @@ impl Consumer {
             drop(file);
             return Ok(Some(size));
         }
+    }
+}
+
+/// What `-v` says a consumer waits for: `F` to appear, or a new chunk in it.
+fn awaited(paths: &BusPaths) -> String {
+    let data = paths.data().display();
+    if paths.data().symlink_metadata().is_ok() {
+        format!("waiting for a producer to publish a new chunk in {data}")
+    } else {
+        format!("waiting for {data} to appear (a producer publishes it)")
     }
 }
 

@@ -17,6 +17,21 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::error::{Error, Result, is_gone};
 
+/// Creates `dir` and its missing parents, as a producer or a subscriber
+/// does for `F`'s directory. An entry in the way that is not a directory is
+/// reported as the kernel reports one in the middle of a path, "Not a
+/// directory", rather than as `create_dir_all` does, "File exists".
+pub(crate) fn create_dirs(dir: &Path) -> Result<()> {
+    match std::fs::create_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Error::io("create directory", dir)(
+                io::Error::from_raw_os_error(libc::ENOTDIR),
+            ))
+        }
+        other => other.map_err(Error::io("create directory", dir)),
+    }
+}
+
 /// What is at `path`, without following a symbolic link: `None` when
 /// nothing is there (or it went stale on a network filesystem, removed by
 /// another client between the lookup and the stat), an error for anything

@@ -12,7 +12,7 @@ use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use crate::cli::{Cli, Generate, copy_bus_options};
+use crate::cli::{Cli, Generate, applies, copy_bus_options};
 
 /// Writes what was asked for; exits 1 with one line when it cannot.
 pub fn run(what: Generate) -> ExitCode {
@@ -55,19 +55,40 @@ fn fish_shells() -> String {
 
 /// The command as completion scripts see it. The generators offer hidden
 /// options too, so instead of the global bus options of
-/// [`Cli::definition`], the root and each subcommand that uses a bus get
-/// plain copies: `completions` and `man`, which reject them, never offer
-/// them.
+/// [`Cli::definition`], the root and each subcommand get plain copies of
+/// those that mean something to it: `completions` and `man`, which reject
+/// them all, never offer one, nor `status` the producer's.
 fn completed() -> clap::Command {
     let cmd = Generate::augment_subcommands(Cli::command());
-    copy_bus_options(cmd, &Cli::bus_commands(), |arg| arg).mut_args(|arg| arg.global(false))
+    copy_bus_options(cmd, applies, |arg| arg).mut_args(|arg| arg.global(false))
 }
 
 /// The command as the manual describes it: every page documents `--help`,
-/// so the `help` subcommand gets none of its own. Built, so that each
-/// subcommand knows its full name (`filebus-producer`).
+/// so the `help` subcommand gets none of its own. `--filename` is required
+/// by every command that uses a bus, which clap cannot say of a global
+/// option (the parser checks it instead): the root and those commands get
+/// required copies, so that each SYNOPSIS shows it without brackets.
+/// Built, so that each subcommand knows its full name (`filebus-producer`).
 fn documented() -> clap::Command {
-    let mut cmd = Cli::definition().disable_help_subcommand(true);
+    let cmd = Cli::definition().disable_help_subcommand(true);
+    let filename = cmd
+        .get_arguments()
+        .find(|arg| arg.get_id() == "filename")
+        .expect("--filename is defined")
+        .clone()
+        .global(false)
+        .required(true);
+    let with_filename =
+        |cmd: clap::Command, sub: &str| cmd.mut_subcommand(sub, |s| s.arg(filename.clone()));
+    let bus_commands: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|sub| applies(sub.get_name(), &filename))
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    let cmd = cmd.mut_arg("filename", |_| filename.clone());
+    let mut cmd = bus_commands
+        .iter()
+        .fold(cmd, |cmd, sub| with_filename(cmd, sub));
     cmd.build();
     cmd
 }

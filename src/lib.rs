@@ -58,8 +58,8 @@
 //! path, which the test suite also walks on Linux when the environment
 //! variable `FILEBUS_PORTABLE=1` is set: waits poll instead of using file
 //! events, chunks are copied through user space, and a lossless consumer
-//! whose output stalls holds the bus lock while it waits. The README's
-//! "Platform support" lists what is checked where.
+//! whose output stalls holds the bus lock while it waits. The user guide
+//! (docs/guide.md, "Platforms") lists what is checked where.
 
 #![warn(missing_docs)]
 
@@ -82,6 +82,17 @@ mod stop;
 mod stream;
 mod sys;
 mod watch;
+
+/// README.md, whose Rust examples `cargo test --doc` compiles and runs, so
+/// that they work as written (tests/docs.rs runs its shell examples).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
+
+/// The user guide's Rust examples, tested as the README's are.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideExamples;
 
 pub use bus::Bus;
 pub use chunker::{Chunker, FdSource, Source};

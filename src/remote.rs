@@ -3,7 +3,7 @@
 //! happens through this host's kernel, so changes made on another host raise
 //! no event here and every wait for them lasts until the next poll. Saying
 //! so (with `-v`) explains the latency, points to `--sleep-interval`, and to
-//! the settings such a filesystem needs (README, "Across hosts").
+//! the settings such a filesystem needs (docs/across-hosts.md).
 
 use std::path::Path;
 

@@ -100,6 +100,11 @@ pub(crate) struct Watcher {
     polling: String,
     /// Whether the failure to watch `F`'s directory was reported.
     reported_no_watch: bool,
+    /// Whether `-vv` said that the directory is missing, since the last
+    /// watch was set up: once, not at every poll.
+    reported_missing: bool,
+    /// What `-v` said the last wait was for (see [`Watcher::waiting_for`]).
+    said: Option<String>,
     /// When to ask for file events again, after the system refused them
     /// (past `fs.inotify.max_user_instances`): instances free up as other
     /// processes exit, and a long-lived consumer should not poll for good.
@@ -156,6 +161,8 @@ impl Watcher {
                  {interval:?} while idle"
             ),
             reported_no_watch: false,
+            reported_missing: false,
+            said: None,
             retry_events: None,
             stop: None,
             deadline: None,
@@ -269,12 +276,15 @@ impl Watcher {
             Ok(wd) => {
                 self.replace_dir_watch(wd);
                 self.entries = true;
+                self.reported_missing = false;
                 log::debug!("watching {} for events", self.dir.display());
             }
             // The directory is made by the first producer; until then
             // polling is expected.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                log::debug!("cannot watch {} yet: it does not exist", self.dir.display())
+                if !std::mem::replace(&mut self.reported_missing, true) {
+                    log::debug!("cannot watch {} yet: it does not exist", self.dir.display())
+                }
             }
             Err(e) if !self.reported_no_watch => {
                 self.reported_no_watch = true;
@@ -349,6 +359,19 @@ impl Watcher {
                 self.dir.display(),
                 self.file_path().display()
             );
+        }
+    }
+
+    /// Says with `-v` what the coming wait is for and what would end it,
+    /// as `why` puts it: once when a wait for that begins, never again at
+    /// each poll or event that does not end it. `why` runs only with `-v`.
+    pub(crate) fn waiting_for(&mut self, why: impl FnOnce() -> String) {
+        if log::log_enabled!(log::Level::Info) {
+            let why = why();
+            if self.said.as_ref() != Some(&why) {
+                log::info!("{why}");
+                self.said = Some(why);
+            }
         }
     }
 

@@ -4,8 +4,8 @@
 //! give up on time and leave the bus as it was, and the types can be moved
 //! (and the handles shared) across threads.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Library section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Library section of docs/guide.md.
 
 use std::num::NonZeroU64;
 use std::thread::JoinHandle;

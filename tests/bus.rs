@@ -2,8 +2,8 @@
 //! consumers, consumers joining before and after the producer, the end
 //! marker, and byte-for-byte transparency.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Usage section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Command line section of docs/guide.md.
 
 mod common;
 

@@ -1,8 +1,8 @@
 //! The command line as a user meets it: help and version, and one clear line
 //! with the right exit status for every kind of bad input.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Usage section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Command line, Exit status and `-v` sections of docs/guide.md.
 
 mod common;
 
@@ -174,6 +174,12 @@ fn directory_that_cannot_be_created_is_a_runtime_error() {
         &s.path("plain/sub"),
         "Not a directory",
     );
+    // FILE's directory itself a file: not "File exists".
+    runtime_error(
+        &mut one_shot_producer(&s.path("plain/bus")),
+        &s.path("plain"),
+        "Not a directory",
+    );
 }
 
 #[test]
@@ -229,4 +235,239 @@ fn verbose_producers_report_their_rate_at_most_once_a_second() {
     );
     assert!(reports[0].contains("chunks/s"), "{err}");
     assert_eq!(producer_stderr_over_a_second(&[]), "", "quiet without -v");
+}
+
+/// The stderr of a usage error: status 2, and no panic.
+fn usage_stderr(args: &[&str]) -> String {
+    let out = filebus()
+        .args(args)
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// docs/guide.md, "Exit status": a usage error is one line naming the problem and
+/// one line with a hint, not clap's paragraph with a usage line.
+#[test]
+fn usage_errors_are_one_line_and_a_hint() {
+    let cases: [(&[&str], &str, &str); 7] = [
+        (&["producer"], "--filename", "filebus --help"),
+        (
+            &["--filename", "x", "producer", "--bogus"],
+            "'--bogus'",
+            "filebus producer --help",
+        ),
+        (
+            &["--filename", "x", "producer", "--line"],
+            "'--lines'",
+            "filebus producer --help",
+        ),
+        (
+            &["--filename", "x", "consumer", "--from", "oldest"],
+            "--history",
+            "filebus consumer --help",
+        ),
+        (
+            &["--filename", "x", "--lossless", "producer", "--retain", "3"],
+            "back pressure",
+            "filebus --help",
+        ),
+        (
+            &["--filename", "x", "--block-size", "abc", "consumer"],
+            "--block-size",
+            "filebus --help",
+        ),
+        (&["--filename", "x"], "subcommand", "filebus --help"),
+    ];
+    for (args, says, hint) in cases {
+        let err = usage_stderr(args);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: one line and a hint:\n{err}");
+        assert!(
+            lines[0].starts_with("filebus: ") && lines[0].contains(says),
+            "{args:?}: the first line should name {says:?}:\n{err}"
+        );
+        assert!(lines[1].contains(hint), "{args:?}: hint {hint:?}:\n{err}");
+    }
+}
+
+/// The help of each command lists the options that mean something to it:
+/// the producer's chunking options are not the consumer's, and `status` and
+/// `unsubscribe` read or remove files without waiting or publishing.
+#[test]
+fn each_command_helps_with_its_own_options_only() {
+    let help = |sub: &str| {
+        let out = filebus().args([sub, "--help"]).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
+    };
+    let producer_only = ["--block-size", "--impl", "--lines"];
+    let waiting = [
+        "--back-pressure",
+        "--sleep-interval",
+        "--no-file-monitoring",
+    ];
+    let cases: [(&str, Vec<&str>, Vec<&str>); 4] = [
+        (
+            "producer",
+            [producer_only, waiting].concat(),
+            vec!["--filename", "--verbose", "--retain"],
+        ),
+        (
+            "consumer",
+            waiting.into(),
+            vec!["--filename", "--verbose", "--history"],
+        ),
+        ("status", vec![], vec!["--filename", "--verbose", "--json"]),
+        (
+            "unsubscribe",
+            vec![],
+            vec!["--filename", "--verbose", "<NAME>"],
+        ),
+    ];
+    for (sub, extra, always) in cases {
+        let text = help(sub);
+        for option in always.iter().chain(&extra) {
+            assert!(
+                text.contains(option),
+                "{sub} --help lacks {option}:\n{text}"
+            );
+        }
+        for option in producer_only.iter().chain(&waiting) {
+            if !extra.contains(option) {
+                assert!(
+                    !text.contains(option),
+                    "{sub} --help lists {option}:\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// Options that mean nothing to `status` and `unsubscribe` are refused, as
+/// they are for `completions` and `man`; a consumer accepts the producer's
+/// options, as filebus 0.3.5 does, before or after the subcommand.
+#[test]
+fn foreign_options_are_refused_where_the_original_has_none() {
+    for args in [
+        &["--filename", "x", "status", "--lines"][..],
+        &["--filename", "x", "--block-size", "9", "status"],
+        &[
+            "--filename",
+            "x",
+            "unsubscribe",
+            "a",
+            "--sleep-interval",
+            "1",
+        ],
+    ] {
+        let err = usage_stderr(args);
+        assert!(
+            err.contains("does not apply to `filebus "),
+            "{args:?}: {err}"
+        );
+    }
+    let s = Scratch::new();
+    // An end marker: a lossless consumer exits 0 at once.
+    std::fs::write(s.bus(), "").unwrap();
+    filebus()
+        .arg("--filename")
+        .arg(s.bus())
+        .args([
+            "--lossless",
+            "--impl",
+            "bash",
+            "consumer",
+            "--block-size",
+            "7",
+            "--lines",
+        ])
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+}
+
+/// Starts `filebus -v... --sleep-interval 0.01 ARGS` on `bus` (polls every
+/// 10 ms at most) with `input` as its standard input, waits for a line of its stderr that says `says`, lets it wait
+/// through some 50 more polls, and returns all its stderr.
+fn stderr_while_waiting(
+    bus: &std::path::Path,
+    global: &[&str],
+    (role, sub): (&str, &[&str]),
+    input: &[u8],
+    says: &str,
+) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let global = [global, &["--sleep-interval", "0.01"]].concat();
+    let cmd = on_bus(common::ours(), bus, &global, role, sub);
+    let mut child = start(cmd, Stdio::piped(), Stdio::null(), role);
+    // A lossless producer waits with its chunk published, for a consumer.
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let log = common::procs::collect_stderr(&mut child);
+    common::wait_until(&format!("{role} to say {says:?}"), || {
+        log.lock().unwrap().contains(says)
+    });
+    // Time for polls that must not repeat the line: this observes an
+    // absence, so it can only be a span of time.
+    let said = Instant::now();
+    while said.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    log.lock().unwrap().clone()
+}
+
+/// `-v` says once when a wait begins, what is waited for and what ends
+/// it, and never again while the reason stays the same; `-vv` does not
+/// repeat a missing directory at every poll.
+#[test]
+fn a_wait_is_said_once_with_v() {
+    let s = Scratch::new();
+    let count = |text: &str, says: &str| text.lines().filter(|l| l.contains(says)).count();
+    // A mistyped path: nothing will ever appear there unless a producer
+    // starts.
+    let missing = s.path("typo/bus");
+    let said = format!("waiting for {} to appear", missing.display());
+    let err = stderr_while_waiting(&missing, &["-v"], ("consumer", &[]), b"", &said);
+    assert_eq!(count(&err, &said), 1, "{err}");
+    assert!(err.contains("a producer"), "what ends the wait: {err}");
+    // Nothing else is repeated either (the portable path says once that
+    // it polls).
+    let mut lines: Vec<&str> = err.lines().collect();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), err.lines().count(), "a line repeated: {err}");
+    let err = stderr_while_waiting(&missing, &["-vv"], ("consumer", &[]), b"", &said);
+    assert!(count(&err, "cannot watch") <= 1, "{err}");
+    // A finished history: a consumer from the newest chunk on waits for a
+    // next stream.
+    let history = s.path("history/bus");
+    filebus()
+        .arg("--filename")
+        .arg(&history)
+        .args(["--lines", "producer", "--retain", "5"])
+        .write_stdin("one\n")
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+    let said = "ended at chunk 2 (end chunk); waiting for a producer to publish chunk 3";
+    let err = stderr_while_waiting(&history, &["-v"], ("consumer", &["--history"]), b"", said);
+    assert_eq!(count(&err, said), 1, "{err}");
+    // A lossless producer whose chunk nobody takes.
+    let lossless = s.path("lossless/bus");
+    let said = format!(
+        "waiting for a consumer to take the chunk in {}",
+        lossless.display()
+    );
+    let global = ["-v", "--lossless"];
+    let err = stderr_while_waiting(&lossless, &global, ("producer", &[]), b"x", &said);
+    assert_eq!(count(&err, &said), 1, "{err}");
 }

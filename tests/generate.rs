@@ -8,8 +8,9 @@
 //! skip, when one is missing. PowerShell has no package here: its script is
 //! only checked for the registration of the completer.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Manual pages and shell completions section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Install section of the README and "Manual pages, completions and the
+//! wheel" in docs/contributing.md.
 
 mod common;
 
@@ -154,6 +155,47 @@ fn man_dir_writes_one_page_per_command() {
     // The commands that use no bus document none of its options.
     let man = fs::read_to_string(dir.join("filebus-man.1")).unwrap();
     assert!(man.contains("dir") && !man.contains("filename"), "{man}");
+}
+
+/// The SYNOPSIS of every page that uses a bus shows `--filename` as
+/// required (it is, but clap knows it only as an optional global option),
+/// and the pages of `status` and `unsubscribe` leave out the options that
+/// mean nothing to them.
+#[test]
+fn synopses_show_the_data_file_as_required() {
+    let s = Scratch::new();
+    let dir = s.path("man1");
+    fs::create_dir(&dir).unwrap();
+    filebus(&["man", "--dir", dir.to_str().unwrap()]);
+    let synopsis = |name: &str| {
+        let page = fs::read_to_string(dir.join(name)).unwrap();
+        let start = page.find(".SH SYNOPSIS\n").expect("a SYNOPSIS") + 13;
+        let end = page[start..].find(".SH").unwrap() + start;
+        (page[start..end].to_owned(), page)
+    };
+    let filename = r"\fB\-\-filename\fR";
+    for name in [
+        "filebus.1",
+        "filebus-producer.1",
+        "filebus-consumer.1",
+        "filebus-status.1",
+        "filebus-unsubscribe.1",
+    ] {
+        let (text, _) = synopsis(name);
+        assert!(
+            text.contains(filename) && !text.contains(&format!("[{filename}")),
+            "{name}: {text}"
+        );
+    }
+    for name in ["filebus-status.1", "filebus-unsubscribe.1"] {
+        let (_, page) = synopsis(name);
+        for foreign in [r"\-\-block\-size", r"\-\-lines", r"\-\-sleep", r"\-\-back"] {
+            assert!(
+                !page.contains(foreign),
+                "{name} documents {foreign}:\n{page}"
+            );
+        }
+    }
 }
 
 fn completion(shell: &str) -> (Scratch, PathBuf) {
@@ -305,7 +347,7 @@ fn bad_use_of_man_and_completions() {
     fails(
         &["--filename", "x", "completions", "bash"],
         2,
-        "error: --filename does not apply to `filebus completions`, which uses no bus",
+        "filebus: --filename does not apply to `filebus completions`, which uses no bus",
     );
     fails(
         &["man", "--lossless"],

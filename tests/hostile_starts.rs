@@ -1,4 +1,4 @@
-//! Promise 13: every role against every hostile start, as a table. Each
+//! Promise 18: every role against every hostile start, as a table. Each
 //! cell says what a user gets — the role waits and follows the bus, or it
 //! stops with one clear line on stderr and exit status 1 — and checks
 //! exactly that, with nothing lost or duplicated where it follows.

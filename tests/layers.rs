@@ -5,8 +5,8 @@
 //! change; this test fails on the first `use crate::` that would bring one
 //! back.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Layout section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Layout section of docs/contributing.md.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

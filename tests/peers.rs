@@ -3,8 +3,8 @@
 //! directions and both modes. The peers are installed by the harness; when
 //! they cannot be, these tests fail rather than skip.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Compatibility with filebus 0.3.5 section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Compatibility with filebus 0.3.5 section of the README.
 
 mod common;
 

@@ -1,8 +1,8 @@
 //! `filebus status`: what a person sees of a live bus, and the same as JSON
 //! for scripts; it must take no lock and change nothing.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Usage section of the README, and the JSON document field for field
+//! No numbered promise (docs/reliability.md); what this checks is in the
+//! Status section of docs/guide.md, and the JSON document field for field
 //! against docs/status-json.md, read by serde_json and by Python's `json`,
 //! with paths that are not UTF-8 and hold control characters.
 

@@ -443,7 +443,10 @@ fn a_stopped_subscriber_is_untethered_and_gets_an_exact_loss_report() {
         assert!(
             lines[0].contains("subscriber stopped")
                 && lines[0].contains(&format!("at chunk {BEFORE}"))
-                && lines[0].contains(&format!("pruning chunk {}", BEFORE + 1)),
+                && lines[0].contains(&format!(
+                    "untethered: pruning chunks from {} on without it",
+                    BEFORE + 1
+                )),
             "{log}"
         );
     }
@@ -555,7 +558,7 @@ fn bad_names_and_combinations_are_usage_errors() {
         let out = run(args, &bus);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.starts_with("filebus: "), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert!(!s.path("bus.history").exists(), "nothing was created");

@@ -18,8 +18,8 @@
 //!
 //! Both fail, never skip, when the suite or the peers are missing.
 //!
-//! No numbered promise (README.md, "Reliability"); what this checks is in
-//! the Compatibility with filebus 0.3.5 section of the README.
+//! No numbered promise (docs/reliability.md); what this checks is in
+//! "Compared with filebus 0.3.5" in docs/guide.md.
 
 mod common;
 

@@ -233,6 +233,36 @@ enum State {
     },
 }
 
+impl State {
+    /// What `-v` says a consumer in this state waits for.
+    fn awaited(&self, paths: &BusPaths) -> String {
+        match self {
+            State::Waiting { .. } => format!(
+                "no chunks in {} yet; waiting for the first one (a producer with --retain \
+                 publishes it)",
+                paths.history().display()
+            ),
+            // After an end chunk: a finished stream, which a consumer that
+            // started at the newest chunk follows from the next one on.
+            State::Following { dir, next, .. }
+                if *next > 1
+                    && std::fs::symlink_metadata(dir.entry_path(next - 1))
+                        .is_ok_and(|m| m.len() == 0) =>
+            {
+                format!(
+                    "{} ended at chunk {} (end chunk); waiting for a producer to publish \
+                     chunk {next}",
+                    dir.path.display(),
+                    next - 1
+                )
+            }
+            State::Following { dir, .. } => {
+                format!("waiting for the next chunk in {}", dir.path.display())
+            }
+        }
+    }
+}
+
 /// What a history consumer does next.
 #[derive(Debug)]
 enum Step {
@@ -382,14 +412,6 @@ impl HistoryConsumer {
         // Look now, so that "the first chunk published after it started"
         // means after this constructor returned.
         consumer.settle(Some(history.start))?;
-        if let State::Waiting { .. } = consumer.state
-            && !consumer.told_no_history
-        {
-            log::info!(
-                "no chunks in {} yet; waiting for the first one",
-                consumer.paths.history().display()
-            );
-        }
         Ok(consumer)
     }
 
@@ -571,7 +593,11 @@ impl HistoryConsumer {
                 State::Following { .. } => self.step_following()?,
             };
             match step {
-                Step::Wait => self.watcher.wait()?,
+                Step::Wait => {
+                    let (state, paths) = (&self.state, &self.paths);
+                    self.watcher.waiting_for(|| state.awaited(paths));
+                    self.watcher.wait()?
+                }
                 Step::Again => {}
                 Step::Lost(loss) => {
                     if self.strict {

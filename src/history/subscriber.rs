@@ -40,6 +40,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::dir::{HistoryDir, errno_io};
 use super::position::PositionFile;
 use crate::error::{Error, Result, is_gone};
+use crate::files::create_dirs;
 use crate::lock::{BusLock, flock_users};
 use crate::options::{BusOptions, Start, check_subscriber_name};
 use crate::paths::BusPaths;
@@ -269,7 +270,7 @@ impl Subscription {
         start: Start,
     ) -> Result<Taken> {
         // The registration must exist before the first producer does.
-        std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
+        create_dirs(paths.dir())?;
         let history = HistoryDir::create(paths.history())?;
         let subscribers = SubscribersDir::create(&history)?;
         let Some(lock) = subscribers.try_lock(name, true)? else {

@@ -142,16 +142,14 @@ impl Tether {
                 };
                 match since.checked_add(self.untether_after) {
                     Some(until) if until <= now => {
+                        // How many it misses depends on when it reads
+                        // again: its loss report will say.
                         if known.released != Some(position) {
                             known.released = Some(position);
-                            let chunks = match limit {
-                                last if last == needed => format!("chunk {needed}"),
-                                last => format!("chunks {needed}-{last}"),
-                            };
                             log::warn!(
                                 "subscriber {name} of {} made no progress for {:?} at chunk \
-                                 {position}; untethered: pruning {chunks}, which it has not \
-                                 delivered",
+                                 {position}; untethered: pruning chunks from {needed} on \
+                                 without it (it will report which it lost)",
                                 history.path.display(),
                                 self.untether_after
                             );
@@ -186,6 +184,14 @@ impl Tether {
             self.watcher = Some(watcher);
             return Ok(());
         };
+        let untether_after = self.untether_after;
+        watcher.waiting_for(|| {
+            format!(
+                "waiting for subscribers of {} to deliver a chunk before it is pruned (at most \
+                 {untether_after:?} without progress)",
+                history.path.display()
+            )
+        });
         watcher.set_deadline(Some(wake));
         let waited = watcher.wait();
         watcher.set_deadline(None);
