@@ -11,7 +11,7 @@ use std::io::{self, Seek, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::files::{create_afresh, make_afresh, stat_regular};
+use crate::files::{create_afresh, create_dirs, make_afresh, stat_regular};
 use crate::history::Retention;
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode, ProducerOptions};
@@ -74,7 +74,7 @@ impl Producer {
         options: BusOptions,
         producer: ProducerOptions,
     ) -> Result<Self> {
-        std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))?;
+        create_dirs(paths.dir())?;
         Ok(Producer {
             lock: BusLock::new(paths.lock().to_path_buf(), options.wait_policy()),
             watcher: Watcher::new(&paths, &options, Awaited::Removal),
