@@ -582,7 +582,7 @@ fn race_rounds() -> usize {
     std::env::var("FILEBUS_RACE_ROUNDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(100)
+        .unwrap_or(300)
 }
 
 /// A producer on `bus` held back before it starts: `sh` reads one line of
