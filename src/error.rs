@@ -34,6 +34,30 @@ pub enum Error {
         /// The offending path.
         path: PathBuf,
     },
+    /// A directory the bus needs is something else: a file, a FIFO, a
+    /// symbolic link that leads nowhere or not to a directory.
+    #[error("{} is a {kind}, not a directory", path.display())]
+    NotDirectory {
+        /// The offending path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Creating a directory the bus needs kept answering that it exists,
+    /// and looking it up kept finding nothing there (`ENOENT`) or a stale
+    /// handle (`ESTALE`), until the deadline: another host removes it as
+    /// fast as it is made, or the shared filesystem does not settle.
+    #[error(
+        "cannot create directory {}: it exists, yet looking it up kept failing ({source})",
+        path.display()
+    )]
+    Unsettled {
+        /// The directory.
+        path: PathBuf,
+        /// Why the last look failed.
+        #[source]
+        source: io::Error,
+    },
     /// Options that cannot work together were combined.
     #[error("{0}")]
     Incompatible(&'static str),
@@ -153,6 +177,20 @@ pub(crate) fn is_gone(errno: Option<i32>) -> bool {
     matches!(errno, Some(nix::libc::ENOENT | nix::libc::ESTALE))
 }
 
+/// What kind of file the type bits of `mode` (`st_mode`) say, in words.
+pub(crate) fn kind_of(mode: u32) -> &'static str {
+    use nix::libc::{S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
+    // mode_t is 16 bits on some systems.
+    match mode as nix::libc::mode_t & S_IFMT {
+        S_IFREG => "regular file",
+        S_IFLNK => "symbolic link",
+        S_IFDIR => "directory",
+        S_IFIFO => "FIFO",
+        S_IFSOCK => "socket",
+        _ => "device",
+    }
+}
+
 impl Error {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
         let path = path.to_path_buf();
@@ -173,24 +211,17 @@ impl Error {
     /// anything else there, and waiting for it to become a chunk would never
     /// end.
     pub(crate) fn unless_regular(path: &Path, mode: u32) -> Result<()> {
-        use nix::libc::{S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
-        // mode_t is 16 bits on some systems.
-        let other = match mode as nix::libc::mode_t & S_IFMT {
-            S_IFREG => return Ok(()),
-            S_IFLNK => {
-                return Err(Error::Symlink {
-                    path: path.to_path_buf(),
-                });
-            }
-            S_IFDIR => "directory",
-            S_IFIFO => "FIFO",
-            S_IFSOCK => "socket",
-            _ => "device",
-        };
-        Err(Error::NotRegularFile {
-            path: path.to_path_buf(),
-            kind: other,
-        })
+        use nix::libc::{S_IFLNK, S_IFMT, S_IFREG};
+        match mode as nix::libc::mode_t & S_IFMT {
+            S_IFREG => Ok(()),
+            S_IFLNK => Err(Error::Symlink {
+                path: path.to_path_buf(),
+            }),
+            _ => Err(Error::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: kind_of(mode),
+            }),
+        }
     }
 
     /// Whether this is a failure of a lookup, open or stat because the
@@ -204,6 +235,7 @@ impl Error {
         match self {
             Error::Io { source, .. }
             | Error::NotRemovable { source, .. }
+            | Error::Unsettled { source, .. }
             | Error::Input(source)
             | Error::Output(source) => Some(source.kind()),
             _ => None,

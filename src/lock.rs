@@ -19,6 +19,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 
 use crate::error::{Error, Result, is_gone};
+use crate::files;
 use crate::options::WaitPolicy;
 
 /// A reusable handle on `F.lock`.
@@ -69,21 +70,25 @@ impl BusLock {
     fn open(&self) -> Result<(File, Identity)> {
         let mut opts = OpenOptions::new();
         opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-        let file = match opts
-            .clone()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o666)
-            .open(&self.path)
-        {
-            // A lock file made by another user may be read-only to us;
-            // flock(2) does not need write access.
-            Err(denied) if denied.kind() == io::ErrorKind::PermissionDenied => {
-                opts.read(true).open(&self.path).map_err(|_| denied)
+        // Another host creating F.lock at the same moment can make this
+        // open fail with EEXIST on a shared filesystem.
+        let file = files::open_creating(&self.path, || {
+            match opts
+                .clone()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o666)
+                .open(&self.path)
+            {
+                // A lock file made by another user may be read-only to us;
+                // flock(2) does not need write access.
+                Err(denied) if denied.kind() == io::ErrorKind::PermissionDenied => {
+                    opts.clone().read(true).open(&self.path).map_err(|_| denied)
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
         .map_err(Error::io("open lock file", &self.path))?;
         let opened = file.metadata().map_err(Error::io("stat", &self.path))?;
         Ok((file, (opened.dev(), opened.ino())))

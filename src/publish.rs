@@ -275,7 +275,7 @@ fn acquire<'a>(lock: &'a mut BusLock, paths: &BusPaths) -> Result<LockGuard<'a>>
 
 fn make_dir_again(paths: &BusPaths) -> Result<()> {
     log::info!("{} is gone; making it again", paths.dir().display());
-    std::fs::create_dir_all(paths.dir()).map_err(Error::io("create directory", paths.dir()))
+    create_dirs(paths.dir())
 }
 
 /// Whether `F` holds a chunk not consumed yet. Anything but a regular file

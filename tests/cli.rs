@@ -169,16 +169,17 @@ fn directory_that_cannot_be_created_is_a_runtime_error() {
     let s = Scratch::new();
     std::fs::write(s.path("plain"), "").unwrap();
     let bus = s.path("plain/sub/bus");
+    // The entry in the way is named, as what it is: not "File exists".
     runtime_error(
         &mut one_shot_producer(&bus),
-        &s.path("plain/sub"),
-        "Not a directory",
+        &s.path("plain"),
+        "is a regular file, not a directory",
     );
-    // FILE's directory itself a file: not "File exists".
+    // FILE's directory itself a file.
     runtime_error(
         &mut one_shot_producer(&s.path("plain/bus")),
         &s.path("plain"),
-        "Not a directory",
+        "is a regular file, not a directory",
     );
 }
 

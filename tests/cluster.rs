@@ -574,3 +574,105 @@ fn producer_killed_mid_publish_on_a_leaves_consumers_on_b_working() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Rounds of [`producers_racing_to_create_one_new_directory_through_both_mounts_both_start`];
+/// `FILEBUS_RACE_ROUNDS` asks for more (a race that shows once in
+/// hundreds of rounds is hunted with thousands).
+fn race_rounds() -> usize {
+    std::env::var("FILEBUS_RACE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
+
+/// A producer on `bus` held back before it starts: `sh` reads one line of
+/// its standard input, then becomes the producer, which reads the rest.
+fn held_producer(bus: &Path, args: &[&str]) -> Proc {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "read -r go && exec \"$0\" \"$@\""])
+        .arg(assert_cmd::cargo::cargo_bin!("filebus"));
+    let cmd = on_bus(cmd, bus, &["--sleep-interval", INTERVAL], "producer", args);
+    Proc(start(cmd, Stdio::piped(), Stdio::null(), "held producer"))
+}
+
+/// Issue 20: the first producer on a fresh GlusterFS mount failed with
+/// `cannot create directory /mnt/filebus-a/demo: File exists` (the client
+/// log: MKDIR answered EEXIST, then ESTALE). Each round two producers,
+/// released at the same moment, create the same two new nested directories,
+/// one through each mount; both must start and publish, and a consumer must
+/// deliver one of their chunks. Odd rounds keep a history (`--retain`), so
+/// that the history directory `F.history/` is raced too.
+#[test]
+fn producers_racing_to_create_one_new_directory_through_both_mounts_both_start() {
+    let Some(s) =
+        shared("producers_racing_to_create_one_new_directory_through_both_mounts_both_start")
+    else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let rounds = race_rounds();
+    let started = Instant::now();
+    for round in 0..rounds {
+        let name = format!("race{round}/sub/bus");
+        let retain = round % 2 == 1;
+        let args: &[&str] = if retain { &["--retain", "10"] } else { &[] };
+        let mut producers: Vec<(Proc, char)> = [(s.a(&name), 'a'), (s.b(&name), 'b')]
+            .into_iter()
+            .map(|(bus, side)| (held_producer(&bus, args), side))
+            .collect();
+        // Both wait in `read`; the two lines go out back to back.
+        let mut stdins: Vec<_> = producers
+            .iter_mut()
+            .map(|(p, _)| p.stdin.take().unwrap())
+            .collect();
+        for stdin in &mut stdins {
+            stdin.write_all(b"go\n").unwrap();
+        }
+        for (stdin, (_, side)) in stdins.iter_mut().zip(&producers) {
+            writeln!(stdin, "from {side}").unwrap();
+        }
+        drop(stdins);
+        for (p, side) in &mut producers {
+            assert_success(p, &format!("round {round}: producer on {side}"));
+        }
+        // The consumer reads through B for two rounds, then through A for
+        // two: each mode is read through both mounts.
+        let bus = if round % 4 < 2 {
+            s.b(&name)
+        } else {
+            s.a(&name)
+        };
+        let out = scratch.path(&format!("out{round}"));
+        let delivered = || {
+            let text = std::fs::read_to_string(&out).unwrap();
+            text.lines().next().map(str::to_string)
+        };
+        if retain {
+            // From the oldest entry: a chunk, then an end marker at the latest.
+            let history = ["--history", "--from", "oldest"];
+            let mut consumer = consumer_into(&bus, &history, &out);
+            assert_success(&mut consumer, &format!("round {round}: history consumer"));
+        } else {
+            // A lossy consumer that joins late starts with the current chunk.
+            let mut consumer = consumer_into(&bus, &[], &out);
+            wait_until(&format!("round {round}: a chunk for the consumer"), || {
+                delivered().is_some() || consumer.try_wait().unwrap().is_some()
+            });
+            assert!(
+                consumer.try_wait().unwrap().is_none(),
+                "round {round}: the consumer ended: {}",
+                stderr_of(&mut consumer)
+            );
+        }
+        let first = delivered();
+        assert!(
+            matches!(first.as_deref(), Some("from a" | "from b")),
+            "round {round}: the consumer delivered {first:?}"
+        );
+    }
+    eprintln!(
+        "{rounds} rounds of two producers creating one new directory through both mounts: \
+         all started, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -280,3 +280,33 @@ fn huge_data_file_is_streamed_in_bounded_memory() {
         }
     }
 }
+
+/// A neighbour's file (or FIFO) where the bus's directory belongs: every
+/// role that creates the directory refuses it in one line naming it (issue
+/// 20; it said `cannot create directory DIR: File exists`), and writes
+/// nothing through it.
+#[test]
+fn a_file_where_the_directory_belongs_is_refused_by_those_who_create_it() {
+    let creators: [&[&str]; 4] = [
+        LOSSY_PRODUCER,
+        LOSSLESS_PRODUCER,
+        &["producer", "--retain", "5"],
+        &["consumer", "--history", "--subscribe", "s1"],
+    ];
+    for args in creators {
+        for kind in ["regular file", "FIFO"] {
+            let scratch = Scratch::new();
+            let dir = scratch.path("dir");
+            if kind == "FIFO" {
+                nix::unistd::mkfifo(&dir, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+            } else {
+                std::fs::write(&dir, PRECIOUS).unwrap();
+            }
+            let out = run(&dir.join("sub").join("bus"), args, b"data\n");
+            assert_clear_error(&out, &dir, &format!("is a {kind}, not a directory"));
+            if kind == "regular file" {
+                assert_eq!(std::fs::read(&dir).unwrap(), PRECIOUS, "{args:?}");
+            }
+        }
+    }
+}

@@ -21,6 +21,7 @@ use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
 use crate::error::{Error, Result, is_gone};
+use crate::files;
 use crate::options::Start;
 use crate::sys;
 
@@ -57,15 +58,14 @@ impl HistoryDir {
         }))
     }
 
-    /// Opens `F.history/`, creating it first if needed.
+    /// Opens `F.history/`, creating it first if needed (and again if it
+    /// "exists" but is not there, see [`files::make_dir_and_open`]).
     pub(super) fn create(path: &Path) -> Result<Self> {
-        match mkdirat(AT_FDCWD, path, Mode::from_bits_truncate(0o777)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(errno_io("create directory", path)(e)),
-        }
-        HistoryDir::open(path)?.ok_or_else(|| {
-            Error::io("open directory", path)(io::Error::from(io::ErrorKind::NotFound))
-        })
+        files::make_dir_and_open(
+            path,
+            || mkdirat(AT_FDCWD, path, Mode::from_bits_truncate(0o777)),
+            || HistoryDir::open(path),
+        )
     }
 
     /// Whether the path still names the directory this handle holds: a

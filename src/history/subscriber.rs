@@ -40,7 +40,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::dir::{HistoryDir, errno_io};
 use super::position::PositionFile;
 use crate::error::{Error, Result, is_gone};
-use crate::files::create_dirs;
+use crate::files;
 use crate::lock::{BusLock, flock_users};
 use crate::options::{BusOptions, Start, check_subscriber_name};
 use crate::paths::BusPaths;
@@ -82,20 +82,11 @@ impl SubscribersDir {
     /// Opens the subscribers' directory of `history`, creating it first if
     /// needed.
     fn create(history: &HistoryDir) -> Result<Self> {
-        match mkdirat(history.fd(), SUBSCRIBERS, Mode::from_bits_truncate(0o777)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => {
-                return Err(errno_io(
-                    "create directory",
-                    &history.path.join(SUBSCRIBERS),
-                )(e));
-            }
-        }
-        SubscribersDir::open(history)?.ok_or_else(|| {
-            Error::io("open directory", &history.path.join(SUBSCRIBERS))(io::Error::from(
-                io::ErrorKind::NotFound,
-            ))
-        })
+        files::make_dir_and_open(
+            &history.path.join(SUBSCRIBERS),
+            || mkdirat(history.fd(), SUBSCRIBERS, Mode::from_bits_truncate(0o777)),
+            || SubscribersDir::open(history),
+        )
     }
 
     /// Whether `F.history/subscribers/` exists (as anything) in `history`.
@@ -170,15 +161,22 @@ impl SubscribersDir {
         if create {
             flags |= OFlag::O_CREAT;
         }
-        match openat(
-            self.fd.as_ref(),
-            lock.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o666),
-        ) {
+        let path = self.path.join(&lock);
+        // With O_CREAT: another host creating the file at the same moment
+        // can make this fail with EEXIST on a shared filesystem.
+        let opened = files::open_creating(&path, || {
+            openat(
+                self.fd.as_ref(),
+                lock.as_str(),
+                flags,
+                Mode::from_bits_truncate(0o666),
+            )
+            .map_err(io::Error::from)
+        });
+        match opened {
             Ok(fd) => Ok(Some(File::from(fd))),
-            Err(e) if !create && is_gone(Some(e as i32)) => Ok(None),
-            Err(e) => Err(errno_io("open lock file", &self.path.join(&lock))(e)),
+            Err(e) if !create && is_gone(e.raw_os_error()) => Ok(None),
+            Err(e) => Err(Error::io("open lock file", &path)(e)),
         }
     }
 
@@ -270,7 +268,7 @@ impl Subscription {
         start: Start,
     ) -> Result<Taken> {
         // The registration must exist before the first producer does.
-        create_dirs(paths.dir())?;
+        files::create_dirs(paths.dir())?;
         let history = HistoryDir::create(paths.history())?;
         let subscribers = SubscribersDir::create(&history)?;
         let Some(lock) = subscribers.try_lock(name, true)? else {
