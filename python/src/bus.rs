@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use filebus::{BusOptions, HistoryOptions, Mode, ProducerOptions, Start};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt, PyString};
 
 use crate::consumer::Consumer;
 use crate::errors;
@@ -166,38 +168,18 @@ impl Bus {
     ///     strict: raise ``FellBehindError`` instead of reporting a loss
     ///         and going on (``--strict``).
     #[pyo3(
-        signature = (start = StartArg::Name("oldest".into()), position_file = None, subscribe = None, strict = false),
+        signature = (start = None, position_file = None, subscribe = None, strict = false),
         text_signature = "($self, start='oldest', position_file=None, subscribe=None, strict=False)"
     )]
     fn history_consumer(
         &self,
         py: Python<'_>,
-        start: StartArg,
+        start: Option<Bound<'_, PyAny>>,
         position_file: Option<PathBuf>,
         subscribe: Option<String>,
         strict: bool,
     ) -> PyResult<HistoryConsumer> {
-        let start = match start {
-            StartArg::Name(name) if name == "oldest" => Start::Oldest,
-            StartArg::Name(name) if name == "newest" => Start::Newest,
-            StartArg::Seq(seq) if seq >= 1 => Start::Seq(seq as u64),
-            StartArg::Name(name) => {
-                return Err(errors::argument(
-                    py,
-                    format!(
-                        "start must be \"oldest\", \"newest\" or a sequence number >= 1, got {name:?}"
-                    ),
-                ));
-            }
-            StartArg::Seq(seq) => {
-                return Err(errors::argument(
-                    py,
-                    format!(
-                        "start must be \"oldest\", \"newest\" or a sequence number >= 1, got {seq}"
-                    ),
-                ));
-            }
-        };
+        let start = parse_start(py, start)?;
         let options = HistoryOptions::default()
             .with_start(start)
             .with_position_file(position_file)
@@ -218,9 +200,33 @@ impl Bus {
     }
 }
 
-/// `start` as Python gives it: a name or a sequence number.
-#[derive(FromPyObject)]
-pub(crate) enum StartArg {
-    Seq(i64),
-    Name(String),
+/// `start` as Python gives it: `None` (the default, "oldest"), "oldest",
+/// "newest" or a sequence number.
+fn parse_start(py: Python<'_>, start: Option<Bound<'_, PyAny>>) -> PyResult<Start> {
+    let Some(start) = start else {
+        return Ok(Start::Oldest);
+    };
+    let wrong = |got: String| {
+        errors::argument(
+            py,
+            format!("start must be \"oldest\", \"newest\" or a sequence number >= 1, got {got}"),
+        )
+    };
+    if let Ok(name) = start.cast::<PyString>() {
+        return match &*name.to_cow()? {
+            "oldest" => Ok(Start::Oldest),
+            "newest" => Ok(Start::Newest),
+            other => Err(wrong(format!("{other:?}"))),
+        };
+    }
+    if start.is_instance_of::<PyInt>() && !start.is_instance_of::<PyBool>() {
+        return match start.extract::<u64>() {
+            Ok(seq) if seq >= 1 => Ok(Start::Seq(seq)),
+            _ => Err(wrong(start.repr()?.to_string())),
+        };
+    }
+    Err(PyTypeError::new_err(format!(
+        "start must be a str or an int, not {}",
+        start.get_type().name()?
+    )))
 }

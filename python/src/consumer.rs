@@ -1,12 +1,11 @@
 //! `filebus_rs.Consumer`: receiving chunks in Python as bytes, by
 //! iteration, with a timeout, or with `async for`.
 
-use filebus::Stop;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
 
 use crate::errors;
-use crate::wait::{Shared, sliced, take};
+use crate::wait::{Shared, sliced};
 
 /// The reading side of a bus, from ``Bus.consumer()``.
 ///
@@ -23,7 +22,6 @@ use crate::wait::{Shared, sliced, take};
 #[pyclass(module = "filebus_rs", frozen)]
 pub(crate) struct Consumer {
     inner: Shared<filebus::Consumer>,
-    stop: Stop,
 }
 
 impl Consumer {
@@ -32,8 +30,7 @@ impl Consumer {
             .stopper()
             .map_err(|error| errors::from_library(py, error, "consumer"))?;
         Ok(Consumer {
-            inner: Shared::new(Some(consumer)),
-            stop,
+            inner: Shared::new(consumer, stop),
         })
     }
 
@@ -87,14 +84,14 @@ impl Consumer {
     /// Whether ``close()`` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.stop.is_stopped()
+        self.inner.is_closed()
     }
 
     /// Releases the consumer's files; a ``recv`` waiting in another thread
     /// raises ``ClosedError``. Closing again does nothing.
     fn close(&self, py: Python<'_>) {
-        self.stop.stop();
-        drop(py.detach(|| take(&self.inner)));
+        self.inner.stop();
+        drop(py.detach(|| self.inner.take()));
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

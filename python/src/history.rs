@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use filebus::{HistoryEvent, Stop};
+use filebus::HistoryEvent;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
 
 use crate::errors;
-use crate::wait::{Shared, sliced, take};
+use crate::wait::{Shared, sliced};
 
 /// One chunk of the history: ``seq`` is its sequence number, or ``None``
 /// for a chunk published without one (by a producer without ``retain``,
@@ -82,7 +82,6 @@ impl End {
 #[pyclass(module = "filebus_rs", frozen)]
 pub(crate) struct HistoryConsumer {
     inner: Shared<filebus::HistoryConsumer>,
-    stop: Stop,
     /// The end chunk's sequence number, once received.
     ended: std::sync::OnceLock<u64>,
 }
@@ -93,8 +92,7 @@ impl HistoryConsumer {
             .stopper()
             .map_err(|error| errors::from_library(py, error, "history consumer"))?;
         Ok(HistoryConsumer {
-            inner: Shared::new(Some(consumer)),
-            stop,
+            inner: Shared::new(consumer, stop),
             ended: std::sync::OnceLock::new(),
         })
     }
@@ -185,15 +183,15 @@ impl HistoryConsumer {
     /// Whether ``close()`` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.stop.is_stopped()
+        self.inner.is_closed()
     }
 
     /// Releases the consumer's files and, for a durable subscription, its
     /// lock; a ``recv`` waiting in another thread raises ``ClosedError``.
     /// Closing again does nothing.
     fn close(&self, py: Python<'_>) {
-        self.stop.stop();
-        drop(py.detach(|| take(&self.inner)));
+        self.inner.stop();
+        drop(py.detach(|| self.inner.take()));
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

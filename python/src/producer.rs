@@ -2,13 +2,12 @@
 //! threads (one publish at a time), as a context manager whose normal exit
 //! ends a lossless stream.
 
-use filebus::Stop;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyType;
 
 use crate::errors;
-use crate::wait::{Shared, take, with};
+use crate::wait::Shared;
 
 /// The writing side of a bus, from ``Bus.producer()``. Safe to share
 /// between threads: publishes from several threads go out one at a time,
@@ -25,7 +24,6 @@ use crate::wait::{Shared, take, with};
 #[pyclass(module = "filebus_rs", frozen)]
 pub(crate) struct Producer {
     inner: Shared<filebus::Producer>,
-    stop: Stop,
     block_size: usize,
     lossless: bool,
 }
@@ -41,8 +39,7 @@ impl Producer {
             .stopper()
             .map_err(|error| errors::from_library(py, error, "producer"))?;
         Ok(Producer {
-            inner: Shared::new(Some(producer)),
-            stop,
+            inner: Shared::new(producer, stop),
             block_size,
             lossless,
         })
@@ -55,7 +52,7 @@ impl Producer {
         chunks: impl Iterator<Item = &'a [u8]> + Send,
     ) -> PyResult<()> {
         py.detach(|| {
-            with(&self.inner, |producer| {
+            self.inner.with(|producer| {
                 for chunk in chunks {
                     producer.publish(chunk)?;
                 }
@@ -95,13 +92,13 @@ impl Producer {
     /// With ``retain``: the sequence number of the chunk published last.
     #[getter]
     fn last_seq(&self) -> Option<u64> {
-        with(&self.inner, |producer| producer.last_seq()).flatten()
+        self.inner.with(|producer| producer.last_seq()).flatten()
     }
 
     /// Whether ``close()`` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.stop.is_stopped()
+        self.inner.is_closed()
     }
 
     /// Closes the producer. With ``end_stream`` (the default) it first ends
@@ -113,10 +110,10 @@ impl Producer {
     #[pyo3(signature = (end_stream = true))]
     fn close(&self, py: Python<'_>, end_stream: bool) -> PyResult<()> {
         if !end_stream {
-            self.stop.stop();
+            self.inner.stop();
         }
         // A publish in progress finishes (or, stopped, gives up) first.
-        let Some(producer) = py.detach(|| take(&self.inner)) else {
+        let Some(producer) = py.detach(|| self.inner.take()) else {
             return Ok(());
         };
         let ended = if end_stream {
@@ -124,7 +121,6 @@ impl Producer {
         } else {
             Ok(())
         };
-        self.stop.stop();
         ended.map_err(|error| errors::from_library(py, error, "producer"))
     }
 

@@ -6,9 +6,10 @@
 //! library's timed receive gives up a slice having taken nothing, so
 //! slicing a wait changes nothing on the bus.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use filebus::Stop;
 use pyo3::prelude::*;
 
 use crate::errors;
@@ -17,9 +18,59 @@ use crate::errors;
 /// Ctrl-C ends a wait within about this time (the issue asks for 100 ms).
 const SLICE: Duration = Duration::from_millis(20);
 
-/// A library producer or consumer shared by Python threads: the mutex
-/// lets one call at a time use it, `None` once closed.
-pub(crate) type Shared<T> = Mutex<Option<T>>;
+/// A library producer or consumer shared by Python threads: one call at a
+/// time uses it, and [`Shared::stop`] ends the wait of a call in progress
+/// from another thread. Once closed ([`Shared::take`]) it holds nothing,
+/// not even the stop handle's pipe, so that a closed object keeps no
+/// descriptor while Python keeps the wrapper.
+pub(crate) struct Shared<T> {
+    inner: Mutex<Option<T>>,
+    stop: Mutex<Option<Stop>>,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(object: T, stop: Stop) -> Self {
+        Shared {
+            inner: Mutex::new(Some(object)),
+            stop: Mutex::new(Some(stop)),
+        }
+    }
+
+    /// Calls `f` on the object, or returns `None` once it is closed.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        lock(&self.inner).as_mut().map(f)
+    }
+
+    /// Stops the object: a call waiting in it returns
+    /// [`filebus::Error::Stopped`], and so does every later one.
+    pub(crate) fn stop(&self) {
+        if let Some(stop) = lock(&self.stop).as_ref() {
+            stop.stop();
+        }
+    }
+
+    /// Takes the object out (once a call in progress returned), closing
+    /// this for every later call.
+    pub(crate) fn take(&self) -> Option<T> {
+        let object = lock(&self.inner).take();
+        lock(&self.stop).take();
+        object
+    }
+
+    /// Whether [`Shared::take`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.stop).is_none()
+    }
+}
+
+/// The mutex's content. A panic in a call (a bug; Python sees a
+/// `PanicException`) poisons the lock: later calls go on with the object
+/// rather than fail for ever.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Calls `step` on the object in `shared` with a slice of the time left,
 /// without the GIL, until it returns something other than
@@ -39,7 +90,7 @@ pub(crate) fn sliced<T: Send, R: Send>(
             Some(deadline) => SLICE.min(deadline.saturating_duration_since(Instant::now())),
             None => SLICE,
         };
-        match py.detach(|| with(shared, |inner| step(inner, slice))) {
+        match py.detach(|| shared.with(|inner| step(inner, slice))) {
             Some(Ok(received)) => return Ok(Some(received)),
             Some(Err(filebus::Error::TimedOut)) => {}
             Some(Err(error)) => return Err(errors::from_library(py, error, what)),
@@ -50,25 +101,6 @@ pub(crate) fn sliced<T: Send, R: Send>(
             return Ok(None);
         }
     }
-}
-
-/// Calls `f` on the object in `shared`, or returns `None` once it is
-/// closed. A panic in a call (a bug; Python sees a `PanicException`)
-/// poisons the lock: later calls go on with the object rather than fail
-/// for ever.
-pub(crate) fn with<T, R>(shared: &Shared<T>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-    let mut guard = shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    guard.as_mut().map(f)
-}
-
-/// Takes the object out of `shared`, closing it for every later call.
-pub(crate) fn take<T>(shared: &Shared<T>) -> Option<T> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take()
 }
 
 /// A timeout in seconds from Python, checked: `None` waits for ever.

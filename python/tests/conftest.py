@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+import filebus_rs
+
+# The installed wheel's module, not a copy from the source tree.
+assert filebus_rs.__file__.startswith(sys.prefix), filebus_rs.__file__
+
 MEASURED = []
 
 
