@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command: filebus vs the Python original vs a raw pipe (and,
-# for isolated messages, GNU tail -F), on /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
+# for isolated messages, GNU tail -F; for a lossless stream, a Python program
+# using the module filebus_rs), on /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
 # chart at the repository root (a full run takes several minutes).
 #
 #   scripts/bench.sh           full run (release build)
@@ -28,6 +29,9 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib >&2
 fi
 peer=$(scripts/setup-peers.sh)
+# The module filebus_rs for the Python consumer of section 1c, installed the
+# way its users do: `pip install .` (a release build, reused by cargo).
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$root"
 
 if [ ${#smoke[@]} -gt 0 ]; then
     cargo build --locked --quiet
