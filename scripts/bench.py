@@ -1088,6 +1088,8 @@ def report(args, results, chart_name):
         for fs, name, block, total, rate in results["throughput"]:
             lines.append(f"| {fs} | {name} | {fmt_size(block)} | {fmt_size(total)} | {mb(rate)} |")
         lines.append("")
+    if "floor" in results:
+        lines += floor_section(results)
     if "bindings" in results:
         lines += [
             "## 1c. Lossless 4 KiB into a Python program",
@@ -1105,8 +1107,6 @@ def report(args, results, chart_name):
         for fs, name, block, total, n, rate in results["bindings"]:
             lines.append(f"| {fs} | {name} | {fmt_size(block)} | {fmt_size(total)} | {n} | {mb(rate)} |")
         lines.append("")
-    if "floor" in results:
-        lines += floor_section(results)
     if "spaced" in results:
         lines += [
             "## 2. Latency of isolated messages (spaced): what users meet",
