@@ -58,18 +58,19 @@ def history(directory: Path) -> None:
 async def with_asyncio(directory: Path) -> None:
     bus = filebus_rs.Bus(directory / "ticks")
 
-    async def watch(name: str) -> None:
+    async def watch(name: str) -> str:
         async for chunk in bus.consumer():
             if chunk == b"3":
-                print(f"asyncio: {name} saw the last tick")
-                return
+                break
+        return name
 
     watchers = [asyncio.ensure_future(watch(name)) for name in ("a", "b", "c")]
     with bus.producer() as producer:
         for tick in (b"1", b"2", b"3"):
             producer.publish(tick)
             await asyncio.sleep(0.05)
-    await asyncio.wait_for(asyncio.gather(*watchers), timeout=10)
+    names = await asyncio.wait_for(asyncio.gather(*watchers), timeout=10)
+    print(f"asyncio: {', '.join(names)} saw the last tick")
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ def test_the_example_script_runs():
         "history: lost 1-5, resuming at 6",
         "history: #6 event 6",
         "history: #7 event 7",
-        "asyncio: a saw the last tick",
-        "asyncio: b saw the last tick",
-        "asyncio: c saw the last tick",
+        "asyncio: a, b, c saw the last tick",
         "errors: ArgumentError: block_size must be at least 1, got 0",
     ]
