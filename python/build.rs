@@ -15,6 +15,13 @@ fn main() {
     if env::var_os("CARGO_FEATURE_BUNDLE_CLI").is_none() {
         return;
     }
+    // The link in python/wheel/scripts/ names the host's build; a binary
+    // for another target would need another link (and a linker for it).
+    let (target, host) = (env::var("TARGET"), env::var("HOST"));
+    assert!(
+        target == host,
+        "the wheel bundles the filebus command only when built for the host ({host:?}), not {target:?}"
+    );
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest_dir
         .parent()
