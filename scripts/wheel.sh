@@ -100,9 +100,13 @@ fi
 echo "wheel.sh: $(basename "$wheel"): pip-installed $version, lossless round trip of $(wc -c < "$trip/in") bytes identical"
 
 # The module's tests, against the installed wheel. pytest exits non-zero
-# when a test fails and when it collected none (5).
-"$venv/bin/pip" install --quiet --disable-pip-version-check pytest
+# when a test fails and when it collected none (5). Then the type stubs
+# against the installed module (mypy's stubtest, pinned: a newer one may
+# check more), and the example under mypy --strict through them.
+"$venv/bin/pip" install --quiet --disable-pip-version-check pytest mypy==2.4.1
 FILEBUS_PEER=$peer "$venv/bin/python" -m pytest -p no:cacheprovider -q python/tests
+(cd / && "$venv/bin/python" -m mypy.stubtest filebus_rs)
+"$venv/bin/python" -m mypy --strict --no-incremental examples/python_bus.py
 
 # The README's one command for pip users, in another fresh virtualenv.
 fresh=$work/pip-install

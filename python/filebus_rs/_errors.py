@@ -23,7 +23,7 @@ class FileError(Error, OSError):
     known; the message is the library's one line."""
 
     def __init__(
-        self, message: str, errno: Optional[int] = None, filename: Optional[os.PathLike] = None
+        self, message: str, errno: Optional[int] = None, filename: Optional[os.PathLike[str]] = None
     ) -> None:
         super().__init__(message)
         self.errno = errno

@@ -4,19 +4,22 @@
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import AsyncIterator, Iterator, Literal, Optional, Type, Union
+from typing import AsyncIterator, Iterator, Literal, Optional, Type, Union, final
+
+__all__ = ["Bus", "Chunk", "Consumer", "End", "HistoryConsumer", "Loss", "Producer"]
 
 _Bytes = Union[bytes, bytearray]
 
+@final
 class Bus:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: Union[str, os.PathLike[str]],
         lossless: bool = False,
         block_size: int = 4096,
         sleep_interval: float = 0.1,
         file_monitoring: bool = True,
-    ) -> None: ...
+    ) -> Bus: ...
     @property
     def path(self) -> Path: ...
     @property
@@ -36,6 +39,7 @@ class Bus:
     ) -> HistoryConsumer: ...
     def unsubscribe(self, name: str) -> None: ...
 
+@final
 class Producer:
     def publish(self, data: _Bytes) -> None: ...
     def write(self, data: _Bytes) -> int: ...
@@ -52,6 +56,7 @@ class Producer:
         traceback: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Consumer:
     def recv(self, timeout: Optional[float] = None) -> Optional[bytes]: ...
     def __iter__(self) -> Iterator[bytes]: ...
@@ -68,12 +73,14 @@ class Consumer:
         traceback: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Chunk:
     @property
     def seq(self) -> Optional[int]: ...
     @property
     def data(self) -> bytes: ...
 
+@final
 class Loss:
     @property
     def first(self) -> int: ...
@@ -82,10 +89,12 @@ class Loss:
     @property
     def resume_at(self) -> int: ...
 
+@final
 class End:
     @property
     def seq(self) -> int: ...
 
+@final
 class HistoryConsumer:
     def recv(self, timeout: Optional[float] = None) -> Optional[Union[Chunk, Loss, End]]: ...
     def __iter__(self) -> Iterator[Union[Chunk, Loss]]: ...
