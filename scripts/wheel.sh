@@ -106,7 +106,7 @@ echo "wheel.sh: $(basename "$wheel"): pip-installed $version, lossless round tri
 "$venv/bin/pip" install --quiet --disable-pip-version-check pytest mypy==2.4.1
 FILEBUS_PEER=$peer "$venv/bin/python" -m pytest -p no:cacheprovider -q python/tests
 (cd / && "$venv/bin/python" -m mypy.stubtest filebus_rs)
-"$venv/bin/python" -m mypy --strict --no-incremental examples/python_bus.py
+"$venv/bin/python" -m mypy --strict --cache-dir=/dev/null examples/python_bus.py
 
 # The README's one command for pip users, in another fresh virtualenv.
 fresh=$work/pip-install
