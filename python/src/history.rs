@@ -144,7 +144,7 @@ impl HistoryConsumer {
             }
             // The library returns nothing more only after an end it
             // reported, which `ended` answers above; an event kind added
-            // to the library later ends the iteration here until this
+            // to the library later raises `ClosedError` here until this
             // layer learns it.
             None | Some(_) => return Err(errors::closed(py, "history consumer")),
         };

@@ -37,6 +37,31 @@ def test_recv_timeout_gives_up_after_the_timeout_and_takes_nothing(bus_path):
         bus_path.unlink(missing_ok=True)
 
 
+def test_other_threads_run_while_a_consumer_waits(bus_path):
+    consumer = filebus_rs.Bus(bus_path).consumer()
+    counted = 0
+    waiting = threading.Event()
+
+    def count():
+        nonlocal counted
+        while not waiting.is_set():
+            counted += 1
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        before = counted
+        assert consumer.recv(timeout=0.5) is None
+        during = counted - before
+    finally:
+        waiting.set()
+        counter.join()
+    # A consumer holding the GIL through its wait would stop the counter
+    # for the whole wait (a thread blocked outside Python never hands the
+    # GIL over); without it the counter runs all along.
+    assert during > 100_000, during
+
+
 CTRL_C_CHILD = textwrap.dedent(
     """
     import sys, time
