@@ -105,6 +105,10 @@ echo "wheel.sh: $(basename "$wheel"): pip-installed $version, lossless round tri
 # check more), and the example under mypy --strict through them.
 "$venv/bin/pip" install --quiet --disable-pip-version-check pytest mypy==2.4.1
 FILEBUS_PEER=$peer "$venv/bin/python" -m pytest -p no:cacheprovider -q python/tests
+# Again on the library's portable path (src/sys/portable.rs), as
+# scripts/test.sh runs the Rust suite: the module and the command both take
+# it, polling instead of waking on events.
+FILEBUS_PORTABLE=1 FILEBUS_PEER=$peer "$venv/bin/python" -m pytest -p no:cacheprovider -q python/tests
 (cd / && "$venv/bin/python" -m mypy.stubtest filebus_rs)
 "$venv/bin/python" -m mypy --strict --cache-dir=/dev/null examples/python_bus.py
 
