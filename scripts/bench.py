@@ -131,9 +131,12 @@ def cpu_seconds(proc):
 class Impl:
     """How to run one implementation as producer and consumers."""
 
-    def __init__(self, name, exe, history=False, tail=False, subscribe=False):
+    def __init__(self, name, exe, history=False, tail=False, subscribe=False, in_python=False):
         self.name = name
         self.exe = exe
+        # The consumer is a Python program using the module filebus_rs
+        # in-process (PYTHON_CONSUMER); the producer is still `exe`.
+        self.in_python = in_python
         # Retained history: the producer keeps chunks in FILE.history/,
         # every consumer follows them in order (`--retain` / `--history`).
         self.history = history
@@ -195,7 +198,12 @@ class Pipeline:
         for k in range(consumers):
             r, w = os.pipe()
             name = ["--subscribe", f"s{k}"] if impl.subscribe else []
-            self.consumers.append(spawn([impl.exe, *common, *consumer, *name], stdout=w))
+            if impl.in_python:
+                mode = "lossless" if lossless else "lossy"
+                argv = [sys.executable, "-c", PYTHON_CONSUMER, common[1], mode]
+            else:
+                argv = [impl.exe, *common, *consumer, *name]
+            self.consumers.append(spawn(argv, stdout=w))
             os.close(w)
             self.outputs.append(r)
         r_in, self.input = os.pipe()
@@ -221,6 +229,19 @@ class Pipeline:
         self.outputs = []
         return usage
 
+
+# A consumer as a Python program writes it with the module filebus_rs
+# (python/): every chunk to standard output, as `filebus consumer` does.
+PYTHON_CONSUMER = """
+import os, sys
+import filebus_rs
+bus = filebus_rs.Bus(sys.argv[1], lossless=sys.argv[2] == "lossless")
+out = sys.stdout.fileno()
+for chunk in bus.consumer():
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(out, view):]
+"""
 
 HISTORY_RETAIN = 100_000
 # Tethered subscribers: the producer keeps this many chunks and no more.
@@ -508,6 +529,41 @@ class Bench:
                     self.log(f"throughput {fs} {impl.name} {block} B: {rate / 1e6:.2f} MB/s")
         self.results["throughput"] = rows
 
+    # 1c. the Python bindings: a Python program consuming a lossless 4 KiB
+    # stream with filebus_rs, beside the command's consumer and the original,
+    # all fed by the same producer command
+    def bindings(self):
+        filebus = next((i for i in self.impls if i.name == "filebus"), None)
+        original = next((i for i in self.impls if i.name == "python"), None)
+        if not filebus:
+            return
+        runs = [filebus, Impl("filebus_rs", filebus.exe, in_python=True)]
+        block = 4 * KiB
+        rounds = self.size(3, 1)
+        order = random.Random(17)
+        rows = []
+        for fs, root in self.filesystems:
+            rates = {impl.name: [] for impl in runs}
+            # Rounds, the two consumers in a new order in each, so that a
+            # busy spell of this shared machine does not land on one alone.
+            for _ in range(rounds):
+                for impl in order.sample(runs, len(runs)):
+                    total = self.size(64 * MiB, 256 * KiB)
+                    pipeline = Pipeline(impl, self.busdir(root), True, block_size=block)
+                    rate, _ = lossless_transfer(pipeline, total, block, self.size(600, 120))
+                    rates[impl.name].append(rate)
+            for impl in runs:
+                rate = statistics.median(rates[impl.name])
+                rows.append((fs, impl.name, block, self.size(64 * MiB, 256 * KiB), len(rates[impl.name]), rate))
+                self.log(f"bindings {fs} {impl.name}: {rate / 1e6:.2f} MB/s")
+            if original:
+                total = block * self.size(12, 3)
+                pipeline = Pipeline(original, self.busdir(root), True, block_size=block)
+                rate, _ = lossless_transfer(pipeline, total, block, self.size(600, 120))
+                rows.append((fs, original.name, block, total, 1, rate))
+                self.log(f"bindings {fs} {original.name}: {rate / 1e6:.3f} MB/s")
+        self.results["bindings"] = rows
+
     # 1b. the per-chunk floor of lossless 4 KiB: the protocol's system calls
     # in a minimal C loop (scripts/chunk-floor.c), on each filesystem
     def floor(self):
@@ -791,6 +847,7 @@ class Bench:
         started = time.time()
         steps = [
             self.throughput,
+            self.bindings,
             self.floor,
             self.spaced,
             self.latency,
@@ -868,6 +925,11 @@ def targets(results):
         py4 = tp[(shm, "python", 4 * KiB)]
         line("lossless at defaults ≥ 1000× the original", fb4 >= 1000 * py4,
              f"{fb4 / py4:,.0f}× ({fb4 / 1e6:.0f} vs {py4 / 1e6:.3f} MB/s)")
+    bind = {(r[0], r[1]): r[5] for r in results.get("bindings", [])}
+    if (shm, "filebus_rs") in bind:
+        py, cli = bind[(shm, "filebus_rs")], bind[(shm, "filebus")]
+        line("Python consumer (filebus_rs) of lossless 4 KiB ≥ 50% of the command's", py >= 0.5 * cli,
+             f"{py / 1e6:.0f} MB/s = {100 * py / cli:.0f}% of {cli / 1e6:.0f} MB/s")
     lat = results.get("latency", [])
     for mode in ("lossy", "lossless"):
         rows = [r for r in lat if r[0] == shm and r[1] == "filebus" and r[2] == mode]
@@ -1079,7 +1141,7 @@ def report(args, results, chart_name):
         "The machine is shared and has 2 cores: expect noise of tens of percent.",
         "",
     ]
-    if "throughput" in results or "spaced" in results:
+    if "throughput" in results or "spaced" in results or "bindings" in results:
         lines += [
             "## Targets (this run; on /dev/shm unless named)",
             "",
@@ -1106,6 +1168,23 @@ def report(args, results, chart_name):
         lines.append("")
     if "floor" in results:
         lines += floor_section(results)
+    if "bindings" in results:
+        lines += [
+            "## 1c. Lossless 4 KiB into a Python program",
+            "",
+            "The same lossless 4 KiB stream from `filebus --back-pressure producer`, consumed by",
+            "`filebus consumer` (`filebus`), by a Python program iterating over",
+            "`filebus_rs.Bus(path, lossless=True).consumer()` and writing each chunk to its",
+            "standard output (`filebus_rs`, the module this repository's wheel installs), and,",
+            "both sides, by the original (`python`, a smaller payload). Output checked byte for",
+            "byte. The first two take turns in rounds with fresh processes; MB/s is the median.",
+            "",
+            "| filesystem | consumer | block | bytes | rounds | MB/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for fs, name, block, total, n, rate in results["bindings"]:
+            lines.append(f"| {fs} | {name} | {fmt_size(block)} | {fmt_size(total)} | {n} | {mb(rate)} |")
+        lines.append("")
     if "spaced" in results:
         lines += [
             "## 2. Latency of isolated messages (spaced): what users meet",

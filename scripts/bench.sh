@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
 # The benchmark command: filebus vs the Python original vs a raw pipe (and,
-# for isolated messages, GNU tail -F), on /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
+# for isolated messages, GNU tail -F; for a lossless stream, a Python program
+# using the module filebus_rs), on /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
 # chart at the repository root (a full run takes several minutes).
 #
 #   scripts/bench.sh           full run (release build)
 #   scripts/bench.sh --smoke   tiny sizes into target/bench/smoke/: proves the
 #                              benchmark works, measures nothing (run by
 #                              scripts/test.sh)
+#   scripts/bench.sh --only STEP...
+#                              full sizes, only these steps (bench.py's step
+#                              names: throughput, bindings, floor, spaced,
+#                              latency, fanout, tethered, idle, memory), into
+#                              target/bench/only/: a section's figures
+#                              without the whole run
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 smoke=()
+only=()
 if [ "${1:-}" = "--smoke" ]; then
     smoke=(--smoke)
     shift
+elif [ "${1:-}" = "--only" ] && [ $# -gt 1 ]; then
+    shift
+    only=(--only "$@")
+    set --
 fi
 if [ $# -gt 0 ]; then
-    echo "usage: scripts/bench.sh [--smoke]" >&2
+    echo "usage: scripts/bench.sh [--smoke | --only STEP...]" >&2
     exit 2
 fi
 
@@ -28,6 +40,9 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check matplotlib >&2
 fi
 peer=$(scripts/setup-peers.sh)
+# The module filebus_rs for the Python consumer of section 1c, installed the
+# way its users do: `pip install .` (a release build, reused by cargo).
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$root"
 
 if [ ${#smoke[@]} -gt 0 ]; then
     cargo build --locked --quiet
@@ -37,12 +52,13 @@ else
     cargo build --locked --quiet --release
     filebus=target/release/filebus
     out=.
+    [ ${#only[@]} -eq 0 ] || out=target/bench/only
 fi
 # The per-chunk floor: the protocol's system calls in a minimal C loop.
 mkdir -p target/bench
 cc -O2 -Wall -Werror -o target/bench/chunk-floor scripts/chunk-floor.c
-exec "$venv/bin/python" scripts/bench.py "${smoke[@]}" \
+exec "$venv/bin/python" scripts/bench.py "${smoke[@]}" "${only[@]}" \
     --filebus "$root/$filebus" --python-filebus "$peer" \
     --chunk-floor "$root/target/bench/chunk-floor" \
     --disk-dir "$root/target/bench/disk" --out "$out" \
-    --command "scripts/bench.sh${smoke:+ ${smoke[*]}}"
+    --command "scripts/bench.sh${smoke:+ ${smoke[*]}}${only:+ ${only[*]}}"

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The Python bindings (python/, a workspace member that the commands above
+# and below leave out unless asked).
+cargo clippy -p filebus-python --all-targets --locked -- -D warnings
 # Other systems take the portable path (src/sys/): the library and the
 # binary must build and pass the lints there too. Nothing can run them here,
 # so their tests are not built.
@@ -77,7 +80,8 @@ if ! grep -qx LICENSE <<<"$package" || grep -E '^(target|fuzz|\.ci)/' <<<"$packa
     exit 1
 fi
 # The Python wheel: built with maturin, pip-installed into a fresh virtualenv,
-# and run from there.
+# and run from there: the filebus command and the module filebus_rs with its
+# pytest suite (python/tests/); then `pip install .` into another one.
 scripts/wheel.sh
 # The benchmark's smoke run: tiny sizes, proves the benchmark command works
 # end to end (about a minute, most of it the Python original's start-ups and

@@ -1,0 +1,142 @@
+//! `filebus_rs.Producer`: publishing from Python, from any number of
+//! threads (one publish at a time), as a context manager whose normal exit
+//! ends a lossless stream.
+
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::PyType;
+
+use crate::errors;
+use crate::wait::Shared;
+
+/// The writing side of a bus, from ``Bus.producer()``. Safe to share
+/// between threads: publishes from several threads go out one at a time,
+/// each chunk whole.
+///
+/// In lossless mode ``publish`` first waits, without the GIL, until a
+/// consumer took the previous chunk; ``close()`` from another thread ends
+/// that wait (``ClosedError``), Ctrl-C does not (see docs/python.md).
+///
+/// Use it as a context manager: leaving the block normally ends the stream
+/// (``close()``); leaving it with an exception closes without ending it, as
+/// a producer that died would, so that consumers do not take a stream cut
+/// short for a whole one.
+#[pyclass(module = "filebus_rs", frozen)]
+pub(crate) struct Producer {
+    inner: Shared<filebus::Producer>,
+    block_size: usize,
+    lossless: bool,
+}
+
+impl Producer {
+    pub(crate) fn new(
+        py: Python<'_>,
+        mut producer: filebus::Producer,
+        block_size: usize,
+        lossless: bool,
+    ) -> PyResult<Self> {
+        let stop = producer
+            .stopper()
+            .map_err(|error| errors::from_library(py, error, "producer"))?;
+        Ok(Producer {
+            inner: Shared::new(producer, stop),
+            block_size,
+            lossless,
+        })
+    }
+
+    /// Publishes each of `chunks` without the GIL, in order, none torn.
+    fn publish_all<'a>(
+        &self,
+        py: Python<'_>,
+        chunks: impl Iterator<Item = &'a [u8]> + Send,
+    ) -> PyResult<()> {
+        py.detach(|| {
+            self.inner.with(|producer| {
+                for chunk in chunks {
+                    producer.publish(chunk)?;
+                }
+                Ok(())
+            })
+        })
+        .unwrap_or(Err(filebus::Error::Stopped))
+        .map_err(|error| errors::from_library(py, error, "producer"))
+    }
+}
+
+#[pymethods]
+impl Producer {
+    /// Publishes ``data`` (bytes or bytearray) as one chunk, whatever its
+    /// size. In lossless mode it first waits until the previous chunk was
+    /// taken; an empty chunk would end the stream there, so it is refused
+    /// (``close()`` ends the stream).
+    fn publish(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<()> {
+        if self.lossless && data.is_empty() {
+            return Err(errors::argument(
+                py,
+                "an empty chunk would end a lossless stream; close() the producer to end it".into(),
+            ));
+        }
+        self.publish_all(py, std::iter::once(&*data))
+    }
+
+    /// Publishes ``data`` as consecutive chunks of at most the bus's
+    /// ``block_size`` bytes, as the command's producer cuts its input, and
+    /// returns its length; nothing for empty data. For file-like use
+    /// (``shutil.copyfileobj(src, producer)``).
+    fn write(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<usize> {
+        self.publish_all(py, data.chunks(self.block_size))?;
+        Ok(data.len())
+    }
+
+    /// With ``retain``: the sequence number of the chunk published last.
+    #[getter]
+    fn last_seq(&self) -> Option<u64> {
+        self.inner.with(|producer| producer.last_seq()).flatten()
+    }
+
+    /// Whether ``close()`` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Closes the producer. With ``end_stream`` (the default) it first ends
+    /// the stream: a lossless producer publishes the end marker (waiting,
+    /// as ``publish`` does, for the last chunk to be taken), a producer with
+    /// ``retain`` publishes its end chunk. Another thread's ``publish``
+    /// waiting for a consumer ends with ``ClosedError``. Closing again does
+    /// nothing.
+    #[pyo3(signature = (end_stream = true))]
+    fn close(&self, py: Python<'_>, end_stream: bool) -> PyResult<()> {
+        if !end_stream {
+            self.inner.stop();
+        }
+        // A publish in progress finishes (or, stopped, gives up) first.
+        let Some(producer) = py.detach(|| self.inner.take()) else {
+            return Ok(());
+        };
+        let ended = if end_stream {
+            py.detach(|| producer.finish())
+        } else {
+            Ok(())
+        };
+        ended.map_err(|error| errors::from_library(py, error, "producer"))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Ends the stream when the block finished normally (see ``close``).
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<Bound<'_, PyType>>,
+        _exc_value: Option<Bound<'_, PyAny>>,
+        _traceback: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.close(py, exc_type.is_none())?;
+        Ok(false)
+    }
+}
