@@ -46,12 +46,15 @@ const NOT_RUN: [(&str, usize, &str); 2] = [
 
 /// The info strings a block may have: anything else would be shown
 /// without highlighting, or, without one, compiled by rustdoc as Rust.
-const KINDS: [&str; 7] = [
+/// Python blocks need the module installed: python/tests/test_readme.py
+/// runs them against the wheel (scripts/wheel.sh).
+const KINDS: [&str; 8] = [
     "sh",
     "sh norun",
     "text",
     "text output",
     "rust",
+    "python",
     "json",
     "toml",
 ];
