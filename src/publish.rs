@@ -18,6 +18,7 @@ use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::remote;
+use crate::shm_log::{self, LogWriter};
 use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
@@ -64,7 +65,50 @@ pub struct Producer {
     /// renamed over `F` and allocated blocks only make removal dearer, and
     /// on tmpfs, where it saves nothing.
     preallocate: bool,
+    /// Lossy: the shared-memory log chunks are appended to (see
+    /// [`crate::shm_log`]), opened at the first publication.
+    log: Log,
     progress: Progress,
+}
+
+/// The state of a producer's shared-memory log.
+#[derive(Debug)]
+enum Log {
+    Untried,
+    Open(LogWriter),
+    /// None wanted, or none to be had: chunks go through `F` alone.
+    Off,
+}
+
+impl Log {
+    /// Appends the staged chunk to the shared-memory log, opening it first
+    /// if need be. Called with the bus lock held. A log that fails is left
+    /// for good (said with `-v`): chunks still reach `F`.
+    fn append(&mut self, paths: &BusPaths, size: usize, staged: &File) {
+        if let Log::Untried = self {
+            *self = Log::Off;
+            if size > 0 && shm_log::wanted(paths.dir()) {
+                match LogWriter::open(paths, size) {
+                    Ok(writer) => *self = Log::Open(writer),
+                    Err(e) => log::info!(
+                        "no shared-memory log at {} ({e}); publishing through {} alone",
+                        shm_log::log_path(paths).display(),
+                        paths.data().display()
+                    ),
+                }
+            }
+        }
+        if let Log::Open(writer) = self
+            && let Err(e) = writer.append(staged, shm_log::current_file(paths))
+        {
+            log::info!(
+                "leaving the shared-memory log {} ({e}); publishing through {} alone",
+                shm_log::log_path(paths).display(),
+                paths.data().display()
+            );
+            *self = Log::Off;
+        }
+    }
 }
 
 impl Producer {
@@ -87,6 +131,7 @@ impl Producer {
             preallocate: options.mode == Mode::Lossy
                 && !sys::in_memory(paths.dir())
                 && remote::shared_filesystem(paths.dir()).is_none(),
+            log: Log::Untried,
             progress: Progress::new("published"),
             paths,
             options,
@@ -209,6 +254,11 @@ impl Producer {
                     retention.hold_back()?;
                 }
                 let _held = self.lock.acquire()?;
+                // Before `F` is renamed: readers of the log wake first.
+                if let Staging::Unnamed(file) = &staging {
+                    self.log
+                        .append(&self.paths, self.producer.shm_log_size, file);
+                }
                 let Some(retention) = &mut self.retention else {
                     return stage_and_rename(&self.paths, staging, |_| Ok(()));
                 };

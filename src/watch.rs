@@ -94,6 +94,11 @@ pub(crate) struct Watcher {
     /// host's changes: waits with events are bounded by the polling pauses
     /// too, not by the sleep interval alone.
     shared: bool,
+    /// A file watched for writes besides the directory (the shared-memory
+    /// log, whose doorbell is a write: see [`crate::shm_log`]), and its
+    /// watch once in place.
+    file: Option<PathBuf>,
+    file_watch: Option<i32>,
 }
 
 impl Watcher {
@@ -140,6 +145,26 @@ impl Watcher {
             stop: None,
             deadline: None,
             shared: false,
+            file: None,
+            file_watch: None,
+        }
+    }
+
+    /// Makes waits end also when `file` is written (`None`: no file).
+    pub(crate) fn watch_file(&mut self, file: Option<PathBuf>) {
+        self.file = file;
+        self.file_watch = None;
+        self.watch_file_now();
+    }
+
+    fn watch_file_now(&mut self) {
+        // Whenever the directory's watch is (re)made: a watch on the same
+        // file again gives the same number.
+        if let (Some(events), Some(file), true) = (&self.inotify, &self.file, self.watching) {
+            match events.watch_file(file) {
+                Ok(wd) => self.file_watch = Some(wd),
+                Err(e) => log::debug!("cannot watch {}: {e}", file.display()),
+            }
         }
     }
 
@@ -231,6 +256,7 @@ impl Watcher {
             }
             if self.drain().lost_watch {
                 self.watching = false;
+                self.file_watch = None;
             } else {
                 return;
             }
@@ -240,6 +266,7 @@ impl Watcher {
                 Ok(_) => {
                     self.watching = true;
                     log::debug!("watching {} for events", self.dir.display());
+                    self.watch_file_now();
                 }
                 // The directory is made by the first producer; until then
                 // polling is expected.
@@ -398,7 +425,10 @@ impl Watcher {
     /// directory watch itself went away.
     fn drain(&self) -> Seen {
         match &self.inotify {
-            Some(events) => events.drain(self.name.as_deref().map(OsStrExt::as_bytes)),
+            Some(events) => events.drain(
+                self.name.as_deref().map(OsStrExt::as_bytes),
+                self.file_watch,
+            ),
             None => Seen::default(),
         }
     }

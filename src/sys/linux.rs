@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
@@ -21,7 +22,7 @@ use nix::libc;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::linkat;
 
-use super::{Awaited, RemovalFacts, Seen};
+use super::{Awaited, RemovalFacts, Seen, SharedMap};
 
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
@@ -57,21 +58,34 @@ impl Events {
             .map_err(io::Error::from)
     }
 
+    /// Watches the file `path` itself for writes (the shared-memory log's
+    /// doorbell); returns the watch's number, which [`Events::drain`] takes.
+    pub(crate) fn watch_file(&self, path: &Path) -> io::Result<i32> {
+        self.0
+            .add_watch(
+                path,
+                AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DONT_FOLLOW,
+            )
+            .map(|wd| wd.as_raw())
+            .map_err(io::Error::from)
+    }
+
     /// The descriptor that becomes readable when events are queued.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
 
-    /// Reads every queued event: whether any concerned the entry `name`,
-    /// and whether the directory watch itself went away.
-    pub(crate) fn drain(&self, name: Option<&[u8]>) -> Seen {
+    /// Reads every queued event: whether any concerned the entry `name` or
+    /// came from the file watch `file` ([`Events::watch_file`]), and whether
+    /// a watch went away.
+    pub(crate) fn drain(&self, name: Option<&[u8]>, file: Option<i32>) -> Seen {
         let mut seen = Seen::default();
         // Room for many events at once; the kernel returns whole events.
         let mut buf = [0u8; 4096];
         loop {
             match nix::unistd::read(self.0.as_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
-                    seen.add(parse_events(&buf[..n], name));
+                    seen.add(parse_events(&buf[..n], name, file));
                     // The kernel stops only at an event that does not fit:
                     // with room for the largest left over, the read took
                     // all that was queued, and asking again would only
@@ -89,10 +103,11 @@ impl Events {
 }
 
 /// Parses `buf`, as read from an inotify descriptor, for events about the
-/// entry `name` of the watched directory (any entry for `None`). Each event is a `struct
+/// entry `name` of the watched directory (any entry for `None`), or from
+/// the file watch numbered `file`. Each event is a `struct
 /// inotify_event` (watch descriptor, mask, cookie, name length, in native
 /// byte order) followed by that many bytes of name, padded with NULs.
-fn parse_events(buf: &[u8], name: Option<&[u8]>) -> Seen {
+fn parse_events(buf: &[u8], name: Option<&[u8]>, file: Option<i32>) -> Seen {
     let mut seen = Seen::default();
     let mut at = 0;
     while let Some(header) = buf.get(at..at + EVENT_HEADER) {
@@ -113,6 +128,7 @@ fn parse_events(buf: &[u8], name: Option<&[u8]>) -> Seen {
         }
         // Events were dropped, any of them about `F`.
         if flags.contains(AddWatchFlags::IN_Q_OVERFLOW)
+            || file.is_some_and(|wd| wd == field(0) as i32)
             || name.is_none_or(|name| event_name == name)
         {
             seen.relevant = true;
@@ -133,7 +149,9 @@ pub(super) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
     if !*PROC_MOUNTED.get_or_init(|| Path::new(PROC_FD).is_dir()) {
         return Ok(None);
     }
+    // Readable too: the shared-memory log copies the chunk from it.
     let opened = OpenOptions::new()
+        .read(true)
         .write(true)
         .mode(0o666)
         .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
@@ -162,6 +180,12 @@ pub(super) fn preallocate(file: &File, len: u64) -> bool {
         // Out of space, a zero length, a signal: the writes will tell.
         _ => true,
     }
+}
+
+pub(super) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
 }
 
 pub(super) fn name_unnamed(file: &File, path: &Path) -> io::Result<()> {
@@ -355,6 +379,173 @@ pub(super) fn packet_mode(fd: BorrowedFd<'_>) -> bool {
     })
 }
 
+/// Maps the first `len` bytes of `file` shared, registered with the SIGBUS
+/// guard.
+pub(super) fn map(file: &File, len: usize, writable: bool) -> io::Result<SharedMap> {
+    guard::install()?;
+    let slot = guard::reserve()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "too many shared logs mapped"))?;
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: a fresh mapping chosen by the kernel (no address given), of
+    // a descriptor we hold; the result is checked before use.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    match NonNull::new(ptr.cast::<u8>()) {
+        Some(p) if ptr != libc::MAP_FAILED => {
+            guard::arm(slot, p.as_ptr() as usize, len, writable);
+            Ok(SharedMap::new(p, len, writable, slot))
+        }
+        _ => {
+            let e = io::Error::last_os_error();
+            guard::release(slot);
+            Err(e)
+        }
+    }
+}
+
+pub(super) fn unmap(ptr: NonNull<u8>, len: usize, slot: usize) {
+    guard::release(slot);
+    // SAFETY: the mapping made by `map`, unmapped once, by its owner's drop.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), len);
+    }
+}
+
+pub(super) fn guard_hit(slot: usize) -> bool {
+    guard::hit(slot)
+}
+
+/// The SIGBUS guard. A shared mapping whose file is truncated under it
+/// raises SIGBUS on the next access to a page past the file's new end,
+/// which kills the process (the classic failure of shared-memory
+/// transports). The guard keeps the address ranges of this crate's
+/// mappings; a fault inside one replaces that whole mapping by anonymous
+/// zero pages (the access then completes and reads zeros, which no header
+/// validates) and marks it hit. A fault anywhere else goes to the action
+/// that was there before.
+mod guard {
+    use std::io;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use nix::libc;
+
+    const SLOTS: usize = 64;
+
+    static TAKEN: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static WRITABLE: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static HIT: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static PREVIOUS: OnceLock<Result<Previous, i32>> = OnceLock::new();
+
+    /// The action SIGBUS had before the guard.
+    struct Previous(libc::sigaction);
+    // SAFETY: a plain C struct of a handler address, flags and a mask.
+    unsafe impl Send for Previous {}
+    // SAFETY: as above; only read after it is set.
+    unsafe impl Sync for Previous {}
+
+    pub(super) fn install() -> io::Result<()> {
+        let done = PREVIOUS.get_or_init(|| {
+            // SAFETY: sigaction with zeroed structs (valid for the C
+            // type), a handler that only does async-signal-safe work
+            // (atomics, mmap, sigaction).
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_sigbus as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(libc::SIGBUS, &action, &mut old) != 0 {
+                    return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+                }
+                Ok(Previous(old))
+            }
+        });
+        match done {
+            Ok(_) => Ok(()),
+            Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+        }
+    }
+
+    pub(super) fn reserve() -> Option<usize> {
+        (0..SLOTS).find(|&i| {
+            TAKEN[i]
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    pub(super) fn arm(slot: usize, start: usize, len: usize, writable: bool) {
+        HIT[slot].store(false, Ordering::Relaxed);
+        WRITABLE[slot].store(writable, Ordering::Relaxed);
+        LEN[slot].store(len, Ordering::Relaxed);
+        START[slot].store(start, Ordering::Release);
+    }
+
+    pub(super) fn release(slot: usize) {
+        START[slot].store(0, Ordering::Release);
+        TAKEN[slot].store(false, Ordering::Release);
+    }
+
+    pub(super) fn hit(slot: usize) -> bool {
+        HIT[slot].load(Ordering::Acquire)
+    }
+
+    extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        for slot in 0..SLOTS {
+            let start = START[slot].load(Ordering::Acquire);
+            let len = LEN[slot].load(Ordering::Relaxed);
+            if start == 0 || addr < start || addr - start >= len {
+                continue;
+            }
+            let prot = if WRITABLE[slot].load(Ordering::Relaxed) {
+                libc::PROT_READ | libc::PROT_WRITE
+            } else {
+                libc::PROT_READ
+            };
+            // SAFETY: replaces exactly this crate's own mapping (registered
+            // range) with private zero pages of the same protection; the
+            // faulting access then completes and reads zeros.
+            unsafe {
+                libc::mmap(
+                    start as *mut libc::c_void,
+                    len,
+                    prot,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                );
+            }
+            HIT[slot].store(true, Ordering::Release);
+            return;
+        }
+        // Not ours: put the previous action back; returning repeats the
+        // faulting access, which now meets it.
+        if let Some(Ok(Previous(old))) = PREVIOUS.get() {
+            // SAFETY: restores the action saved by `install`.
+            unsafe {
+                libc::sigaction(libc::SIGBUS, old, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,7 +580,10 @@ mod tests {
     #[test]
     fn an_event_naming_the_file_is_relevant() {
         for mask in [AddWatchFlags::IN_MOVED_TO, AddWatchFlags::IN_DELETE] {
-            assert_eq!(parse_events(&event(mask, "bus"), Some(b"bus")), RELEVANT);
+            assert_eq!(
+                parse_events(&event(mask, "bus"), Some(b"bus"), None),
+                RELEVANT
+            );
         }
         // A 15-byte name and its one NUL fill the 16 bytes of padding.
         let long = "fifteen-bytes.x";
@@ -397,7 +591,8 @@ mod tests {
         assert_eq!(
             parse_events(
                 &event(AddWatchFlags::IN_MOVED_TO, long),
-                Some(long.as_bytes())
+                Some(long.as_bytes()),
+                None
             ),
             RELEVANT
         );
@@ -406,16 +601,20 @@ mod tests {
     #[test]
     fn events_about_other_names_are_not() {
         for other in ["bus.__new__", "bus.lock", "bu", "bus2", "BUS"] {
-            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, other), Some(b"bus"));
+            let seen = parse_events(
+                &event(AddWatchFlags::IN_MOVED_TO, other),
+                Some(b"bus"),
+                None,
+            );
             assert_eq!(seen, Seen::default(), "{other}");
         }
-        assert_eq!(parse_events(&[], Some(b"bus")), Seen::default());
+        assert_eq!(parse_events(&[], Some(b"bus"), None), Seen::default());
     }
 
     #[test]
     fn without_a_name_every_entry_is() {
         for any in ["alpha", "bus", ".generation"] {
-            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, any), None);
+            let seen = parse_events(&event(AddWatchFlags::IN_MOVED_TO, any), None, None);
             assert_eq!(seen, RELEVANT, "{any}");
         }
     }
@@ -426,8 +625,8 @@ mod tests {
         buf.extend(event(AddWatchFlags::IN_MOVED_FROM, "bus.__new__"));
         buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
         buf.extend(event(AddWatchFlags::IN_CREATE, "other"));
-        assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
-        assert_eq!(parse_events(&buf, Some(b"absent")), Seen::default());
+        assert_eq!(parse_events(&buf, Some(b"bus"), None), RELEVANT);
+        assert_eq!(parse_events(&buf, Some(b"absent"), None), Seen::default());
     }
 
     #[test]
@@ -439,14 +638,14 @@ mod tests {
         ] {
             let mut buf = event(AddWatchFlags::IN_CREATE, "other");
             buf.extend(event(mask, ""));
-            assert_eq!(parse_events(&buf, Some(b"bus")), LOST, "{mask:?}");
+            assert_eq!(parse_events(&buf, Some(b"bus"), None), LOST, "{mask:?}");
         }
     }
 
     #[test]
     fn a_queue_overflow_may_hide_the_file_but_keeps_the_watch() {
         let buf = event(AddWatchFlags::IN_Q_OVERFLOW, "");
-        assert_eq!(parse_events(&buf, Some(b"bus")), RELEVANT);
+        assert_eq!(parse_events(&buf, Some(b"bus"), None), RELEVANT);
     }
 
     #[test]
@@ -477,8 +676,8 @@ mod tests {
         }
         std::fs::write(dir.path().join("bus.__new__"), b"").unwrap();
         std::fs::rename(dir.path().join("bus.__new__"), dir.path().join("bus")).unwrap();
-        assert_eq!(events.drain(Some(b"bus")), RELEVANT);
-        assert_eq!(events.drain(Some(b"bus")), Seen::default());
+        assert_eq!(events.drain(Some(b"bus"), None), RELEVANT);
+        assert_eq!(events.drain(Some(b"bus"), None), Seen::default());
     }
 
     #[test]
@@ -487,7 +686,7 @@ mod tests {
         buf.extend(event(AddWatchFlags::IN_MOVED_TO, "bus"));
         for cut in 0..buf.len() {
             // Up to the second event's name, nothing names the file.
-            let seen = parse_events(&buf[..cut], Some(b"bus"));
+            let seen = parse_events(&buf[..cut], Some(b"bus"), None);
             let whole = cut >= 2 * EVENT_HEADER + EVENT_HEADER + 3;
             assert_eq!(seen.relevant, whole, "cut at {cut}");
             assert!(!seen.lost_watch);
@@ -495,6 +694,6 @@ mod tests {
         // A length field pointing far past the end.
         let mut huge = event(AddWatchFlags::IN_MOVED_TO, "bus");
         huge[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
-        assert_eq!(parse_events(&huge, Some(b"bus")), RELEVANT);
+        assert_eq!(parse_events(&huge, Some(b"bus"), None), RELEVANT);
     }
 }

@@ -30,11 +30,15 @@ impl Events {
         match *self {}
     }
 
+    pub(crate) fn watch_file(&self, _: &Path) -> io::Result<i32> {
+        match *self {}
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         match *self {}
     }
 
-    pub(crate) fn drain(&self, _: Option<&[u8]>) -> super::Seen {
+    pub(crate) fn drain(&self, _: Option<&[u8]>, _: Option<i32>) -> super::Seen {
         match *self {}
     }
 }
@@ -51,6 +55,26 @@ pub(super) fn open_unnamed(_: &Path) -> io::Result<Option<File>> {
 }
 
 pub(super) fn preallocate(_: &File, _: u64) -> bool {
+    false
+}
+
+pub(super) fn allocate(_: &File, _: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// No shared-memory log on the portable path: nothing is mapped.
+pub(super) fn map(_: &File, _: usize, _: bool) -> io::Result<super::SharedMap> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the portable path maps nothing",
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn unmap(_: std::ptr::NonNull<u8>, _: usize, _: usize) {}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn guard_hit(_: usize) -> bool {
     false
 }
 
