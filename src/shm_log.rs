@@ -50,7 +50,9 @@ const OFF_NEWEST: usize = 136;
 const OFF_DOORBELL: u64 = 192;
 
 const RECORD_HEADER: u64 = 128;
-const ALIGN: u64 = 64;
+/// Records start at multiples of this, so that the end of the ring always
+/// has room for a whole record header (a padding record) or none at all.
+const ALIGN: u64 = RECORD_HEADER;
 const R_POS: u64 = 0;
 const R_SEQ: u64 = 8;
 const R_KIND_LEN: u64 = 16;
@@ -283,7 +285,7 @@ impl LogWriter {
         let len = meta.size();
         // A chunk larger than a quarter of the ring goes through `F` only;
         // a record tells readers to take it from there.
-        let (kind, data) = if len <= self.capacity / 4 {
+        let (kind, data) = if len <= (self.capacity / 4).min(u64::from(u32::MAX)) {
             (KIND_DATA, len)
         } else {
             (KIND_FILE, 0)
@@ -406,6 +408,19 @@ impl LogReader {
             .commit()
             .filter(|c| c % ALIGN == 0)
             .ok_or_else(|| io::Error::other("no commit position"))?;
+        // The sequence number the next record should carry, for counting
+        // what a lapped reader skips (checked like everything else when a
+        // record comes).
+        reader.expected = if reader.cursor == 0 {
+            Some(1)
+        } else {
+            let newest = reader.map.load(OFF_NEWEST, Ordering::Acquire).unwrap_or(0);
+            let at = (HEADER + newest % capacity + R_SEQ) as usize;
+            reader
+                .map
+                .load(at, Ordering::Relaxed)
+                .and_then(|seq| seq.checked_add(1))
+        };
         Ok(Some(reader))
     }
 
@@ -414,11 +429,14 @@ impl LogReader {
         self.id == (m.dev(), m.ino())
     }
 
+    /// The commit position; `None` once the file was truncated (the load
+    /// itself may be what faults and finds zeros).
     fn commit(&self) -> Option<u64> {
+        let commit = self.map.load(OFF_COMMIT, Ordering::Acquire);
         if self.map.broken() {
             return None;
         }
-        self.map.load(OFF_COMMIT, Ordering::Acquire)
+        commit
     }
 
     /// Whether records were committed that this reader has not read.
@@ -492,8 +510,8 @@ impl LogReader {
         let pos = self.cursor;
         let off = pos % self.capacity;
         let at = HEADER + off;
-        // 128 bytes fit: `off` is a multiple of 64 and the ring one of 64,
-        // but a record header needs two such blocks.
+        // Always fits with the ring and `off` multiples of 128; `off` is a
+        // multiple because commit was checked to be one.
         if off + RECORD_HEADER > self.capacity {
             return untrusted(format!("record at {pos} crosses the ring's end"));
         }
@@ -741,4 +759,354 @@ pub(crate) fn current_file(paths: &BusPaths) -> Option<FileId> {
         .ok()
         .filter(|m| m.file_type().is_file())
         .map(|m| FileId::of(&m))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A bus in a fresh directory on tmpfs where there is one (as on the
+    /// machines this runs on), else in the temporary directory.
+    fn bus() -> (tempfile::TempDir, BusPaths) {
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        (dir, paths)
+    }
+
+    /// Whether this process may map logs at all (not on the portable
+    /// path, which has none: checked here).
+    fn maps() -> bool {
+        if sys::portable() {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = BusPaths::new(dir.path().join("bus"));
+            assert!(LogWriter::open(&paths, 1 << 20).is_err());
+            return false;
+        }
+        true
+    }
+
+    /// A file holding `bytes`, as a producer stages a chunk.
+    fn staged(paths: &BusPaths, bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile_in(paths.dir()).unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    fn chunk(n: usize, len: usize) -> Vec<u8> {
+        let mut bytes = vec![(n % 251) as u8; len];
+        let tag = (n as u64).to_ne_bytes();
+        let k = tag.len().min(len);
+        bytes[..k].copy_from_slice(&tag[..k]);
+        bytes
+    }
+
+    fn append(writer: &mut LogWriter, paths: &BusPaths, bytes: &[u8]) {
+        writer.append(&staged(paths, bytes), None).unwrap();
+    }
+
+    fn reader(paths: &BusPaths) -> LogReader {
+        LogReader::attach(&log_path(paths), |_| true)
+            .unwrap()
+            .expect("a log")
+    }
+
+    fn data(next: Next) -> (Vec<u8>, u64) {
+        match next {
+            Next::Data { bytes, skipped, .. } => (bytes, skipped),
+            other => panic!("expected a chunk, got {other:?}"),
+        }
+    }
+
+    /// Writes `bytes` into the log file at `off`, as a hostile or buggy
+    /// writer would.
+    fn poke(paths: &BusPaths, off: u64, bytes: &[u8]) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(log_path(paths))
+            .unwrap();
+        file.write_at(bytes, off).unwrap();
+    }
+
+    #[test]
+    fn chunks_come_out_whole_and_in_order_across_the_ring_end() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        assert_eq!(reader.next(), Next::Nothing);
+        // 1 byte, past a page, up to a quarter of the ring; many laps.
+        for (n, len) in [1, 4096, 4097, 16384, 3000]
+            .iter()
+            .cycle()
+            .take(200)
+            .enumerate()
+        {
+            let sent = chunk(n, *len);
+            append(&mut writer, &paths, &sent);
+            assert_eq!(data(reader.next()), (sent, 0), "chunk {n}");
+            assert_eq!(reader.next(), Next::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_chunk_over_a_quarter_of_the_ring_is_left_to_f() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        let big = staged(&paths, &chunk(1, 16385));
+        writer.append(&big, None).unwrap();
+        match reader.next() {
+            Next::InFile { file, skipped, .. } => {
+                assert_eq!(file, FileId::of(&big.metadata().unwrap()));
+                assert_eq!(skipped, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lapped_reader_skips_to_the_newest_and_counts_what_it_skipped() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        append(&mut writer, &paths, &chunk(0, 3000));
+        assert_eq!(data(reader.next()).1, 0);
+        for n in 1..=100 {
+            append(&mut writer, &paths, &chunk(n, 3000));
+        }
+        assert_eq!(data(reader.next()), (chunk(100, 3000), 99));
+        assert_eq!(reader.next(), Next::Nothing);
+    }
+
+    #[test]
+    fn a_record_overwritten_while_it_is_copied_is_not_delivered() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        for n in 0..3 {
+            append(&mut writer, &paths, &chunk(n, 1000));
+        }
+        // The claim says a writer is overwriting the first record (at 0)
+        // but not the newest.
+        let claim = 64u64 << 10 | 128;
+        poke(&paths, OFF_CLAIM as u64, &claim.to_ne_bytes());
+        assert_eq!(data(reader.next()), (chunk(2, 1000), 2));
+    }
+
+    #[test]
+    fn records_stay_whole_under_a_concurrent_writer() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        let writing = {
+            let paths = paths.clone();
+            std::thread::spawn(move || {
+                let file = staged(&paths, b"");
+                for n in 0..20_000 {
+                    let bytes = chunk(n, 1 + n * 7919 % 16000);
+                    file.set_len(0).unwrap();
+                    file.write_all_at(&bytes, 0).unwrap();
+                    writer.append(&file, None).unwrap();
+                }
+            })
+        };
+        let (mut delivered, mut last) = (0, None);
+        while !writing.is_finished() || reader.pending() {
+            if let Next::Data { bytes, .. } = reader.next() {
+                let n =
+                    u64::from_ne_bytes(bytes[..8.min(bytes.len())].try_into().unwrap_or([0; 8]));
+                if bytes.len() >= 8 {
+                    assert_eq!(bytes, chunk(n as usize, bytes.len()), "torn chunk {n}");
+                    assert!(last.is_none_or(|l| n > l), "{n} after {last:?}");
+                    last = Some(n);
+                }
+                delivered += 1;
+            }
+        }
+        writing.join().unwrap();
+        assert!(delivered > 0);
+    }
+
+    #[test]
+    fn hostile_logs_are_refused_never_followed() {
+        if !maps() {
+            return;
+        }
+        type Poke = (&'static str, u64, u64);
+        let header: &[Poke] = &[
+            ("magic", 0, 0),
+            ("version", OFF_VERSION as u64, 2),
+            ("capacity", OFF_CAPACITY as u64, 1 << 30),
+            ("capacity", OFF_CAPACITY as u64, 100),
+        ];
+        for &(what, off, value) in header {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            append(&mut writer, &paths, b"chunk");
+            poke(&paths, off, &value.to_ne_bytes());
+            assert!(
+                LogReader::attach(&log_path(&paths), |_| true).is_err(),
+                "{what}"
+            );
+        }
+        // Once attached: values planted in the positions and the records.
+        // "three", each record being a header and one 128-byte block.
+        let rec = HEADER + 256 * 2;
+        let records: &[Poke] = &[
+            ("commit not aligned", OFF_COMMIT as u64, 256 + 129),
+            (
+                "commit far ahead, newest bogus",
+                OFF_COMMIT as u64,
+                u64::MAX - 127,
+            ),
+            ("position", rec + R_POS, 12345),
+            ("kind", rec + R_KIND_LEN, kind_len(9, 4)),
+            ("length", rec + R_KIND_LEN, kind_len(KIND_DATA, u32::MAX)),
+            (
+                "length past commit",
+                rec + R_KIND_LEN,
+                kind_len(KIND_DATA, 4000),
+            ),
+            ("sequence back", rec + R_SEQ, 1),
+        ];
+        for &(what, off, value) in records {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            append(&mut writer, &paths, b"one");
+            append(&mut writer, &paths, b"two");
+            let mut reader = reader(&paths);
+            append(&mut writer, &paths, b"three");
+            poke(&paths, off, &value.to_ne_bytes());
+            assert!(
+                matches!(reader.next(), Next::Untrusted(_)),
+                "{what} was followed"
+            );
+        }
+    }
+
+    #[test]
+    fn random_bytes_planted_in_a_log_never_panic_or_hang_a_reader() {
+        if !maps() {
+            return;
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300 {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            let mut reader = reader(&paths);
+            for n in 0..(random() % 40) as usize {
+                append(&mut writer, &paths, &chunk(n, (random() % 20000) as usize));
+            }
+            for _ in 0..(1 + random() % 8) {
+                // Mostly the positions and the records near them.
+                let off = match random() % 3 {
+                    0 => random() % 256,
+                    1 => HEADER + random() % 4096,
+                    _ => random() % (HEADER + (64 << 10)),
+                } / 8
+                    * 8;
+                poke(&paths, off, &random().to_ne_bytes());
+            }
+            for _ in 0..1000 {
+                match reader.next() {
+                    Next::Data { bytes, .. } => assert!(bytes.len() <= 16 << 10),
+                    Next::InFile { .. } => {}
+                    Next::Nothing | Next::Untrusted(_) => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_writer_killed_mid_append_leaves_is_never_read_and_the_next_one_goes_on() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&mut writer, &paths, b"whole");
+        let mut reader = reader(&paths);
+        let commit: u64 = 256;
+        // Killed after its claim and part of its record: bytes past commit.
+        let claim = commit + 128 * 40;
+        poke(&paths, OFF_CLAIM as u64, &claim.to_ne_bytes());
+        poke(&paths, HEADER + commit, &[0xee; 3000]);
+        assert_eq!(reader.next(), Next::Nothing);
+        drop(writer);
+        let mut next = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&mut next, &paths, b"after");
+        assert_eq!(data(reader.next()), (b"after".to_vec(), 0));
+        let (claim_now, _, _) = next.positions().unwrap();
+        assert_eq!(claim_now, claim, "the claim was lowered");
+    }
+
+    #[test]
+    fn a_log_truncated_under_a_reader_and_a_writer_is_left_not_fatal() {
+        if !maps() {
+            return;
+        }
+        for keep in [0, HEADER, HEADER + 4096] {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            let mut reader = reader(&paths);
+            for n in 0..10 {
+                append(&mut writer, &paths, &chunk(n, 3000));
+            }
+            OpenOptions::new()
+                .write(true)
+                .open(log_path(&paths))
+                .unwrap()
+                .set_len(keep)
+                .unwrap();
+            // The records past the new end fault (SIGBUS) when read.
+            let mut untrusted = false;
+            for _ in 0..20 {
+                match reader.next() {
+                    Next::Untrusted(_) => {
+                        untrusted = true;
+                        break;
+                    }
+                    Next::Nothing => break,
+                    _ => {}
+                }
+            }
+            assert!(untrusted, "kept {keep}: the reader went on");
+            assert!(writer.append(&staged(&paths, b"x"), None).is_err());
+        }
+    }
+
+    #[test]
+    fn identities_tell_the_files_apart() {
+        let (_dir, paths) = bus();
+        let a = staged(&paths, b"a");
+        let b = staged(&paths, b"b");
+        let id = |f: &File| FileId::of(&f.metadata().unwrap());
+        assert_ne!(id(&a), id(&b));
+        assert_eq!(id(&a), id(&a));
+        assert!(FileId::default().is_none() && !id(&a).is_none());
+    }
 }
