@@ -68,6 +68,9 @@ pub struct Producer {
     /// Lossy: the shared-memory log chunks are appended to (see
     /// [`crate::shm_log`]), opened at the first publication.
     log: Log,
+    /// With a log: the unnamed file the next chunk is written into, made
+    /// after the previous publication.
+    spare: Option<File>,
     progress: Progress,
 }
 
@@ -132,6 +135,7 @@ impl Producer {
                 && !sys::in_memory(paths.dir())
                 && remote::shared_filesystem(paths.dir()).is_none(),
             log: Log::Untried,
+            spare: None,
             progress: Progress::new("published"),
             paths,
             options,
@@ -224,7 +228,11 @@ impl Producer {
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
         if self.unnamed_staging {
-            match sys::open_unnamed(self.paths.dir()) {
+            let opened = match self.spare.take() {
+                Some(file) => Ok(Some(file)),
+                None => sys::open_unnamed(self.paths.dir()),
+            };
+            match opened {
                 Ok(Some(mut file)) => {
                     if self.preallocate && len > 0 {
                         self.preallocate = sys::preallocate(&file, len as u64);
@@ -233,7 +241,17 @@ impl Producer {
                     fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
                     // Closed once published and the lock released: the
                     // close is off the path from the input to the consumers.
-                    return self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
+                    let published = self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
+                    // With a log, readers were woken before the rename: the
+                    // next chunk's file is made now, after that, rather than
+                    // on the next chunk's path, where after an idle period
+                    // it is the dearest call (docs/latency-profile.md,
+                    // finding 2). Without a log it would only move that
+                    // cost to the link and the rename, still on the path.
+                    if published.is_ok() && matches!(self.log, Log::Open(_)) {
+                        self.spare = sys::open_unnamed(self.paths.dir()).ok().flatten();
+                    }
+                    return published;
                 }
                 Ok(None) => self.unnamed_staging = false,
                 Err(e) => return Err(Error::io("create", self.paths.staging())(e)),
