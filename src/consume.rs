@@ -294,7 +294,7 @@ impl Consumer {
         }
         loop {
             self.watcher.arm();
-            if let Some(size) = self.log.take(sink, &mut self.watcher, self.paths.data())? {
+            if let Some(size) = self.log.take(sink, &mut self.watcher)? {
                 self.delivered = true;
                 return Ok(size);
             }

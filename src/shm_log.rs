@@ -605,6 +605,7 @@ enum Step {
 #[derive(Debug)]
 pub(crate) struct LogFollower {
     path: PathBuf,
+    data: PathBuf,
     dir: PathBuf,
     wanted: bool,
     reader: Option<LogReader>,
@@ -620,6 +621,7 @@ impl LogFollower {
     pub(crate) fn new(paths: &BusPaths) -> Self {
         LogFollower {
             path: log_path(paths),
+            data: paths.data().to_path_buf(),
             dir: paths.dir().to_path_buf(),
             wanted: wanted(paths.dir()),
             reader: None,
@@ -658,9 +660,9 @@ impl LogFollower {
             Ok(None) => {}
             Err(e) => {
                 log::info!(
-                    "not using {} ({e}); reading {}",
+                    "not using {} ({e}); reading {} alone",
                     self.path.display(),
-                    "F alone"
+                    self.data.display()
                 );
                 self.refused = Some((meta.dev(), meta.ino()));
                 self.reader = None;
@@ -681,7 +683,6 @@ impl LogFollower {
         &mut self,
         sink: &mut impl Sink,
         watcher: &mut Watcher,
-        data: &Path,
     ) -> Result<Option<u64>> {
         if !self.wanted {
             return Ok(None);
@@ -712,7 +713,7 @@ impl LogFollower {
                         continue;
                     }
                     let size = bytes.len() as u64;
-                    sink.take_bytes(bytes).map_err(|e| e.at(data))?;
+                    sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
                     return Ok(Some(size));
                 }
                 Next::InFile {
@@ -727,7 +728,11 @@ impl LogFollower {
                     return Ok(None);
                 }
                 Next::Untrusted(why) => {
-                    log::info!("not using {} ({why}); reading F alone", self.path.display());
+                    log::info!(
+                        "not using {} ({why}); reading {} alone",
+                        self.path.display(),
+                        self.data.display()
+                    );
                     self.refused = self.reader.take().map(|r| r.id);
                     self.last = None;
                     watcher.watch_file(None);
