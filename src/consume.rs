@@ -26,7 +26,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
 use crate::error::{Error, Result};
-use crate::files::{open_regular, open_regular_by};
+use crate::files::{open_regular, open_regular_by, stat_regular};
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
 use crate::output::{Output, read_whole};
@@ -298,6 +298,15 @@ impl Consumer {
                 self.delivered = true;
                 return Ok(size);
             }
+            // What the log delivered is told from F by a stat, without
+            // opening it: F is renamed after every record.
+            if self.log.has_record()
+                && let Some(meta) = stat_regular(self.paths.data())?
+                && self.log.covers(&meta)
+            {
+                self.watcher.wait()?;
+                continue;
+            }
             if let Some((mut file, meta)) = open_regular(self.paths.data())?
                 && !self.last.as_ref().is_some_and(|last| last.is(&meta))
                 && !self.log.covers(&meta)
@@ -307,6 +316,7 @@ impl Consumer {
                 if self.log.pending() {
                     continue;
                 }
+                self.log.recheck(&mut self.watcher);
                 // The chunk this one replaced is closed only after this one
                 // went out: its last close frees its storage, which on ext4
                 // costs a few hundred µs (see docs/latency-profile.md).

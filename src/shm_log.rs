@@ -611,6 +611,8 @@ pub(crate) struct LogFollower {
     reader: Option<LogReader>,
     /// A log left as untrusted: not attached again until replaced.
     refused: Option<(u64, u64)>,
+    /// Whether the first look for a log was made.
+    tried: bool,
     /// The last record read: the file that becomes `F` for it (none for a
     /// chunk in `F` only, which is to be delivered from there) and the `F`
     /// it replaced.
@@ -626,12 +628,12 @@ impl LogFollower {
             wanted: wanted(paths.dir()),
             reader: None,
             refused: None,
+            tried: false,
             last: None,
         }
     }
 
-    /// Attaches to the bus's log, or to its replacement, when the log has
-    /// nothing new: one `lstat` per look.
+    /// Attaches to the bus's log, or to its replacement: one `lstat`.
     fn attach(&mut self, watcher: &mut Watcher) {
         let meta = match std::fs::symlink_metadata(&self.path) {
             Ok(meta) => meta,
@@ -687,13 +689,14 @@ impl LogFollower {
         if !self.wanted {
             return Ok(None);
         }
+        if !std::mem::replace(&mut self.tried, true) {
+            self.attach(watcher);
+        }
         loop {
+            // Looked for again only when F names a chunk the log did not
+            // deliver ([`LogFollower::recheck`]).
             let Some(reader) = &mut self.reader else {
-                self.attach(watcher);
-                if self.reader.is_none() {
-                    return Ok(None);
-                }
-                continue;
+                return Ok(None);
             };
             let say_skipped = |skipped: u64| {
                 if skipped > 0 {
@@ -723,10 +726,7 @@ impl LogFollower {
                     self.last = Some((FileId::default(), replaces));
                     return Ok(None);
                 }
-                Next::Nothing => {
-                    self.attach(watcher);
-                    return Ok(None);
-                }
+                Next::Nothing => return Ok(None),
                 Next::Untrusted(why) => {
                     log::info!(
                         "not using {} ({why}); reading {} alone",
@@ -740,6 +740,21 @@ impl LogFollower {
                 }
             }
         }
+    }
+
+    /// `F` names a chunk the log did not deliver: a producer without the
+    /// log published it, or one that replaced the log (a damaged one, or
+    /// one of another version) and appends to the new one. Looks for a new
+    /// log then, and not at every look at `F`.
+    pub(crate) fn recheck(&mut self, watcher: &mut Watcher) {
+        if self.wanted {
+            self.attach(watcher);
+        }
+    }
+
+    /// Whether a record was read since `F` was last delivered from the file.
+    pub(crate) fn has_record(&self) -> bool {
+        self.last.is_some()
     }
 
     /// Whether the chunk file `m` (what `F` names) was delivered through
