@@ -10,6 +10,7 @@
  *
  *     cc -O2 -o target/latency-probe scripts/latency-probe.c
  *     target/latency-probe N cat
+ *     target/latency-probe N cat2
  *     target/latency-probe N tail DIR
  *     target/latency-probe N filebus EXE DIR lossy|lossless
  *     target/latency-probe N protocol DIR lossy|lossless [prepared|allocated]
@@ -205,6 +206,26 @@ int main(int argc, char **argv)
 			execlp("cat", "cat", (char *)NULL);
 			die("cat");
 		}
+	} else if (!strcmp(mode, "cat2")) {
+		/* writer | cat | cat | reader: the process hops of the CLI path
+		 * (writer | producer | consumer | reader), without a bus. */
+		int mid[2];
+		if (pipe(mid))
+			die("pipe");
+		if (!(kids[0] = fork())) {
+			dup2(in[0], 0), dup2(mid[1], 1);
+			close(mid[0]);
+			execlp("cat", "cat", (char *)NULL);
+			die("cat");
+		}
+		if (!(kids[1] = fork())) {
+			dup2(mid[0], 0), dup2(out[1], 1);
+			close(mid[1]);
+			execlp("cat", "cat", (char *)NULL);
+			die("cat");
+		}
+		close(mid[0]);
+		close(mid[1]);
 	} else if (!strcmp(mode, "tail") && argc == 4) {
 		mkdir(argv[3], 0755);
 		snprintf(F, sizeof F, "%s/log", argv[3]);

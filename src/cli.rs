@@ -123,6 +123,19 @@ pub enum Command {
             requires = "retain"
         )]
         untether_after: Duration,
+
+        /// Lossy mode: the size in bytes of the shared-memory log FILE.shm
+        /// made beside FILE (an existing one keeps its size), through which
+        /// this program's consumers on this host take chunks without the
+        /// file round trip; chunks over a quarter of it go through FILE
+        /// only. 0: no log. Never on NFS, FUSE or other shared filesystems
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value = "4194304",
+            value_parser = parse_shm_log_size
+        )]
+        shm_log_size: usize,
     },
     /// Copy the bus to standard output
     Consumer(HistoryArgs),
@@ -287,12 +300,14 @@ impl Cli {
         if let Command::Producer {
             retain,
             untether_after,
+            shm_log_size,
             ..
         } = self.command
         {
             options = options
                 .with_retain(retain)
-                .with_untether_after(untether_after);
+                .with_untether_after(untether_after)
+                .with_shm_log_size(shm_log_size);
         }
         options
     }
@@ -447,6 +462,15 @@ fn foreign_options(name: &str, sub: &ArgMatches) {
 /// is buffered in memory, whose size is an `isize`; both top out here on
 /// 64-bit systems.
 const MAX_BLOCK_SIZE: usize = isize::MAX as usize;
+
+fn parse_shm_log_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n == 0 || (65536..=1 << 40).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s}: expected 0 (no log) or a size in bytes from 65536 to 1099511627776"
+        )),
+    }
+}
 
 fn parse_block_size(s: &str) -> Result<usize, String> {
     let too_large =

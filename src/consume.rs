@@ -26,12 +26,13 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::unistd::{AccessFlags, faccessat, geteuid};
 
 use crate::error::{Error, Result};
-use crate::files::{open_regular, open_regular_by};
+use crate::files::{open_regular, open_regular_by, stat_regular};
 use crate::lock::BusLock;
 use crate::options::{BusOptions, Mode};
 use crate::output::{Output, read_whole};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
+use crate::shm_log::LogFollower;
 use crate::sink::{Collect, Sink};
 use crate::stop::Stop;
 use crate::sys;
@@ -135,6 +136,9 @@ pub struct Consumer {
     whole_first: bool,
     /// Lossless: the kernel's last answer that chunks may be removed.
     may_remove: Option<MayRemove>,
+    /// Lossy: the shared-memory log beside `F`, read before `F` (see
+    /// [`crate::shm_log`]).
+    log: LogFollower,
     ended: bool,
     progress: Progress,
 }
@@ -144,6 +148,7 @@ impl Consumer {
         Consumer {
             lock: BusLock::new(paths.lock().to_path_buf(), options.wait_policy()),
             watcher: Watcher::new(&paths, &options, Awaited::Publication),
+            log: LogFollower::new(&paths),
             paths,
             options,
             last: None,
@@ -281,14 +286,37 @@ impl Consumer {
     }
 
     fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
-        if std::mem::take(&mut self.delivered) && self.watcher.sees_every_change() {
+        if std::mem::take(&mut self.delivered)
+            && self.watcher.sees_every_change()
+            && !self.log.pending()
+        {
             self.watcher.wait()?;
         }
         loop {
             self.watcher.arm();
+            if let Some(size) = self.log.take(sink, &mut self.watcher)? {
+                self.delivered = true;
+                return Ok(size);
+            }
+            // What the log delivered is told from F by a stat, without
+            // opening it: F is renamed after every record.
+            if self.log.has_record()
+                && let Some(meta) = stat_regular(self.paths.data())?
+                && self.log.covers(&meta)
+            {
+                self.watcher.wait()?;
+                continue;
+            }
             if let Some((mut file, meta)) = open_regular(self.paths.data())?
                 && !self.last.as_ref().is_some_and(|last| last.is(&meta))
+                && !self.log.covers(&meta)
             {
+                // Records committed since the log was read came before
+                // this chunk: they go first.
+                if self.log.pending() {
+                    continue;
+                }
+                self.log.recheck(&mut self.watcher);
                 // The chunk this one replaced is closed only after this one
                 // went out: its last close frees its storage, which on ext4
                 // costs a few hundred µs (see docs/latency-profile.md).
@@ -318,6 +346,7 @@ impl Consumer {
                     }
                 }
                 self.last = Some(LastChunk::new(file, &meta));
+                self.log.delivered_file();
                 if meta.size() > 0 {
                     self.delivered = true;
                     drop(replaced);

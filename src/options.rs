@@ -182,6 +182,13 @@ pub struct ProducerOptions {
     /// the model. Zero: never wait (subscribers then only keep their
     /// position).
     pub untether_after: Duration,
+    /// Lossy mode: the size in bytes of the ring of the shared-memory log
+    /// `F.shm` this producer makes when the bus has none (an existing log
+    /// keeps its size), through which this crate's lossy consumers on the
+    /// same host take chunks without opening `F` (see docs/PROTOCOL.md).
+    /// Chunks larger than a quarter of it go through `F` only. Zero: no
+    /// log. Default: 4 MiB. Never on a filesystem shared across hosts.
+    pub shm_log_size: usize,
 }
 
 /// The default of [`ProducerOptions::untether_after`].
@@ -194,6 +201,7 @@ impl Default for ProducerOptions {
             chunking: Chunking::Bytes,
             block_size: 4096,
             untether_after: UNTETHER_AFTER,
+            shm_log_size: 4 << 20,
         }
     }
 }
@@ -232,6 +240,12 @@ impl ProducerOptions {
     /// ```
     pub fn with_untether_after(mut self, after: Duration) -> Self {
         self.untether_after = after;
+        self
+    }
+
+    /// Sets [`ProducerOptions::shm_log_size`] (0: no log).
+    pub fn with_shm_log_size(mut self, bytes: usize) -> Self {
+        self.shm_log_size = bytes;
         self
     }
 

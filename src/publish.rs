@@ -18,6 +18,7 @@ use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::remote;
+use crate::shm_log::{self, LogWriter};
 use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
@@ -64,7 +65,53 @@ pub struct Producer {
     /// renamed over `F` and allocated blocks only make removal dearer, and
     /// on tmpfs, where it saves nothing.
     preallocate: bool,
+    /// Lossy: the shared-memory log chunks are appended to (see
+    /// [`crate::shm_log`]), opened at the first publication.
+    log: Log,
+    /// With a log: the unnamed file the next chunk is written into, made
+    /// after the previous publication.
+    spare: Option<File>,
     progress: Progress,
+}
+
+/// The state of a producer's shared-memory log.
+#[derive(Debug)]
+enum Log {
+    Untried,
+    Open(LogWriter),
+    /// None wanted, or none to be had: chunks go through `F` alone.
+    Off,
+}
+
+impl Log {
+    /// Appends the staged chunk to the shared-memory log, opening it first
+    /// if need be. Called with the bus lock held. A log that fails is left
+    /// for good (said with `-v`): chunks still reach `F`.
+    fn append(&mut self, paths: &BusPaths, size: usize, staged: &File) {
+        if let Log::Untried = self {
+            *self = Log::Off;
+            if size > 0 && shm_log::wanted(paths.dir()) {
+                match LogWriter::open(paths, size) {
+                    Ok(writer) => *self = Log::Open(writer),
+                    Err(e) => log::info!(
+                        "no shared-memory log at {} ({e}); publishing through {} alone",
+                        shm_log::log_path(paths).display(),
+                        paths.data().display()
+                    ),
+                }
+            }
+        }
+        if let Log::Open(writer) = self
+            && let Err(e) = writer.append(staged, shm_log::current_file(paths))
+        {
+            log::info!(
+                "leaving the shared-memory log {} ({e}); publishing through {} alone",
+                shm_log::log_path(paths).display(),
+                paths.data().display()
+            );
+            *self = Log::Off;
+        }
+    }
 }
 
 impl Producer {
@@ -87,6 +134,8 @@ impl Producer {
             preallocate: options.mode == Mode::Lossy
                 && !sys::in_memory(paths.dir())
                 && remote::shared_filesystem(paths.dir()).is_none(),
+            log: Log::Untried,
+            spare: None,
             progress: Progress::new("published"),
             paths,
             options,
@@ -179,15 +228,21 @@ impl Producer {
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
         if self.unnamed_staging {
-            let mut unnamed = sys::open_unnamed(self.paths.dir());
-            if unnamed
-                .as_ref()
-                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-            {
-                make_dir_again(&self.paths)?;
-                unnamed = sys::open_unnamed(self.paths.dir());
-            }
-            match unnamed {
+            let opened = match self.spare.take() {
+                Some(file) => Ok(Some(file)),
+                None => {
+                    let mut unnamed = sys::open_unnamed(self.paths.dir());
+                    if unnamed
+                        .as_ref()
+                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+                    {
+                        make_dir_again(&self.paths)?;
+                        unnamed = sys::open_unnamed(self.paths.dir());
+                    }
+                    unnamed
+                }
+            };
+            match opened {
                 Ok(Some(mut file)) => {
                     if self.preallocate && len > 0 {
                         self.preallocate = sys::preallocate(&file, len as u64);
@@ -196,7 +251,17 @@ impl Producer {
                     fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
                     // Closed once published and the lock released: the
                     // close is off the path from the input to the consumers.
-                    return self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
+                    let published = self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
+                    // With a log, readers were woken before the rename: the
+                    // next chunk's file is made now, after that, rather than
+                    // on the next chunk's path, where after an idle period
+                    // it is the dearest call (docs/latency-profile.md,
+                    // finding 2). Without a log it would only move that
+                    // cost to the link and the rename, still on the path.
+                    if published.is_ok() && matches!(self.log, Log::Open(_)) {
+                        self.spare = sys::open_unnamed(self.paths.dir()).ok().flatten();
+                    }
+                    return published;
                 }
                 Ok(None) => self.unnamed_staging = false,
                 Err(e) => return Err(Error::io("create", self.paths.staging())(e)),
@@ -217,6 +282,11 @@ impl Producer {
                     retention.hold_back()?;
                 }
                 let _held = acquire(&mut self.lock, &self.paths)?;
+                // Before `F` is renamed: readers of the log wake first.
+                if let Staging::Unnamed(file) = &staging {
+                    self.log
+                        .append(&self.paths, self.producer.shm_log_size, file);
+                }
                 let Some(retention) = &mut self.retention else {
                     return stage_and_rename(&self.paths, staging, |_| Ok(()));
                 };

@@ -117,6 +117,11 @@ pub(crate) struct Watcher {
     /// host's changes: waits with events are bounded by the polling pauses
     /// too, not by the sleep interval alone.
     shared: bool,
+    /// A file watched for writes besides `F` (the shared-memory log, whose
+    /// doorbell is a write: see [`crate::shm_log`]), and its watch once in
+    /// place.
+    doorbell: Option<PathBuf>,
+    doorbell_watch: Option<Wd>,
 }
 
 impl Watcher {
@@ -167,6 +172,30 @@ impl Watcher {
             stop: None,
             deadline: None,
             shared: false,
+            doorbell: None,
+            doorbell_watch: None,
+        }
+    }
+
+    /// Makes waits end also when `file` is written (`None`: no file).
+    pub(crate) fn watch_doorbell(&mut self, file: Option<PathBuf>) {
+        if let (Some(wd), Some(inotify)) = (self.doorbell_watch.take(), &self.inotify) {
+            inotify.unwatch(wd);
+        }
+        self.doorbell = file;
+        self.watch_doorbell_now();
+    }
+
+    /// Watches the doorbell, once there is a watch on the directory: made
+    /// again whenever that one is (a watch on the same file again gives
+    /// the same number).
+    fn watch_doorbell_now(&mut self) {
+        if let (Some(events), Some(file), Some(_)) = (&self.inotify, &self.doorbell, self.dir_watch)
+        {
+            match events.watch_doorbell(file) {
+                Ok(wd) => self.doorbell_watch = Some(wd),
+                Err(e) => log::debug!("cannot watch {}: {e}", file.display()),
+            }
         }
     }
 
@@ -278,6 +307,7 @@ impl Watcher {
                 self.entries = true;
                 self.reported_missing = false;
                 log::debug!("watching {} for events", self.dir.display());
+                self.watch_doorbell_now();
             }
             // The directory is made by the first producer; until then
             // polling is expected.
@@ -327,9 +357,14 @@ impl Watcher {
         if seen.lost_watch {
             self.dir_watch = None;
             self.entries = false;
-            // The file it followed may be in the directory moved away.
-            if let (Some(wd), Some(inotify)) = (self.file_watch.take(), &self.inotify) {
-                inotify.unwatch(wd);
+            // The files it followed may be in the directory moved away.
+            for wd in [self.file_watch.take(), self.doorbell_watch.take()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(inotify) = &self.inotify {
+                    inotify.unwatch(wd);
+                }
             }
         }
     }
@@ -508,6 +543,7 @@ impl Watcher {
                     log::info!("waiting for inotify failed ({e}); {}", self.polling);
                     self.dir_watch = None;
                     self.file_watch = None;
+                    self.doorbell_watch = None;
                     self.entries = false;
                     self.inotify = None;
                     return;
@@ -532,6 +568,7 @@ impl Watcher {
                 dir: self.dir_watch,
                 name: self.name.as_deref().map(OsStrExt::as_bytes),
                 file: self.file_watch,
+                doorbell: self.doorbell_watch,
             }),
             None => Seen::default(),
         }

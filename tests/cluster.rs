@@ -338,6 +338,15 @@ fn lossy_consumers_on_b_keep_up_with_a_fast_producer_on_a() {
             seqs.len()
         );
     }
+    // No shared-memory log on a filesystem shared across hosts: a mapping
+    // there is not coherent between them (docs/PROTOCOL.md).
+    for side in [s.a("bus.shm"), s.b("bus.shm")] {
+        assert!(
+            std::fs::symlink_metadata(&side).is_err(),
+            "{} exists",
+            side.display()
+        );
+    }
 }
 
 /// Hands each line a consumer writes to `tx`, with the instant it arrived.

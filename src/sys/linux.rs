@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
@@ -21,7 +22,7 @@ use nix::libc;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::unistd::linkat;
 
-use super::{Awaited, Interest, RemovalFacts, Seen, Wd};
+use super::{Awaited, Interest, RemovalFacts, Seen, SharedMap, Wd};
 
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
@@ -70,6 +71,15 @@ impl Events {
             | AddWatchFlags::IN_DONT_FOLLOW
             | AddWatchFlags::IN_ONESHOT;
         self.add(path, mask)
+    }
+
+    /// Watches the file `path` itself for writes (the shared-memory log's
+    /// doorbell), not following a symbolic link.
+    pub(crate) fn watch_doorbell(&self, path: &Path) -> io::Result<Wd> {
+        self.add(
+            path,
+            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DONT_FOLLOW,
+        )
     }
 
     fn add(&self, path: &Path, mask: AddWatchFlags) -> io::Result<Wd> {
@@ -159,6 +169,8 @@ fn parse_events(buf: &[u8], interest: &Interest<'_>) -> Seen {
         } else if Some(wd) == interest.file {
             seen.file_fired = true;
             seen.relevant = true;
+        } else if Some(wd) == interest.doorbell {
+            seen.relevant = true;
         } else {
             // A watch given up, or fired before: its last words.
             seen.other = true;
@@ -179,7 +191,9 @@ pub(super) fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
     if !*PROC_MOUNTED.get_or_init(|| Path::new(PROC_FD).is_dir()) {
         return Ok(None);
     }
+    // Readable too: the shared-memory log copies the chunk from it.
     let opened = OpenOptions::new()
+        .read(true)
         .write(true)
         .mode(0o666)
         .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
@@ -208,6 +222,12 @@ pub(super) fn preallocate(file: &File, len: u64) -> bool {
         // Out of space, a zero length, a signal: the writes will tell.
         _ => true,
     }
+}
+
+pub(super) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    fallocate(file, FallocateFlags::empty(), 0, len).map_err(io::Error::from)
 }
 
 pub(super) fn name_unnamed(file: &File, path: &Path) -> io::Result<()> {
@@ -401,6 +421,173 @@ pub(super) fn packet_mode(fd: BorrowedFd<'_>) -> bool {
     })
 }
 
+/// Maps the first `len` bytes of `file` shared, registered with the SIGBUS
+/// guard.
+pub(super) fn map(file: &File, len: usize, writable: bool) -> io::Result<SharedMap> {
+    guard::install()?;
+    let slot = guard::reserve()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "too many shared logs mapped"))?;
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: a fresh mapping chosen by the kernel (no address given), of
+    // a descriptor we hold; the result is checked before use.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    match NonNull::new(ptr.cast::<u8>()) {
+        Some(p) if ptr != libc::MAP_FAILED => {
+            guard::arm(slot, p.as_ptr() as usize, len, writable);
+            Ok(SharedMap::new(p, len, writable, slot))
+        }
+        _ => {
+            let e = io::Error::last_os_error();
+            guard::release(slot);
+            Err(e)
+        }
+    }
+}
+
+pub(super) fn unmap(ptr: NonNull<u8>, len: usize, slot: usize) {
+    guard::release(slot);
+    // SAFETY: the mapping made by `map`, unmapped once, by its owner's drop.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), len);
+    }
+}
+
+pub(super) fn guard_hit(slot: usize) -> bool {
+    guard::hit(slot)
+}
+
+/// The SIGBUS guard. A shared mapping whose file is truncated under it
+/// raises SIGBUS on the next access to a page past the file's new end,
+/// which kills the process (the classic failure of shared-memory
+/// transports). The guard keeps the address ranges of this crate's
+/// mappings; a fault inside one replaces that whole mapping by anonymous
+/// zero pages (the access then completes and reads zeros, which no header
+/// validates) and marks it hit. A fault anywhere else goes to the action
+/// that was there before.
+mod guard {
+    use std::io;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use nix::libc;
+
+    const SLOTS: usize = 64;
+
+    static TAKEN: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static WRITABLE: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static HIT: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+    static PREVIOUS: OnceLock<Result<Previous, i32>> = OnceLock::new();
+
+    /// The action SIGBUS had before the guard.
+    struct Previous(libc::sigaction);
+    // SAFETY: a plain C struct of a handler address, flags and a mask.
+    unsafe impl Send for Previous {}
+    // SAFETY: as above; only read after it is set.
+    unsafe impl Sync for Previous {}
+
+    pub(super) fn install() -> io::Result<()> {
+        let done = PREVIOUS.get_or_init(|| {
+            // SAFETY: sigaction with zeroed structs (valid for the C
+            // type), a handler that only does async-signal-safe work
+            // (atomics, mmap, sigaction).
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_sigbus as *const () as usize;
+                action.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(libc::SIGBUS, &action, &mut old) != 0 {
+                    return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+                }
+                Ok(Previous(old))
+            }
+        });
+        match done {
+            Ok(_) => Ok(()),
+            Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+        }
+    }
+
+    pub(super) fn reserve() -> Option<usize> {
+        (0..SLOTS).find(|&i| {
+            TAKEN[i]
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    pub(super) fn arm(slot: usize, start: usize, len: usize, writable: bool) {
+        HIT[slot].store(false, Ordering::Relaxed);
+        WRITABLE[slot].store(writable, Ordering::Relaxed);
+        LEN[slot].store(len, Ordering::Relaxed);
+        START[slot].store(start, Ordering::Release);
+    }
+
+    pub(super) fn release(slot: usize) {
+        START[slot].store(0, Ordering::Release);
+        TAKEN[slot].store(false, Ordering::Release);
+    }
+
+    pub(super) fn hit(slot: usize) -> bool {
+        HIT[slot].load(Ordering::Acquire)
+    }
+
+    extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        for slot in 0..SLOTS {
+            let start = START[slot].load(Ordering::Acquire);
+            let len = LEN[slot].load(Ordering::Relaxed);
+            if start == 0 || addr < start || addr - start >= len {
+                continue;
+            }
+            let prot = if WRITABLE[slot].load(Ordering::Relaxed) {
+                libc::PROT_READ | libc::PROT_WRITE
+            } else {
+                libc::PROT_READ
+            };
+            // SAFETY: replaces exactly this crate's own mapping (registered
+            // range) with private zero pages of the same protection; the
+            // faulting access then completes and reads zeros.
+            unsafe {
+                libc::mmap(
+                    start as *mut libc::c_void,
+                    len,
+                    prot,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                );
+            }
+            HIT[slot].store(true, Ordering::Release);
+            return;
+        }
+        // Not ours: put the previous action back; returning repeats the
+        // faulting access, which now meets it.
+        if let Some(Ok(Previous(old))) = PREVIOUS.get() {
+            // SAFETY: restores the action saved by `install`.
+            unsafe {
+                libc::sigaction(libc::SIGBUS, old, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +635,7 @@ mod tests {
             dir: Some(1),
             name,
             file: None,
+            doorbell: None,
         }
     }
 
@@ -540,6 +728,7 @@ mod tests {
             dir: Some(2),
             name: Some(b"bus"),
             file: Some(1),
+            doorbell: None,
         };
         for mask in [
             AddWatchFlags::IN_ATTRIB,
@@ -579,6 +768,7 @@ mod tests {
             dir: Some(dir_wd),
             name: Some(b"bus"),
             file: Some(file),
+            doorbell: None,
         };
         let file = events.watch_file(&bus).unwrap();
         let replace = |name: &str| {
@@ -624,6 +814,7 @@ mod tests {
             dir: Some(wd),
             name: Some(b"bus"),
             file: None,
+            doorbell: None,
         };
         // Far more than one read's buffer of events about other names,
         // with the one about `F` last.

@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 #[cfg(target_os = "linux")]
 mod linux;
 mod portable;
+mod shared_map;
 
 #[cfg(target_os = "linux")]
 use linux as native;
@@ -28,6 +29,7 @@ use linux as native;
 use portable as native;
 
 pub(crate) use native::Events;
+pub(crate) use shared_map::SharedMap;
 
 /// The environment variable that forces the portable path.
 pub const PORTABLE_VAR: &str = "FILEBUS_PORTABLE";
@@ -60,14 +62,18 @@ pub(crate) enum Awaited {
 pub(crate) type Wd = i32;
 
 /// The watches a batch of events is read for: the directory of `F` (whose
-/// entry events concern `name` alone, or any entry for `None`), and the
-/// one-shot watch on the file named `F`, when there is one.
+/// entry events concern `name` alone, or any entry for `None`), the
+/// one-shot watch on the file named `F`, and the log's doorbell, when
+/// there are those.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only inotify's events are read for it
 pub(crate) struct Interest<'a> {
     pub(crate) dir: Option<Wd>,
     pub(crate) name: Option<&'a [u8]>,
     pub(crate) file: Option<Wd>,
+    /// The watch on the shared-memory log's doorbell, whose every event
+    /// is news.
+    pub(crate) doorbell: Option<Wd>,
 }
 
 /// What a batch of inotify events says.
@@ -135,6 +141,27 @@ pub(crate) fn in_memory(path: &Path) -> bool {
     const TMPFS_MAGIC: u32 = 0x0102_1994;
     const RAMFS_MAGIC: u32 = 0x8584_58f6;
     filesystem_magic(path).is_some_and(|m| m == TMPFS_MAGIC || m == RAMFS_MAGIC)
+}
+
+/// Allocates the first `len` bytes of `file` and makes that its size
+/// (`fallocate(2)`, mode 0): writing them later cannot fail for want of
+/// space, which for a mapping would be SIGBUS. Unsupported on the portable
+/// path.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    if portable() {
+        return portable::allocate(file, len);
+    }
+    native::allocate(file, len)
+}
+
+/// Maps the first `len` bytes of `file` shared (read-only unless
+/// `writable`), guarded against SIGBUS; unsupported on the portable path,
+/// which has no shared-memory log.
+pub(crate) fn map_shared(file: &File, len: usize, writable: bool) -> io::Result<SharedMap> {
+    if portable() {
+        return portable::map(file, len, writable);
+    }
+    native::map(file, len, writable)
 }
 
 /// Gives the unnamed `file` the name `path`; fails if anything is there.

@@ -38,6 +38,10 @@ impl Events {
         match *self {}
     }
 
+    pub(crate) fn watch_doorbell(&self, _: &Path) -> io::Result<super::Wd> {
+        match *self {}
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         match *self {}
     }
@@ -59,6 +63,26 @@ pub(super) fn open_unnamed(_: &Path) -> io::Result<Option<File>> {
 }
 
 pub(super) fn preallocate(_: &File, _: u64) -> bool {
+    false
+}
+
+pub(super) fn allocate(_: &File, _: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// No shared-memory log on the portable path: nothing is mapped.
+pub(super) fn map(_: &File, _: usize, _: bool) -> io::Result<super::SharedMap> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the portable path maps nothing",
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn unmap(_: std::ptr::NonNull<u8>, _: usize, _: usize) {}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn guard_hit(_: usize) -> bool {
     false
 }
 

@@ -1,0 +1,1184 @@
+//! The shared-memory log beside `F` (`F.shm`): a second path for this
+//! crate's own lossy participants on one host. Every chunk on the file
+//! protocol costs a file created, linked, renamed and opened on the other
+//! side; a lossy producer also copies the chunk into this bounded ring,
+//! under the bus lock it already holds and before the rename, and rings a
+//! doorbell (a write that raises inotify's `IN_MODIFY` on `F.shm`); lossy
+//! consumers copy it out of their read-only mapping. `F` still gets every
+//! chunk, for the other implementations, and a consumer still delivers what
+//! reached `F` without the log (a Python or bash producer), in order and
+//! never twice. Layout and rules: docs/PROTOCOL.md; the reasons:
+//! docs/design/shared-memory-log.md.
+//!
+//! The reader trusts nothing in the mapping: every position, length and
+//! kind is checked, a record is delivered only if the writer's `claim`
+//! shows that it was not overwritten while it was copied, and anything
+//! inconsistent makes the reader leave the log and follow `F` alone.
+
+use std::ffi::OsString;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{Ordering, fence};
+
+use nix::libc;
+
+use crate::error::Result;
+use crate::paths::BusPaths;
+use crate::remote;
+use crate::sink::Sink;
+use crate::sys::{self, SharedMap};
+use crate::watch::Watcher;
+
+/// The environment variable that turns the log off for a process (any
+/// value but empty or `0`), as `FILEBUS_PORTABLE` forces the portable path:
+/// the test suite runs once with it.
+pub const NO_LOG_VAR: &str = "FILEBUS_NO_SHM_LOG";
+
+/// The smallest ring a producer makes: room for a few records.
+const MIN_CAPACITY: u64 = 64 << 10;
+
+const MAGIC: u64 = u64::from_ne_bytes(*b"FBUSLOG1");
+const VERSION: u32 = 1;
+const HEADER: u64 = 4096;
+const OFF_VERSION: usize = 8;
+const OFF_CAPACITY: usize = 16;
+const OFF_CLAIM: usize = 64;
+const OFF_COMMIT: usize = 128;
+const OFF_NEWEST: usize = 136;
+const OFF_DOORBELL: u64 = 192;
+
+const RECORD_HEADER: u64 = 128;
+/// Records start at multiples of this, so that the end of the ring always
+/// has room for a whole record header (a padding record) or none at all.
+const ALIGN: u64 = RECORD_HEADER;
+const R_POS: u64 = 0;
+const R_SEQ: u64 = 8;
+const R_KIND_LEN: u64 = 16;
+const R_FILE: u64 = 24;
+const R_REPLACES: u64 = 64;
+
+const KIND_DATA: u32 = 1;
+const KIND_PAD: u32 = 2;
+const KIND_FILE: u32 = 3;
+
+fn version_word() -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&VERSION.to_ne_bytes());
+    bytes[4..].copy_from_slice(&(HEADER as u32).to_ne_bytes());
+    u64::from_ne_bytes(bytes)
+}
+
+fn kind_len(kind: u32, len: u32) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&kind.to_ne_bytes());
+    bytes[4..].copy_from_slice(&len.to_ne_bytes());
+    u64::from_ne_bytes(bytes)
+}
+
+fn split_kind_len(word: u64) -> (u32, u32) {
+    let b = word.to_ne_bytes();
+    (
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+    )
+}
+
+/// `F.shm`.
+pub(crate) fn log_path(paths: &BusPaths) -> PathBuf {
+    with_suffix(paths.data(), ".shm")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = OsString::from(path.as_os_str());
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Whether the log may be used on the bus in `dir` by this process: not on
+/// the portable path, not when [`NO_LOG_VAR`] turns it off, not on a
+/// filesystem shared across hosts (a mapping is not coherent there).
+pub(crate) fn wanted(dir: &Path) -> bool {
+    let off = std::env::var_os(NO_LOG_VAR).is_some_and(|v| !v.is_empty() && v != "0");
+    !off && !sys::portable() && remote::shared_filesystem(dir).is_none()
+}
+
+/// What tells one chunk file from another: device, inode, size and
+/// modification time (the log does not hold the files open, so an inode
+/// number alone may be reused). All zero: no file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FileId([u64; 5]);
+
+impl FileId {
+    pub(crate) fn of(m: &Metadata) -> FileId {
+        FileId([
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+        ])
+    }
+
+    fn is_none(&self) -> bool {
+        self.0 == [0; 5]
+    }
+}
+
+fn round_up(n: u64) -> Option<u64> {
+    n.checked_add(ALIGN - 1).map(|n| n / ALIGN * ALIGN)
+}
+
+/// Reads and checks the header page of a mapping of `size` bytes: the
+/// ring's capacity.
+fn check_header(map: &SharedMap, size: u64) -> std::result::Result<u64, String> {
+    let word = |off| map.load(off, Ordering::Relaxed).unwrap_or(0);
+    if word(0) != MAGIC {
+        return Err("no log header".into());
+    }
+    if word(OFF_VERSION) != version_word() {
+        return Err("another version of the log".into());
+    }
+    let capacity = word(OFF_CAPACITY);
+    if capacity < ALIGN * 4 || capacity % ALIGN != 0 || Some(size) != HEADER.checked_add(capacity) {
+        return Err(format!("capacity {capacity} does not match the file"));
+    }
+    Ok(capacity)
+}
+
+/// The producer's side: appends each chunk it publishes.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    file: File,
+    map: SharedMap,
+    capacity: u64,
+}
+
+impl LogWriter {
+    /// The bus's log, made (or replaced, if it is not one this process can
+    /// use) with a ring of `size` bytes. Called with the bus lock held.
+    /// Fails where there can be no log: no room on the filesystem, no
+    /// mapping, another user's log.
+    pub(crate) fn open(paths: &BusPaths, size: usize) -> io::Result<LogWriter> {
+        let path = log_path(paths);
+        match Self::existing(&path) {
+            Ok(writer) => return Ok(writer),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
+            Err(e) => log::info!("replacing {}: {e}", path.display()),
+        }
+        Self::create(&path, size)
+    }
+
+    fn existing(path: &Path) -> io::Result<LogWriter> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let map = sys::map_shared(&file, to_usize(meta.size())?, true)?;
+        let capacity = check_header(&map, meta.size()).map_err(io::Error::other)?;
+        let writer = LogWriter {
+            file,
+            map,
+            capacity,
+        };
+        writer.positions().map_err(io::Error::other)?;
+        Ok(writer)
+    }
+
+    fn create(path: &Path, size: usize) -> io::Result<LogWriter> {
+        let capacity = (size as u64 / ALIGN * ALIGN).max(MIN_CAPACITY);
+        let staging = with_suffix(path, ".__new__");
+        let made = (|| {
+            // A leftover (or a planted link) is removed, never opened.
+            match std::fs::remove_file(&staging) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&staging)?;
+            // Whole, before it is mapped: a full tmpfs fails here (ENOSPC)
+            // rather than with SIGBUS at the first touch of a page.
+            sys::allocate(&file, HEADER + capacity)?;
+            let map = sys::map_shared(&file, to_usize(HEADER + capacity)?, true)?;
+            map.store(OFF_VERSION, version_word(), Ordering::Relaxed);
+            map.store(OFF_CAPACITY, capacity, Ordering::Relaxed);
+            map.store(0, MAGIC, Ordering::Release);
+            std::fs::rename(&staging, path)?;
+            Ok(LogWriter {
+                file,
+                map,
+                capacity,
+            })
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_file(&staging);
+        }
+        made
+    }
+
+    /// `(claim, commit, newest)`, checked: what a writer killed at any
+    /// point leaves passes, what no writer of ours leaves does not.
+    fn positions(&self) -> std::result::Result<(u64, u64, u64), String> {
+        let load = |off| self.map.load(off, Ordering::Acquire).unwrap_or(0);
+        let (claim, commit, newest) = (load(OFF_CLAIM), load(OFF_COMMIT), load(OFF_NEWEST));
+        let sane = claim >= commit
+            && commit >= newest
+            && commit % ALIGN == 0
+            && newest % ALIGN == 0
+            && (commit == 0 || commit - newest <= self.capacity);
+        if !sane || self.map.broken() {
+            return Err(format!(
+                "inconsistent positions (claim {claim}, commit {commit}, newest {newest})"
+            ));
+        }
+        Ok((claim, commit, newest))
+    }
+
+    fn ring(&self, pos: u64) -> u64 {
+        HEADER + pos % self.capacity
+    }
+
+    /// Writes a record header at `pos` (claimed already).
+    fn put_header(&self, pos: u64, seq: u64, kind: u32, len: u32, file: FileId, replaces: FileId) {
+        let at = self.ring(pos);
+        let put = |off: u64, v: u64| {
+            self.map.store((at + off) as usize, v, Ordering::Relaxed);
+        };
+        put(R_POS, pos);
+        put(R_SEQ, seq);
+        put(R_KIND_LEN, kind_len(kind, len));
+        for i in 0..5 {
+            put(R_FILE + 8 * i as u64, file.0[i]);
+            put(R_REPLACES + 8 * i as u64, replaces.0[i]);
+        }
+    }
+
+    /// Appends the chunk held by `staged` (its whole content), which is to
+    /// replace the `F` described by `replaces`, and rings the doorbell.
+    /// Called with the bus lock held, before `staged` is renamed to `F`.
+    pub(crate) fn append(&mut self, staged: &File, replaces: Option<FileId>) -> io::Result<()> {
+        let meta = staged.metadata()?;
+        // Lossy consumers skip empty chunks (end markers of other modes).
+        if meta.size() == 0 {
+            return Ok(());
+        }
+        let file = FileId::of(&meta);
+        let (claim, commit, newest) = self.positions().map_err(io::Error::other)?;
+        let seq = if commit == 0 {
+            1
+        } else {
+            let at = (self.ring(newest) + R_SEQ) as usize;
+            self.map.load(at, Ordering::Relaxed).unwrap_or(0) + 1
+        };
+        let len = meta.size();
+        // A chunk larger than a quarter of the ring goes through `F` only;
+        // a record tells readers to take it from there.
+        let (kind, data) = if len <= (self.capacity / 4).min(u64::from(u32::MAX)) {
+            (KIND_DATA, len)
+        } else {
+            (KIND_FILE, 0)
+        };
+        let total = RECORD_HEADER + round_up(data).expect("bounded by the capacity");
+        let mut pos = commit;
+        let room = self.capacity - pos % self.capacity;
+        let pad = (room < total).then_some(room);
+        if let Some(pad) = pad {
+            pos += pad;
+        }
+        let end = pos + total;
+        self.map.store(OFF_CLAIM, claim.max(end), Ordering::Relaxed);
+        // Readers that see any byte written below see the claim above.
+        fence(Ordering::Release);
+        if pad.is_some() {
+            self.put_header(commit, 0, KIND_PAD, 0, FileId::default(), FileId::default());
+        }
+        if data > 0 {
+            let at = (self.ring(pos) + RECORD_HEADER) as usize;
+            self.map.fill_from(at, staged, 0, to_usize(data)?)?;
+        }
+        let replaces = replaces.unwrap_or_default();
+        self.put_header(pos, seq, kind, data as u32, file, replaces);
+        self.map.store(OFF_NEWEST, pos, Ordering::Relaxed);
+        self.map.store(OFF_COMMIT, end, Ordering::Release);
+        if self.map.broken() {
+            return Err(io::Error::other("the log was truncated under its mapping"));
+        }
+        // The doorbell: a write raises IN_MODIFY for the readers' watches.
+        self.file.write_at(&end.to_ne_bytes(), OFF_DOORBELL)?;
+        Ok(())
+    }
+}
+
+fn to_usize(n: u64) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::ErrorKind::InvalidInput.into())
+}
+
+/// What [`LogReader::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A chunk, after skipping `skipped` chunks the writer overwrote first.
+    Data {
+        bytes: Vec<u8>,
+        file: FileId,
+        replaces: FileId,
+        skipped: u64,
+    },
+    /// A chunk published through `F` only (too large for the log).
+    InFile {
+        file: FileId,
+        replaces: FileId,
+        skipped: u64,
+    },
+    /// Nothing committed after the last record read.
+    Nothing,
+    /// The log cannot be trusted (or was truncated): why.
+    Untrusted(String),
+}
+
+/// How many times a reader lapped while copying tries again before it
+/// lets the caller look at `F` instead.
+const LAPPED_TRIES: u32 = 8;
+
+/// A consumer's side: reads records in order from a read-only mapping.
+#[derive(Debug)]
+pub(crate) struct LogReader {
+    map: SharedMap,
+    capacity: u64,
+    /// Device and inode numbers of the log file mapped.
+    id: (u64, u64),
+    cursor: u64,
+    /// The sequence number the next record should carry; `None` until a
+    /// record was read.
+    expected: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl LogReader {
+    /// Maps the log at `path` read-only and starts after its last record.
+    /// `Ok(None)` when there is none; an error (to be said with `-v`) when
+    /// there is one that cannot be used.
+    pub(crate) fn attach(path: &Path, trusted: impl Fn(u32) -> bool) -> io::Result<Option<Self>> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        // Writable by nobody but an owner trusted as the bus's chunks are.
+        if meta.mode() & 0o022 != 0 || !trusted(meta.uid()) {
+            return Err(io::Error::other(format!(
+                "owned by uid {} with mode {:o}: not trusted",
+                meta.uid(),
+                meta.mode() & 0o7777
+            )));
+        }
+        if meta.size() < HEADER + ALIGN * 4 || meta.size() > (1 << 40) {
+            return Err(io::Error::other(format!("size {}", meta.size())));
+        }
+        let map = sys::map_shared(&file, to_usize(meta.size())?, false)?;
+        let capacity = check_header(&map, meta.size()).map_err(io::Error::other)?;
+        let mut reader = LogReader {
+            map,
+            capacity,
+            id: (meta.dev(), meta.ino()),
+            cursor: 0,
+            expected: None,
+            buf: Vec::new(),
+        };
+        reader.cursor = reader
+            .commit()
+            .filter(|c| c % ALIGN == 0)
+            .ok_or_else(|| io::Error::other("no commit position"))?;
+        // The sequence number the next record should carry, for counting
+        // what a lapped reader skips (checked like everything else when a
+        // record comes).
+        reader.expected = if reader.cursor == 0 {
+            Some(1)
+        } else {
+            let newest = reader.map.load(OFF_NEWEST, Ordering::Acquire).unwrap_or(0);
+            let at = (HEADER + newest % capacity + R_SEQ) as usize;
+            reader
+                .map
+                .load(at, Ordering::Relaxed)
+                .and_then(|seq| seq.checked_add(1))
+        };
+        Ok(Some(reader))
+    }
+
+    /// Whether `m` describes the log file this reader mapped.
+    pub(crate) fn is(&self, m: &Metadata) -> bool {
+        self.id == (m.dev(), m.ino())
+    }
+
+    /// The commit position; `None` once the file was truncated (the load
+    /// itself may be what faults and finds zeros).
+    fn commit(&self) -> Option<u64> {
+        let commit = self.map.load(OFF_COMMIT, Ordering::Acquire);
+        if self.map.broken() {
+            return None;
+        }
+        commit
+    }
+
+    /// Whether records were committed that this reader has not read.
+    pub(crate) fn pending(&self) -> bool {
+        self.commit().is_some_and(|c| c != self.cursor)
+    }
+
+    /// The next record, or the newest if this reader was lapped.
+    pub(crate) fn next(&mut self) -> Next {
+        let mut skipped_pad = 0;
+        for _ in 0..LAPPED_TRIES {
+            match self.step() {
+                Step::Record(next) => return next,
+                Step::Lapped => {
+                    if let Err(why) = self.jump_to_newest() {
+                        return Next::Untrusted(why);
+                    }
+                }
+                // Padding fills at most the end of one lap; each step moves
+                // the cursor past it.
+                Step::Padding => {
+                    skipped_pad += 1;
+                    if skipped_pad > 2 {
+                        return Next::Untrusted("padding after padding".into());
+                    }
+                }
+            }
+        }
+        // The writer keeps overwriting what this reader copies: the caller
+        // takes the latest chunk from `F`, and the log resumes after it.
+        match self.commit() {
+            Some(commit) => {
+                self.cursor = commit;
+                self.expected = None;
+                Next::Nothing
+            }
+            None => Next::Untrusted("truncated".into()),
+        }
+    }
+
+    fn jump_to_newest(&mut self) -> std::result::Result<(), String> {
+        let commit = self.commit().ok_or("truncated")?;
+        let newest = self
+            .map
+            .load(OFF_NEWEST, Ordering::Acquire)
+            .ok_or("truncated")?;
+        if newest % ALIGN != 0 || newest >= commit || commit - newest > self.capacity {
+            return Err(format!("newest record {newest} beside commit {commit}"));
+        }
+        self.cursor = newest;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Step {
+        let untrusted = |why: String| Step::Record(Next::Untrusted(why));
+        let Some(commit) = self.commit() else {
+            return untrusted("truncated".into());
+        };
+        if commit == self.cursor {
+            return Step::Record(Next::Nothing);
+        }
+        if commit < self.cursor || commit % ALIGN != 0 {
+            return untrusted(format!(
+                "commit {commit} before the record read last ({})",
+                self.cursor
+            ));
+        }
+        if commit - self.cursor > self.capacity {
+            return Step::Lapped;
+        }
+        let pos = self.cursor;
+        let off = pos % self.capacity;
+        let at = HEADER + off;
+        // Always fits with the ring and `off` multiples of 128; `off` is a
+        // multiple because commit was checked to be one.
+        if off + RECORD_HEADER > self.capacity {
+            return untrusted(format!("record at {pos} crosses the ring's end"));
+        }
+        let mut header = Vec::new();
+        if !self
+            .map
+            .read_into(at as usize, RECORD_HEADER as usize, &mut header)
+        {
+            return untrusted("record header outside the log".into());
+        }
+        let word = |i: u64| {
+            let i = i as usize;
+            u64::from_ne_bytes(header[i..i + 8].try_into().expect("8 bytes"))
+        };
+        let (kind, len) = split_kind_len(word(R_KIND_LEN));
+        let ids = |base: u64| FileId([0, 1, 2, 3, 4].map(|i| word(base + 8 * i)));
+        let mut data = std::mem::take(&mut self.buf);
+        let fits = u64::from(len) <= self.capacity - off - RECORD_HEADER;
+        if kind == KIND_DATA && fits {
+            let copied = self
+                .map
+                .read_into((at + RECORD_HEADER) as usize, len as usize, &mut data);
+            debug_assert!(copied, "checked to fit");
+        }
+        // Was any of it overwritten while it was copied?
+        fence(Ordering::Acquire);
+        let claim = self.map.load(OFF_CLAIM, Ordering::Relaxed).unwrap_or(0);
+        if self.map.broken() {
+            return untrusted("truncated".into());
+        }
+        if claim > pos.saturating_add(self.capacity) {
+            self.buf = data;
+            return Step::Lapped;
+        }
+        // Copied whole: now it must make sense.
+        if word(R_POS) != pos {
+            return untrusted(format!("record at {pos} says it is at {}", word(R_POS)));
+        }
+        let total = match kind {
+            KIND_PAD => self.capacity - off,
+            KIND_DATA | KIND_FILE if fits => {
+                RECORD_HEADER + round_up(u64::from(len)).expect("fits in the ring")
+            }
+            _ => return untrusted(format!("record at {pos}: kind {kind}, length {len}")),
+        };
+        if total > commit - pos {
+            return untrusted(format!("record at {pos} ends past commit {commit}"));
+        }
+        self.cursor = pos + total;
+        if kind == KIND_PAD {
+            return Step::Padding;
+        }
+        let seq = word(R_SEQ);
+        let skipped = match self.expected {
+            Some(expected) if seq < expected => {
+                return untrusted(format!("sequence {seq} after {}", expected - 1));
+            }
+            Some(expected) => seq - expected,
+            None => 0,
+        };
+        self.expected = seq.checked_add(1);
+        let (file, replaces) = (ids(R_FILE), ids(R_REPLACES));
+        Step::Record(if kind == KIND_DATA {
+            data.truncate(len as usize);
+            Next::Data {
+                bytes: data,
+                file,
+                replaces,
+                skipped,
+            }
+        } else {
+            self.buf = data;
+            Next::InFile {
+                file,
+                replaces,
+                skipped,
+            }
+        })
+    }
+}
+
+enum Step {
+    Record(Next),
+    Lapped,
+    Padding,
+}
+
+/// A lossy consumer's use of the log: reads it when there is one it can
+/// trust, and tells the consumer which `F` the records it delivered
+/// already stand for.
+#[derive(Debug)]
+pub(crate) struct LogFollower {
+    path: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    wanted: bool,
+    reader: Option<LogReader>,
+    /// A log left as untrusted: not attached again until replaced.
+    refused: Option<(u64, u64)>,
+    /// Whether the first look for a log was made.
+    tried: bool,
+    /// The last record read: the file that becomes `F` for it (none for a
+    /// chunk in `F` only, which is to be delivered from there) and the `F`
+    /// it replaced.
+    last: Option<(FileId, FileId)>,
+}
+
+impl LogFollower {
+    pub(crate) fn new(paths: &BusPaths) -> Self {
+        LogFollower {
+            path: log_path(paths),
+            data: paths.data().to_path_buf(),
+            dir: paths.dir().to_path_buf(),
+            wanted: wanted(paths.dir()),
+            reader: None,
+            refused: None,
+            tried: false,
+            last: None,
+        }
+    }
+
+    /// Attaches to the bus's log, or to its replacement: one `lstat`.
+    fn attach(&mut self, watcher: &mut Watcher) {
+        let meta = match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(_) => {
+                if self.reader.take().is_some() {
+                    watcher.watch_doorbell(None);
+                }
+                return;
+            }
+        };
+        if self.reader.as_ref().is_some_and(|r| r.is(&meta))
+            || self.refused == Some((meta.dev(), meta.ino()))
+        {
+            return;
+        }
+        let dir_owner = std::fs::metadata(&self.dir).map(|m| m.uid()).ok();
+        let me = nix::unistd::geteuid().as_raw();
+        let trusted = |uid| uid == me || uid == 0 || Some(uid) == dir_owner;
+        match LogReader::attach(&self.path, trusted) {
+            Ok(Some(reader)) => {
+                log::debug!("reading {}", self.path.display());
+                self.reader = Some(reader);
+                self.last = None;
+                watcher.watch_doorbell(Some(self.path.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::info!(
+                    "not using {} ({e}); reading {} alone",
+                    self.path.display(),
+                    self.data.display()
+                );
+                self.refused = Some((meta.dev(), meta.ino()));
+                self.reader = None;
+                watcher.watch_doorbell(None);
+            }
+        }
+    }
+
+    /// Whether a record is waiting to be read.
+    pub(crate) fn pending(&self) -> bool {
+        self.reader.as_ref().is_some_and(LogReader::pending)
+    }
+
+    /// Delivers the next record of the log into `sink`: its size, or `None`
+    /// when the log has nothing (or only a chunk to take from `F`), and the
+    /// consumer looks at `F`.
+    pub(crate) fn take(
+        &mut self,
+        sink: &mut impl Sink,
+        watcher: &mut Watcher,
+    ) -> Result<Option<u64>> {
+        if !self.wanted {
+            return Ok(None);
+        }
+        if !std::mem::replace(&mut self.tried, true) {
+            self.attach(watcher);
+        }
+        loop {
+            // Looked for again only when F names a chunk the log did not
+            // deliver ([`LogFollower::recheck`]).
+            let Some(reader) = &mut self.reader else {
+                return Ok(None);
+            };
+            let say_skipped = |skipped: u64| {
+                if skipped > 0 {
+                    log::info!("lapped in the shared-memory log: skipped {skipped} chunks");
+                }
+            };
+            match reader.next() {
+                Next::Data {
+                    bytes,
+                    file,
+                    replaces,
+                    skipped,
+                } => {
+                    say_skipped(skipped);
+                    self.last = Some((file, replaces));
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let size = bytes.len() as u64;
+                    sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
+                    return Ok(Some(size));
+                }
+                Next::InFile {
+                    replaces, skipped, ..
+                } => {
+                    say_skipped(skipped);
+                    self.last = Some((FileId::default(), replaces));
+                    return Ok(None);
+                }
+                Next::Nothing => return Ok(None),
+                Next::Untrusted(why) => {
+                    log::info!(
+                        "not using {} ({why}); reading {} alone",
+                        self.path.display(),
+                        self.data.display()
+                    );
+                    self.refused = self.reader.take().map(|r| r.id);
+                    self.last = None;
+                    watcher.watch_doorbell(None);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// `F` names a chunk the log did not deliver: a producer without the
+    /// log published it, or one that replaced the log (a damaged one, or
+    /// one of another version) and appends to the new one. Looks for a new
+    /// log then, and not at every look at `F`.
+    pub(crate) fn recheck(&mut self, watcher: &mut Watcher) {
+        if self.wanted {
+            self.attach(watcher);
+        }
+    }
+
+    /// Whether a record was read since `F` was last delivered from the file.
+    pub(crate) fn has_record(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// Whether the chunk file `m` (what `F` names) was delivered through
+    /// the log already, or is older than what was (the file the last
+    /// record replaces: its rename has not happened yet).
+    pub(crate) fn covers(&self, m: &Metadata) -> bool {
+        let id = FileId::of(m);
+        self.last
+            .is_some_and(|(file, replaces)| (!file.is_none() && file == id) || replaces == id)
+    }
+
+    /// `F` was delivered from the file: it is newer than the last record.
+    pub(crate) fn delivered_file(&mut self) {
+        self.last = None;
+    }
+}
+
+/// For the producer, under the lock: the identity of what `F` names now,
+/// if it is a regular file.
+pub(crate) fn current_file(paths: &BusPaths) -> Option<FileId> {
+    std::fs::symlink_metadata(paths.data())
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| FileId::of(&m))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A bus in a fresh directory on tmpfs where there is one (as on the
+    /// machines this runs on), else in the temporary directory.
+    fn bus() -> (tempfile::TempDir, BusPaths) {
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        (dir, paths)
+    }
+
+    /// Whether this process may map logs at all (not on the portable
+    /// path, which has none: checked here).
+    fn maps() -> bool {
+        if sys::portable() {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = BusPaths::new(dir.path().join("bus"));
+            assert!(LogWriter::open(&paths, 1 << 20).is_err());
+            return false;
+        }
+        true
+    }
+
+    /// A file holding `bytes`, as a producer stages a chunk.
+    fn staged(paths: &BusPaths, bytes: &[u8]) -> File {
+        let mut file = tempfile::tempfile_in(paths.dir()).unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    fn chunk(n: usize, len: usize) -> Vec<u8> {
+        let mut bytes = vec![(n % 251) as u8; len];
+        let tag = (n as u64).to_ne_bytes();
+        let k = tag.len().min(len);
+        bytes[..k].copy_from_slice(&tag[..k]);
+        bytes
+    }
+
+    fn append(writer: &mut LogWriter, paths: &BusPaths, bytes: &[u8]) {
+        writer.append(&staged(paths, bytes), None).unwrap();
+    }
+
+    fn reader(paths: &BusPaths) -> LogReader {
+        LogReader::attach(&log_path(paths), |_| true)
+            .unwrap()
+            .expect("a log")
+    }
+
+    fn data(next: Next) -> (Vec<u8>, u64) {
+        match next {
+            Next::Data { bytes, skipped, .. } => (bytes, skipped),
+            other => panic!("expected a chunk, got {other:?}"),
+        }
+    }
+
+    /// Writes `bytes` into the log file at `off`, as a hostile or buggy
+    /// writer would.
+    fn poke(paths: &BusPaths, off: u64, bytes: &[u8]) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(log_path(paths))
+            .unwrap();
+        file.write_at(bytes, off).unwrap();
+    }
+
+    #[test]
+    fn chunks_come_out_whole_and_in_order_across_the_ring_end() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        assert_eq!(reader.next(), Next::Nothing);
+        // 1 byte, past a page, up to a quarter of the ring; many laps.
+        for (n, len) in [1, 4096, 4097, 16384, 3000]
+            .iter()
+            .cycle()
+            .take(200)
+            .enumerate()
+        {
+            let sent = chunk(n, *len);
+            append(&mut writer, &paths, &sent);
+            assert_eq!(data(reader.next()), (sent, 0), "chunk {n}");
+            assert_eq!(reader.next(), Next::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_chunk_over_a_quarter_of_the_ring_is_left_to_f() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        let big = staged(&paths, &chunk(1, 16385));
+        writer.append(&big, None).unwrap();
+        match reader.next() {
+            Next::InFile { file, skipped, .. } => {
+                assert_eq!(file, FileId::of(&big.metadata().unwrap()));
+                assert_eq!(skipped, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lapped_reader_skips_to_the_newest_and_counts_what_it_skipped() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        append(&mut writer, &paths, &chunk(0, 3000));
+        assert_eq!(data(reader.next()).1, 0);
+        for n in 1..=100 {
+            append(&mut writer, &paths, &chunk(n, 3000));
+        }
+        assert_eq!(data(reader.next()), (chunk(100, 3000), 99));
+        assert_eq!(reader.next(), Next::Nothing);
+    }
+
+    #[test]
+    fn a_record_overwritten_while_it_is_copied_is_not_delivered() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        for n in 0..3 {
+            append(&mut writer, &paths, &chunk(n, 1000));
+        }
+        // The claim says a writer is overwriting the first record (at 0)
+        // but not the newest.
+        let claim = 64u64 << 10 | 128;
+        poke(&paths, OFF_CLAIM as u64, &claim.to_ne_bytes());
+        assert_eq!(data(reader.next()), (chunk(2, 1000), 2));
+    }
+
+    #[test]
+    fn records_stay_whole_under_a_concurrent_writer() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        let writing = {
+            let paths = paths.clone();
+            std::thread::spawn(move || {
+                let file = staged(&paths, b"");
+                for n in 0..20_000 {
+                    let bytes = chunk(n, 1 + n * 7919 % 16000);
+                    file.set_len(0).unwrap();
+                    file.write_all_at(&bytes, 0).unwrap();
+                    writer.append(&file, None).unwrap();
+                }
+            })
+        };
+        let (mut delivered, mut last) = (0, None);
+        while !writing.is_finished() || reader.pending() {
+            if let Next::Data { bytes, .. } = reader.next() {
+                let n =
+                    u64::from_ne_bytes(bytes[..8.min(bytes.len())].try_into().unwrap_or([0; 8]));
+                if bytes.len() >= 8 {
+                    assert_eq!(bytes, chunk(n as usize, bytes.len()), "torn chunk {n}");
+                    assert!(last.is_none_or(|l| n > l), "{n} after {last:?}");
+                    last = Some(n);
+                }
+                delivered += 1;
+            }
+        }
+        writing.join().unwrap();
+        assert!(delivered > 0);
+    }
+
+    #[test]
+    fn hostile_logs_are_refused_never_followed() {
+        if !maps() {
+            return;
+        }
+        type Poke = (&'static str, u64, u64);
+        let header: &[Poke] = &[
+            ("magic", 0, 0),
+            ("version", OFF_VERSION as u64, 2),
+            ("capacity", OFF_CAPACITY as u64, 1 << 30),
+            ("capacity", OFF_CAPACITY as u64, 100),
+        ];
+        for &(what, off, value) in header {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            append(&mut writer, &paths, b"chunk");
+            poke(&paths, off, &value.to_ne_bytes());
+            assert!(
+                LogReader::attach(&log_path(&paths), |_| true).is_err(),
+                "{what}"
+            );
+        }
+        // Once attached: values planted in the positions and the records.
+        // "three", each record being a header and one 128-byte block.
+        let rec = HEADER + 256 * 2;
+        let records: &[Poke] = &[
+            ("commit not aligned", OFF_COMMIT as u64, 256 + 129),
+            (
+                "commit far ahead, newest bogus",
+                OFF_COMMIT as u64,
+                u64::MAX - 127,
+            ),
+            ("position", rec + R_POS, 12345),
+            ("kind", rec + R_KIND_LEN, kind_len(9, 4)),
+            ("length", rec + R_KIND_LEN, kind_len(KIND_DATA, u32::MAX)),
+            (
+                "length past commit",
+                rec + R_KIND_LEN,
+                kind_len(KIND_DATA, 4000),
+            ),
+            ("sequence back", rec + R_SEQ, 1),
+        ];
+        for &(what, off, value) in records {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            append(&mut writer, &paths, b"one");
+            append(&mut writer, &paths, b"two");
+            let mut reader = reader(&paths);
+            append(&mut writer, &paths, b"three");
+            poke(&paths, off, &value.to_ne_bytes());
+            assert!(
+                matches!(reader.next(), Next::Untrusted(_)),
+                "{what} was followed"
+            );
+        }
+    }
+
+    #[test]
+    fn random_bytes_planted_in_a_log_never_panic_or_hang_a_reader() {
+        if !maps() {
+            return;
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300 {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            let mut reader = reader(&paths);
+            for n in 0..(random() % 40) as usize {
+                append(&mut writer, &paths, &chunk(n, (random() % 20000) as usize));
+            }
+            for _ in 0..(1 + random() % 8) {
+                // Mostly the positions and the records near them.
+                let off = match random() % 3 {
+                    0 => random() % 256,
+                    1 => HEADER + random() % 4096,
+                    _ => random() % (HEADER + (64 << 10)),
+                } / 8
+                    * 8;
+                poke(&paths, off, &random().to_ne_bytes());
+            }
+            for _ in 0..1000 {
+                match reader.next() {
+                    Next::Data { bytes, .. } => assert!(bytes.len() <= 16 << 10),
+                    Next::InFile { .. } => {}
+                    Next::Nothing | Next::Untrusted(_) => break,
+                }
+            }
+        }
+    }
+
+    /// A writer appending and a second one planting random words, both
+    /// while the reader reads: whatever the reader returns, it returns it
+    /// without panicking, and in bounded time.
+    #[test]
+    fn random_bytes_written_while_a_reader_reads_never_panic_or_hang_it() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let mut reader = reader(&paths);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vandal = {
+            let (paths, done) = (paths.clone(), done.clone());
+            std::thread::spawn(move || {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(log_path(&paths))
+                    .unwrap();
+                let mut state = 0x1234_5678_9abc_def1u64;
+                while !done.load(Ordering::Relaxed) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let off = state % (HEADER + (64 << 10)) / 8 * 8;
+                    file.write_at(&state.rotate_left(17).to_ne_bytes(), off)
+                        .unwrap();
+                }
+            })
+        };
+        let mut refused = 0;
+        for n in 0..3000 {
+            // The writer gives up on a log it finds inconsistent; the
+            // reader goes on meeting whatever the vandal writes.
+            let _ = writer.append(&staged(&paths, &chunk(n, 1 + n * 131 % 9000)), None);
+            match reader.next() {
+                Next::Data { bytes, .. } => assert!(bytes.len() <= 16 << 10),
+                Next::Untrusted(_) => {
+                    refused += 1;
+                    reader = super::LogReader::attach(&log_path(&paths), |_| true)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(reader);
+                }
+                _ => {}
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        vandal.join().unwrap();
+        assert!(refused > 0, "the vandal went unnoticed");
+    }
+
+    #[test]
+    fn what_a_writer_killed_mid_append_leaves_is_never_read_and_the_next_one_goes_on() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&mut writer, &paths, b"whole");
+        let mut reader = reader(&paths);
+        let commit: u64 = 256;
+        // Killed after its claim and part of its record: bytes past commit.
+        let claim = commit + 128 * 40;
+        poke(&paths, OFF_CLAIM as u64, &claim.to_ne_bytes());
+        poke(&paths, HEADER + commit, &[0xee; 3000]);
+        assert_eq!(reader.next(), Next::Nothing);
+        drop(writer);
+        let mut next = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&mut next, &paths, b"after");
+        assert_eq!(data(reader.next()), (b"after".to_vec(), 0));
+        let (claim_now, _, _) = next.positions().unwrap();
+        assert_eq!(claim_now, claim, "the claim was lowered");
+    }
+
+    #[test]
+    fn a_log_truncated_under_a_reader_and_a_writer_is_left_not_fatal() {
+        if !maps() {
+            return;
+        }
+        for keep in [0, HEADER, HEADER + 4096] {
+            let (_dir, paths) = bus();
+            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            let mut reader = reader(&paths);
+            for n in 0..10 {
+                append(&mut writer, &paths, &chunk(n, 3000));
+            }
+            OpenOptions::new()
+                .write(true)
+                .open(log_path(&paths))
+                .unwrap()
+                .set_len(keep)
+                .unwrap();
+            // The records past the new end fault (SIGBUS) when read.
+            let mut untrusted = false;
+            for _ in 0..20 {
+                match reader.next() {
+                    Next::Untrusted(_) => {
+                        untrusted = true;
+                        break;
+                    }
+                    Next::Nothing => break,
+                    _ => {}
+                }
+            }
+            assert!(untrusted, "kept {keep}: the reader went on");
+            assert!(writer.append(&staged(&paths, b"x"), None).is_err());
+        }
+    }
+
+    #[test]
+    fn identities_tell_the_files_apart() {
+        let (_dir, paths) = bus();
+        let a = staged(&paths, b"a");
+        let b = staged(&paths, b"b");
+        let id = |f: &File| FileId::of(&f.metadata().unwrap());
+        assert_ne!(id(&a), id(&b));
+        assert_eq!(id(&a), id(&a));
+        assert!(FileId::default().is_none() && !id(&a).is_none());
+    }
+}

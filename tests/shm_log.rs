@@ -1,0 +1,380 @@
+//! The shared-memory log beside `F` (`F.shm`, docs/PROTOCOL.md): this
+//! crate's lossy consumers take chunks from it, and still get every chunk
+//! that reached `F` without it (a Python producer), in order and once; a
+//! consumer of another user needs read permission only; a full tmpfs, a
+//! killed producer or a lapped consumer leave the bus working. With the log
+//! off (`FILEBUS_NO_SHM_LOG=1`, or the portable path) the same runs pass
+//! and no log is made.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::mounts::TinyTmpfs;
+use common::procs::{
+    NOBODY, as_nobody, binary_copy, collect_stderr, is_root, on_bus, signal, spawn_copy, start,
+};
+use common::records::record;
+use common::{Scratch, python_peer, skip_unless_ci, wait_exit, wait_until};
+use nix::sys::signal::Signal;
+
+/// Whether this run uses the log: not on the portable path, not with
+/// `FILEBUS_NO_SHM_LOG` set (the rule of `src/shm_log.rs`).
+fn log_on() -> bool {
+    let off = std::env::var_os("FILEBUS_NO_SHM_LOG").is_some_and(|v| !v.is_empty() && v != "0");
+    !off && !common::portable()
+}
+
+fn shm(bus: &Path) -> std::path::PathBuf {
+    let mut name = bus.as_os_str().to_owned();
+    name.push(".shm");
+    name.into()
+}
+
+/// Our producer on `bus` reading a pipe, with `extra` producer options.
+fn our_producer(bus: &Path, extra: &[&str]) -> (Child, ChildStdin) {
+    let cmd = on_bus(common::ours(), bus, &["-v"], "producer", extra);
+    let mut child = start(cmd, Stdio::piped(), Stdio::null(), "producer");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Our consumer on `bus` into the file `out`, saying with `-vv` whether it
+/// reads the log.
+fn our_consumer(bus: &Path, out: &Path) -> (Child, Arc<Mutex<String>>) {
+    let cmd = on_bus(common::ours(), bus, &["-vv"], "consumer", &[]);
+    let mut child = start(cmd, Stdio::null(), File::create(out).unwrap(), "consumer");
+    let stderr = collect_stderr(&mut child);
+    (child, stderr)
+}
+
+fn send(stdin: &mut ChildStdin, rec: &str) {
+    stdin.write_all(rec.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+}
+
+fn wait_for_end(out: &Path, rec: &str) {
+    wait_until(&format!("{rec:?} in {}", out.display()), || {
+        std::fs::read(out).is_ok_and(|d| d.ends_with(rec.as_bytes()))
+    });
+}
+
+/// Checks that the consumer whose stderr is `said` used the log exactly
+/// when this run has one.
+fn check_log_use(said: &Mutex<String>, bus: &Path) {
+    let said = said.lock().unwrap();
+    let reading = format!("reading {}", shm(bus).display());
+    assert_eq!(said.contains(&reading), log_on(), "{said}");
+    assert!(!said.contains("not using"), "{said}");
+}
+
+fn stop(mut child: Child, what: &str) {
+    signal(&child, Signal::SIGTERM);
+    wait_exit(&mut child, what);
+}
+
+#[test]
+fn lossy_consumers_take_every_chunk_from_the_log_in_order() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let (mut producer, mut stdin) = our_producer(&bus, &[]);
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    let consumers: Vec<_> = (0..2)
+        .map(|i| (s.path(&format!("out{i}")), i))
+        .map(|(out, _)| {
+            let (child, said) = our_consumer(&bus, &out);
+            (out, child, said)
+        })
+        .collect();
+    let mut sent = record("first", 0);
+    for (out, ..) in &consumers {
+        wait_for_end(out, &sent);
+    }
+    // 1 byte, a page, a burst of 100 KiB in 4 KiB chunks that the log
+    // holds whole: a consumer slower than the producer for a moment still
+    // gets every chunk (from F alone it could skip some).
+    let burst: String = (0..25).map(|i| format!("{i:04095}\n")).collect();
+    for rec in [
+        "1".to_string(),
+        format!("{:04095}\n", 7),
+        burst,
+        record("last", 0),
+    ] {
+        send(&mut stdin, &rec);
+        sent.push_str(&rec);
+        for (out, ..) in &consumers {
+            wait_for_end(out, &rec[rec.len().saturating_sub(4096)..]);
+        }
+    }
+    for (out, child, said) in consumers {
+        stop(child, "consumer");
+        let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+        if log_on() {
+            assert_eq!(got, sent);
+        } else {
+            assert!(got.ends_with(&record("last", 0)));
+        }
+        check_log_use(&said, &bus);
+    }
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+    assert_eq!(shm(&bus).exists(), log_on());
+}
+
+/// Chunks of our producer and of the Python original, alternating, each
+/// delivered before the next is sent: a consumer reading the log gets
+/// every one, in order, once.
+#[test]
+fn a_python_producer_beside_ours_loses_nothing_for_a_log_reader() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let (mut ours, mut our_stdin) = our_producer(&bus, &[]);
+    let cmd = on_bus(
+        python_peer(),
+        &bus,
+        &["--sleep-interval", "0.01"],
+        "producer",
+        &[],
+    );
+    let mut python = start(cmd, Stdio::piped(), Stdio::null(), "python producer");
+    let mut python_stdin = python.stdin.take().unwrap();
+    send(&mut our_stdin, &record("ours", 0));
+    wait_until("the first chunk", || bus.exists());
+    let out = s.path("out");
+    let (consumer, said) = our_consumer(&bus, &out);
+    let mut sent = record("ours", 0);
+    wait_for_end(&out, &sent);
+    for i in 1..30 {
+        let (stdin, tag) = if i % 3 == 0 {
+            (&mut python_stdin, "python")
+        } else {
+            (&mut our_stdin, "ours")
+        };
+        let rec = record(tag, i);
+        send(stdin, &rec);
+        sent.push_str(&rec);
+        wait_for_end(&out, &rec);
+    }
+    stop(consumer, "consumer");
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        sent
+    );
+    check_log_use(&said, &bus);
+    drop(our_stdin);
+    drop(python_stdin);
+    common::assert_success(&mut ours, "our producer");
+    wait_exit(&mut python, "python producer");
+}
+
+#[test]
+fn a_consumer_of_another_user_reads_the_log_with_read_permission_only() {
+    if !is_root() {
+        skip_unless_ci(
+            "a_consumer_of_another_user_reads_the_log_with_read_permission_only",
+            "needs root to run a consumer as nobody",
+        );
+        return;
+    }
+    let s = Scratch::in_memory();
+    std::fs::set_permissions(s.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let bus = s.bus();
+    let mut cmd = on_bus(common::ours(), &bus, &[], "producer", &[]);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let mut producer = start(cmd, Stdio::piped(), Stdio::null(), "producer");
+    let mut stdin = producer.stdin.take().unwrap();
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    if log_on() {
+        let meta = std::fs::metadata(shm(&bus)).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o644);
+        assert_eq!(meta.uid(), 0);
+    }
+    let out = s.path("out");
+    let copy = binary_copy(s.dir.path());
+    let mut cmd = on_bus(Command::new(copy), &bus, &["-vv"], "consumer", &[]);
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(Stdio::piped());
+    as_nobody(&mut cmd);
+    let mut consumer = spawn_copy(&mut cmd);
+    let said = collect_stderr(&mut consumer);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", consumer.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&NOBODY.to_string())),
+        "{status}"
+    );
+    let mut sent = record("first", 0);
+    wait_for_end(&out, &sent);
+    for i in 1..10 {
+        let rec = record("L", i);
+        send(&mut stdin, &rec);
+        sent.push_str(&rec);
+        wait_for_end(&out, &rec);
+    }
+    stop(consumer, "consumer");
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        sent
+    );
+    check_log_use(&said, &bus);
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+}
+
+/// A log does not fit on a 1 MiB tmpfs: it is refused at creation
+/// (fallocate), never met later as SIGBUS, and chunks go through `F`.
+#[test]
+fn no_log_on_a_full_tmpfs_and_the_bus_still_works() {
+    if !is_root() {
+        skip_unless_ci(
+            "no_log_on_a_full_tmpfs_and_the_bus_still_works",
+            "mounting needs root",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let mount = TinyTmpfs::mount(&s.path("mnt"), "size=1m").unwrap();
+    let bus = mount.dir.join("bus");
+    let (mut producer, mut stdin) = our_producer(&bus, &[]);
+    let said_producer = collect_stderr(&mut producer);
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    let out = s.path("out");
+    let (consumer, said) = our_consumer(&bus, &out);
+    let mut sent = record("first", 0);
+    wait_for_end(&out, &sent);
+    for i in 1..5 {
+        let rec = record("L", i);
+        send(&mut stdin, &rec);
+        sent.push_str(&rec);
+        wait_for_end(&out, &rec);
+    }
+    stop(consumer, "consumer");
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+    assert_eq!(std::fs::read(&out).unwrap(), sent.as_bytes());
+    assert!(!said.lock().unwrap().contains("reading"));
+    if log_on() {
+        let said = said_producer.lock().unwrap();
+        assert!(said.contains("no shared-memory log at"), "{said}");
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&mount.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bus", "bus.lock"]);
+}
+
+/// A consumer whose output stalls while the producer laps the log skips
+/// to the newest chunk and says how many it skipped.
+#[test]
+fn a_lapped_consumer_skips_to_the_newest_and_says_how_many() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let (mut producer, mut stdin) = our_producer(&bus, &["--shm-log-size", "65536"]);
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let cmd = on_bus(common::ours(), &bus, &["-v"], "consumer", &[]);
+    let mut consumer = start(cmd, Stdio::null(), writer, "consumer");
+    let said = collect_stderr(&mut consumer);
+    let mut first = vec![0; record("first", 0).len()];
+    reader.read_exact(&mut first).unwrap();
+    // 4 KiB chunks fill the pipe (64 KiB) and then stall the consumer
+    // while 200 of them lap the 64 KiB log several times.
+    let chunk = |i: usize| format!("{:04095}\n", i);
+    for i in 1..=200 {
+        send(&mut stdin, &chunk(i));
+        if i == 200 {
+            break;
+        }
+        wait_until("the chunk published", || {
+            std::fs::read(&bus).is_ok_and(|d| d == chunk(i).as_bytes())
+        });
+    }
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    wait_until("the newest chunk", || {
+        let n = reader.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        got.ends_with(chunk(200).as_bytes())
+    });
+    stop(consumer, "consumer");
+    assert!(got.len() < 200 * 4096, "nothing was skipped");
+    assert_eq!(got.len() % 4096, 0, "a torn chunk");
+    if log_on() {
+        let said = said.lock().unwrap();
+        assert!(
+            said.contains("lapped in the shared-memory log: skipped"),
+            "{said}"
+        );
+    }
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+}
+
+/// Producers SIGKILLed at random points of a fast stream (many of them
+/// while appending to the log) leave a log that the next producer and
+/// every reader go on with.
+#[test]
+fn producers_killed_while_appending_leave_a_log_the_next_ones_use() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..12 {
+        let (producer, mut stdin) = our_producer(&bus, &["--shm-log-size", "65536"]);
+        let writing = std::thread::spawn(move || {
+            let block = vec![b'k'; 3000];
+            while stdin.write_all(&block).is_ok() {}
+        });
+        wait_until("the first chunk", || bus.exists());
+        std::thread::sleep(Duration::from_micros(
+            common::records::xorshift(&mut seed) % 20_000,
+        ));
+        signal(&producer, Signal::SIGKILL);
+        let mut producer = producer;
+        wait_exit(&mut producer, &format!("killed producer {round}"));
+        writing.join().unwrap();
+    }
+    let out = s.path("out");
+    let (consumer, said) = our_consumer(&bus, &out);
+    let (mut producer, mut stdin) = our_producer(&bus, &[]);
+    wait_until("the last killed producer's chunk", || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 0)
+    });
+    let mut sent = String::new();
+    for i in 0..20 {
+        let rec = record("after", i);
+        send(&mut stdin, &rec);
+        sent.push_str(&rec);
+        wait_for_end(&out, &rec);
+    }
+    stop(consumer, "consumer");
+    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    assert!(got.ends_with(&sent), "{got:?}");
+    assert!(
+        got.trim_start_matches('k').len() == sent.len(),
+        "a torn chunk"
+    );
+    check_log_use(&said, &bus);
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+}
