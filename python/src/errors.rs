@@ -44,6 +44,19 @@ pub(crate) fn from_library(py: Python<'_>, error: filebus::Error, what: &str) ->
         | filebus::Error::BadPosition { path } => {
             raise(py, "FileError", (message, None::<i32>, path))
         }
+        // What stands in the way of a directory is what `mkdir -p` would
+        // have met: Python's errno for it, as OSError subclasses carry.
+        filebus::Error::NotDirectory { path, .. } => {
+            let errno = py
+                .import("errno")
+                .and_then(|errno| errno.getattr("ENOTDIR"))
+                .and_then(|code| code.extract::<i32>())
+                .ok();
+            raise(py, "FileError", (message, errno, path))
+        }
+        filebus::Error::Unsettled { path, source } => {
+            raise(py, "FileError", (message, source.raw_os_error(), path))
+        }
         filebus::Error::Input(source) | filebus::Error::Output(source) => raise(
             py,
             "FileError",

@@ -7,7 +7,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyType;
 
 use crate::errors;
-use crate::wait::Shared;
+use crate::wait::{self, Shared};
 
 /// The writing side of a bus, from ``Bus.producer()``. Safe to share
 /// between threads: publishes from several threads go out one at a time,
@@ -15,7 +15,8 @@ use crate::wait::Shared;
 ///
 /// In lossless mode ``publish`` first waits, without the GIL, until a
 /// consumer took the previous chunk; ``close()`` from another thread ends
-/// that wait (``ClosedError``), Ctrl-C does not (see docs/python.md).
+/// that wait (``ClosedError``), and so does Ctrl-C (``KeyboardInterrupt``),
+/// which closes the producer without ending the stream.
 ///
 /// Use it as a context manager: leaving the block normally ends the stream
 /// (``close()``); leaving it with an exception closes without ending it, as
@@ -26,6 +27,8 @@ pub(crate) struct Producer {
     inner: Shared<filebus::Producer>,
     block_size: usize,
     lossless: bool,
+    /// Whether a publish may wait for other processes (see `publish_all`).
+    may_wait: bool,
 }
 
 impl Producer {
@@ -38,29 +41,37 @@ impl Producer {
         let stop = producer
             .stopper()
             .map_err(|error| errors::from_library(py, error, "producer"))?;
+        let may_wait = lossless || producer.options().retain.is_some();
         Ok(Producer {
             inner: Shared::new(producer, stop),
             block_size,
             lossless,
+            may_wait,
         })
     }
 
-    /// Publishes each of `chunks` without the GIL, in order, none torn.
+    /// Publishes each of `chunks` without the GIL, in order, none torn. A
+    /// producer that may wait for others (lossless, or held back by
+    /// subscribers with `retain`) publishes on a thread of its own, so that
+    /// Ctrl-C ends the wait; a plain lossy one never waits but for the bus
+    /// lock, and spares the thread.
     fn publish_all<'a>(
         &self,
         py: Python<'_>,
         chunks: impl Iterator<Item = &'a [u8]> + Send,
     ) -> PyResult<()> {
-        py.detach(|| {
-            self.inner.with(|producer| {
-                for chunk in chunks {
-                    producer.publish(chunk)?;
-                }
-                Ok(())
-            })
-        })
-        .unwrap_or(Err(filebus::Error::Stopped))
-        .map_err(|error| errors::from_library(py, error, "producer"))
+        let publish = |producer: &mut filebus::Producer| {
+            for chunk in chunks {
+                producer.publish(chunk)?;
+            }
+            Ok(())
+        };
+        if self.may_wait {
+            return wait::interruptible(py, &self.inner, "producer", publish);
+        }
+        py.detach(|| self.inner.with(publish))
+            .unwrap_or(Err(filebus::Error::Stopped))
+            .map_err(|error| errors::from_library(py, error, "producer"))
     }
 }
 
@@ -116,12 +127,24 @@ impl Producer {
         let Some(producer) = py.detach(|| self.inner.take()) else {
             return Ok(());
         };
-        let ended = if end_stream {
-            py.detach(|| producer.finish())
-        } else {
-            Ok(())
+        if !end_stream {
+            return Ok(());
+        }
+        if !self.may_wait {
+            return py
+                .detach(|| producer.finish())
+                .map_err(|error| errors::from_library(py, error, "producer"));
+        }
+        // The end marker (what `finish` publishes where there is one) may
+        // wait as a publish does: Ctrl-C ends that too.
+        let mut producer = producer;
+        let stop = match producer.stopper() {
+            Ok(stop) => stop,
+            Err(error) => return Err(errors::from_library(py, error, "producer")),
         };
-        ended.map_err(|error| errors::from_library(py, error, "producer"))
+        let ending = Shared::new(producer, stop);
+        let finish = |producer: &mut filebus::Producer| producer.publish(&[]);
+        wait::interruptible(py, &ending, "producer", finish)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

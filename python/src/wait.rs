@@ -6,6 +6,7 @@
 //! library's timed receive gives up a slice having taken nothing, so
 //! slicing a wait changes nothing on the bus.
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,52 @@ pub(crate) fn sliced<T: Send, R: Send>(
             return Ok(None);
         }
     }
+}
+
+/// Runs `call`, which may wait for the bus for as long as it takes (a
+/// lossless publish waiting for a consumer, a producer held back by a
+/// subscriber), on a thread of its own, while this thread, without the GIL
+/// but for a moment every [`SLICE`], lets Python run its signal handlers.
+/// A handler that raised (Ctrl-C's `KeyboardInterrupt`) stops `shared`, so
+/// that the call gives up having published nothing, and its exception is
+/// returned: the object is closed from then on, as after `close()` from
+/// another thread. `what` names the object in errors.
+pub(crate) fn interruptible<T: Send, R: Send>(
+    py: Python<'_>,
+    shared: &Shared<T>,
+    what: &str,
+    call: impl FnOnce(&mut T) -> filebus::Result<R> + Send,
+) -> PyResult<R> {
+    let (done, mut result) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            // The receiver waits for this answer whatever happens.
+            let _ = done.send(shared.with(call));
+        });
+        let answer = loop {
+            // The receiver goes along into the wait and back: it is not
+            // to be shared between threads.
+            let (received, back) = py.detach(move || (result.recv_timeout(SLICE), result));
+            result = back;
+            match received {
+                Ok(answer) => break answer,
+                Err(RecvTimeoutError::Timeout) => {}
+                // The call panicked; the scope passes the panic on.
+                Err(RecvTimeoutError::Disconnected) => break None,
+            }
+            if let Err(signal) = py.check_signals() {
+                shared.stop();
+                // Stopped, the call returns within a slice of its waits.
+                let _ = py.detach(move || result.recv());
+                return Err(signal);
+            }
+        };
+        match answer {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(errors::from_library(py, error, what)),
+            None => Err(errors::closed(py, what)),
+        }
+    })
 }
 
 /// A timeout in seconds from Python, checked: `None` waits for ever.

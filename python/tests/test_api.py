@@ -117,6 +117,60 @@ def test_ctrl_c_interrupts_a_blocking_wait(bus_path, mode, way):
     assert took < 1.0
 
 
+CTRL_C_PRODUCER = textwrap.dedent(
+    """
+    import sys, time
+    import filebus_rs
+    bus = filebus_rs.Bus(sys.argv[1], lossless=True, sleep_interval=60)
+    producer = bus.producer()
+    producer.publish(b"first")          # nobody takes it
+    print("waiting", flush=True)
+    try:
+        if sys.argv[2] == "publish":
+            producer.publish(b"second")
+        else:
+            producer.close()            # the end marker waits too
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+        try:
+            producer.publish(b"third")
+        except filebus_rs.ClosedError:
+            sys.exit(0)
+        sys.exit(2)
+    print("returned", flush=True)
+    sys.exit(1)
+    """
+)
+
+
+@pytest.mark.parametrize("way", ["publish", "close"])
+def test_ctrl_c_interrupts_a_lossless_producer_waiting_for_a_consumer(bus_path, way):
+    child = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_PRODUCER, str(bus_path), way],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "waiting\n"
+        time.sleep(0.3)
+        assert child.poll() is None, "the wait ended by itself"
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        assert child.wait(timeout=10) == 0, line
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert line[0] == "interrupted"
+    took = float(line[1]) - sent
+    report(f"Ctrl-C in a lossless {way} waiting for a consumer: KeyboardInterrupt after {took * 1000:.1f} ms")
+    assert took < 1.0
+    # Nothing of the interrupted call reached the bus: the first chunk is
+    # still the one there, and no end marker.
+    assert bus_path.read_bytes() == b"first"
+
+
 def test_several_asyncio_consumers_at_once_without_blocking_the_loop(bus_path):
     lossy = filebus_rs.Bus(bus_path)
     stream = filebus_rs.Bus(bus_path.with_name("stream"), lossless=True)
