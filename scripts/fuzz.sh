@@ -12,8 +12,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 mkdir -p target
-for target in chunker args; do
-    args=(-max_total_time="$seconds" -print_final_stats=1)
+for target in chunker args shm_log; do
+    # An input that takes 20 s is a hang: a reader of the log must never.
+    args=(-max_total_time="$seconds" -timeout=20 -print_final_stats=1)
     if [ -f "fuzz/$target.dict" ]; then
         args+=(-dict="$PWD/fuzz/$target.dict")
     fi
