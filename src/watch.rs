@@ -39,9 +39,8 @@
 //! with events end at those same polling pauses too, not at the sleep
 //! interval alone.
 
-use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -79,8 +78,8 @@ pub(crate) struct Watcher {
     /// The one-shot watch on the file named `F`, while it has not fired.
     file_watch: Option<Wd>,
     dir: PathBuf,
-    /// The entry of `dir` waited for; `None`: any.
-    name: Option<OsString>,
+    /// `F`, the entry of `dir` waited for; `None`: any.
+    file: Option<PathBuf>,
     interval: Duration,
     awaited: Awaited,
     /// How long to keep checking for the event before going to sleep.
@@ -129,8 +128,8 @@ impl Watcher {
     /// monitoring, and waits that start eagerly or poll as the
     /// [`WaitPolicy`] of the bus's mode says.
     pub(crate) fn new(paths: &BusPaths, options: &BusOptions, awaited: Awaited) -> Self {
-        let name = Some(paths.file_name().to_os_string());
-        Watcher::on(paths.dir().to_path_buf(), name, options, awaited)
+        let file = Some(paths.data().to_path_buf());
+        Watcher::on(paths.dir().to_path_buf(), file, options, awaited)
     }
 
     /// A watcher for changes to any entry of `dir`, waiting as
@@ -139,7 +138,7 @@ impl Watcher {
         Watcher::on(dir, None, options, awaited)
     }
 
-    fn on(dir: PathBuf, name: Option<OsString>, options: &BusOptions, awaited: Awaited) -> Self {
+    fn on(dir: PathBuf, file: Option<PathBuf>, options: &BusOptions, awaited: Awaited) -> Self {
         let WaitPolicy {
             eager,
             first_pause,
@@ -153,7 +152,7 @@ impl Watcher {
             entries: false,
             file_watch: None,
             dir,
-            name,
+            file,
             interval,
             awaited,
             eager,
@@ -296,7 +295,8 @@ impl Watcher {
         // watched afresh, and the directory's entries stay quiet.
         if self.dir_watch.is_some()
             && !self.entries
-            && let Ok(wd) = inotify.watch_file(&self.file_path())
+            && let Some(file) = &self.file
+            && let Ok(wd) = inotify.watch_file(file)
         {
             self.file_watch = Some(wd);
             return;
@@ -325,15 +325,6 @@ impl Watcher {
                 );
             }
             Err(e) => log::debug!("cannot watch {}: {e}", self.dir.display()),
-        }
-    }
-
-    /// The path of `F` (of the directory itself for a watcher of any
-    /// entry, which never follows a file alone).
-    fn file_path(&self) -> PathBuf {
-        match &self.name {
-            Some(name) => self.dir.join(name),
-            None => self.dir.clone(),
         }
     }
 
@@ -375,25 +366,25 @@ impl Watcher {
     /// only once the file watch is in place; one that came in between is
     /// queued already.
     fn follow_file_alone(&mut self) {
-        if self.name.is_none() || !self.entries || self.file_watch.is_some() {
+        if !self.entries || self.file_watch.is_some() {
             return;
         }
-        let Some(inotify) = &self.inotify else {
+        let (Some(inotify), Some(file)) = (&self.inotify, &self.file) else {
             return;
         };
-        let Ok(file) = inotify.watch_file(&self.file_path()) else {
+        let Ok(wd) = inotify.watch_file(file) else {
             return;
         };
-        self.file_watch = Some(file);
+        self.file_watch = Some(wd);
         // When the directory is gone, the event that says so is queued.
         if let Ok(wd) = inotify.watch_dir(&self.dir, None) {
-            self.replace_dir_watch(wd);
-            self.entries = false;
             log::debug!(
                 "woken by other files' events in {}: following {} alone",
                 self.dir.display(),
-                self.file_path().display()
+                file.display()
             );
+            self.replace_dir_watch(wd);
+            self.entries = false;
         }
     }
 
@@ -566,7 +557,11 @@ impl Watcher {
         match &self.inotify {
             Some(events) => events.drain(&Interest {
                 dir: self.dir_watch,
-                name: self.name.as_deref().map(OsStrExt::as_bytes),
+                name: self
+                    .file
+                    .as_deref()
+                    .and_then(Path::file_name)
+                    .map(OsStrExt::as_bytes),
                 file: self.file_watch,
                 doorbell: self.doorbell_watch,
             }),
