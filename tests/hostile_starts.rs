@@ -211,6 +211,12 @@ impl Cell {
     ) -> Result<(), String> {
         producer.send(line)?;
         self.published.push(line.to_owned());
+        self.wait_delivered(watched, line)
+    }
+
+    /// Waits until the consumer delivered `line`; `watched` is the role
+    /// under test, which must not exit meanwhile.
+    fn wait_delivered(&self, watched: &mut Proc, line: &str) -> Result<(), String> {
         let deadline = std::time::Instant::now() + DEADLINE;
         let mut pause = std::time::Duration::from_millis(1);
         while !self.output().iter().any(|l| l == line) {
@@ -346,24 +352,8 @@ impl Cell {
             self.published.push(line.clone());
             if !self.role.every_chunk() {
                 // The newest chunk is all a lossy consumer is promised.
-                let proc = &mut role.proc;
-                let out = &self.out;
-                let mut pause = std::time::Duration::from_millis(1);
-                let deadline = std::time::Instant::now() + DEADLINE;
-                while !std::fs::read_to_string(out)
-                    .unwrap()
-                    .lines()
-                    .any(|l| l == line)
-                {
-                    if let Some(status) = proc.try_wait().unwrap() {
-                        return Err(format!("exited ({status}): {}", err.lock().unwrap()));
-                    }
-                    if std::time::Instant::now() > deadline {
-                        return Err(format!("{line:?} was not delivered in time"));
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
-                }
+                self.wait_delivered(&mut role.proc, &line)
+                    .map_err(|e| format!("{e}: {}", err.lock().unwrap()))?;
             }
         }
         role.end();

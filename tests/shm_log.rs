@@ -60,6 +60,14 @@ fn send(stdin: &mut ChildStdin, rec: &str) {
     stdin.flush().unwrap();
 }
 
+/// Sends `rec` to a producer, adds it to what was `sent`, and waits until
+/// the consumer's output `out` ends with it.
+fn publish(stdin: &mut ChildStdin, rec: &str, out: &Path, sent: &mut String) {
+    send(stdin, rec);
+    sent.push_str(rec);
+    wait_for_end(out, rec);
+}
+
 fn wait_for_end(out: &Path, rec: &str) {
     wait_until(&format!("{rec:?} in {}", out.display()), || {
         std::fs::read(out).is_ok_and(|d| d.ends_with(rec.as_bytes()))
@@ -159,9 +167,7 @@ fn a_python_producer_beside_ours_loses_nothing_for_a_log_reader() {
             (&mut our_stdin, "ours")
         };
         let rec = record(tag, i);
-        send(stdin, &rec);
-        sent.push_str(&rec);
-        wait_for_end(&out, &rec);
+        publish(stdin, &rec, &out, &mut sent);
     }
     stop(consumer, "consumer");
     assert_eq!(
@@ -224,9 +230,7 @@ fn a_consumer_of_another_user_reads_the_log_with_read_permission_only() {
     wait_for_end(&out, &sent);
     for i in 1..10 {
         let rec = record("L", i);
-        send(&mut stdin, &rec);
-        sent.push_str(&rec);
-        wait_for_end(&out, &rec);
+        publish(&mut stdin, &rec, &out, &mut sent);
     }
     stop(consumer, "consumer");
     assert_eq!(
@@ -262,9 +266,7 @@ fn no_log_on_a_full_tmpfs_and_the_bus_still_works() {
     wait_for_end(&out, &sent);
     for i in 1..5 {
         let rec = record("L", i);
-        send(&mut stdin, &rec);
-        sent.push_str(&rec);
-        wait_for_end(&out, &rec);
+        publish(&mut stdin, &rec, &out, &mut sent);
     }
     stop(consumer, "consumer");
     drop(stdin);
@@ -363,9 +365,7 @@ fn producers_killed_while_appending_leave_a_log_the_next_ones_use() {
     let mut sent = String::new();
     for i in 0..20 {
         let rec = record("after", i);
-        send(&mut stdin, &rec);
-        sent.push_str(&rec);
-        wait_for_end(&out, &rec);
+        publish(&mut stdin, &rec, &out, &mut sent);
     }
     stop(consumer, "consumer");
     let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
