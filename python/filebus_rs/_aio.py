@@ -14,7 +14,7 @@ consumer costs about 50 look-ups a second and hears of a new chunk within
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, AsyncIterator, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Union
 
 if TYPE_CHECKING:
     from ._native import Chunk, Consumer, HistoryConsumer, Loss
@@ -23,18 +23,25 @@ FIRST_PAUSE = 0.0005
 MAX_PAUSE = 0.02
 
 
-async def chunks(consumer: "Consumer") -> AsyncIterator[bytes]:
-    """The chunks of ``consumer``, until the end of a lossless stream."""
+async def _until_end(recv: Callable[[], Any], is_end: Callable[[Any], bool]) -> AsyncIterator[Any]:
+    """What ``recv()`` returns, waiting on the loop while it returns None
+    (pauses from FIRST_PAUSE doubling to MAX_PAUSE), until ``is_end``."""
     pause = FIRST_PAUSE
     while True:
-        chunk = consumer.recv(0)
-        if chunk is None:
+        item = recv()
+        if item is None:
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)
             continue
-        if not chunk:
+        if is_end(item):
             return
         pause = FIRST_PAUSE
+        yield item
+
+
+async def chunks(consumer: "Consumer") -> AsyncIterator[bytes]:
+    """The chunks of ``consumer``, until the end of a lossless stream."""
+    async for chunk in _until_end(lambda: consumer.recv(0), lambda chunk: not chunk):
         yield chunk
 
 
@@ -42,14 +49,5 @@ async def events(consumer: "HistoryConsumer") -> AsyncIterator[Union["Chunk", "L
     """The chunks and loss reports of ``consumer``, until the end."""
     from ._native import End
 
-    pause = FIRST_PAUSE
-    while True:
-        event = consumer.recv(0)
-        if event is None:
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_PAUSE)
-            continue
-        if isinstance(event, End):
-            return
-        pause = FIRST_PAUSE
+    async for event in _until_end(lambda: consumer.recv(0), lambda event: isinstance(event, End)):
         yield event
