@@ -23,6 +23,12 @@ pub trait Source {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Whether a read would return without blocking.
     fn ready(&mut self) -> io::Result<bool>;
+    /// Whether a read that returned less than asked leaves nothing ready,
+    /// so that a chunker need not ask [`Source::ready`] then. `false`
+    /// unless a source says so.
+    fn drained_by_short_read(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Source`] over a file descriptor such as standard input.
@@ -80,6 +86,13 @@ impl<F: AsFd> Source for FdSource<F> {
     fn ready(&mut self) -> io::Result<bool> {
         self.poll_in(PollTimeout::ZERO)
     }
+
+    /// A pipe, socket or terminal hands out all it holds, and a file that
+    /// returned less was at its end: one system call less between an
+    /// isolated message and its chunk.
+    fn drained_by_short_read(&self) -> bool {
+        true
+    }
 }
 
 /// The buffer a chunker starts with (when the block size is larger): the
@@ -106,6 +119,9 @@ pub struct Chunker<S> {
     /// One past the last newline in `buf[..filled]`, in line mode.
     line_end: Option<usize>,
     eof: bool,
+    /// The last read returned less than asked from a source that then has
+    /// nothing ready ([`Source::drained_by_short_read`]).
+    drained: bool,
 }
 
 impl<S: Source> Chunker<S> {
@@ -121,12 +137,40 @@ impl<S: Source> Chunker<S> {
             handed_out: 0,
             line_end: None,
             eof: false,
+            drained: false,
         }
     }
 
     /// The next chunk, or `None` once input has ended and everything read
     /// has been handed out. Never returns an empty chunk.
     pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
+        self.cut(None::<&mut dyn FnMut() -> io::Result<()>>, |e| e)
+    }
+
+    /// Whether the source has bytes ready to read.
+    fn ready(&mut self) -> io::Result<bool> {
+        if std::mem::take(&mut self.drained) {
+            return Ok(false);
+        }
+        self.source.ready()
+    }
+
+    /// [`Chunker::next_chunk`], calling `idle` first whenever it has to
+    /// wait for input (a producer with a chunk to settle does it then);
+    /// errors of the input become `E` through `input`.
+    pub(crate) fn next_chunk_or<E>(
+        &mut self,
+        idle: &mut dyn FnMut() -> Result<(), E>,
+        input: fn(io::Error) -> E,
+    ) -> Result<Option<&[u8]>, E> {
+        self.cut(Some(idle), input)
+    }
+
+    fn cut<E>(
+        &mut self,
+        mut idle: Option<&mut dyn FnMut() -> Result<(), E>>,
+        input: fn(io::Error) -> E,
+    ) -> Result<Option<&[u8]>, E> {
         self.discard_handed_out();
         loop {
             let full = self.filled == self.buf.len() && (self.eof || !self.grow());
@@ -141,17 +185,24 @@ impl<S: Source> Chunker<S> {
                 Chunking::Bytes => self.filled > 0,
                 Chunking::Lines => self.line_end.is_some(),
             };
-            if have_chunk && !self.source.ready()? {
+            if have_chunk && !self.ready().map_err(input)? {
                 let cut = self.line_end.unwrap_or(self.filled);
                 return Ok(self.hand_out(cut));
             }
-            self.fill()?;
+            if let Some(idle) = idle.as_mut()
+                && !self.ready().map_err(input)?
+            {
+                idle()?;
+            }
+            self.fill().map_err(input)?;
         }
     }
 
     fn fill(&mut self) -> io::Result<()> {
         let start = self.filled;
+        let asked = self.buf.len() - start;
         let n = self.source.read(&mut self.buf[start..])?;
+        self.drained = n < asked && self.source.drained_by_short_read();
         if n == 0 {
             self.eof = true;
             return Ok(());

@@ -130,6 +130,10 @@ pub struct Consumer {
     /// tells the watcher that the last check passed, so that polling starts
     /// over at its shortest pause.
     delivered: bool,
+    /// Lossy: the chunk just delivered came from the shared-memory log
+    /// before the watcher was armed again (see [`Consumer::next_lossy`]):
+    /// the next call arms it and looks before it waits.
+    unarmed: bool,
     /// Lossy chunks up to [`WHOLE_FIRST_LIMIT`] are read whole before any
     /// of it goes out, even off a shared filesystem: on the portable path,
     /// which cannot tell one and copies through user space anyway.
@@ -153,6 +157,7 @@ impl Consumer {
             options,
             last: None,
             delivered: false,
+            unarmed: false,
             whole_first: sys::portable(),
             may_remove: None,
             ended: false,
@@ -286,7 +291,20 @@ impl Consumer {
     }
 
     fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
+        // A record the doorbell announced goes out before anything else:
+        // taking it needs no system call, and arming the watcher again (a
+        // path lookup when it follows `F` alone) waits until after it,
+        // before the next wait. Records always come before a chunk `F`
+        // names that was published after them.
+        if self.log.pending()
+            && let Some(size) = self.log.take(sink, &mut self.watcher)?
+        {
+            self.delivered = true;
+            self.unarmed = true;
+            return Ok(size);
+        }
         if std::mem::take(&mut self.delivered)
+            && !std::mem::take(&mut self.unarmed)
             && self.watcher.sees_every_change()
             && !self.log.pending()
         {
@@ -346,7 +364,7 @@ impl Consumer {
                     }
                 }
                 self.last = Some(LastChunk::new(file, &meta));
-                self.log.delivered_file();
+                self.log.delivered_file(&meta);
                 if meta.size() > 0 {
                     self.delivered = true;
                     drop(replaced);

@@ -8,7 +8,9 @@
 
 use std::fs::File;
 use std::io::{self, Seek, Write};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::files::{create_afresh, create_dirs, make_afresh, stat_regular};
@@ -18,7 +20,7 @@ use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::remote;
-use crate::shm_log::{self, LogWriter};
+use crate::shm_log::{self, FileId, LogWriter};
 use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
@@ -71,7 +73,34 @@ pub struct Producer {
     /// With a log: the unnamed file the next chunk is written into, made
     /// after the previous publication.
     spare: Option<File>,
+    /// With a log, publishing a stream: the newest chunk, in the log
+    /// already, whose rename to `F` is put off (see [`SETTLE_BOUND`]).
+    deferred: Option<Deferred>,
     progress: Progress,
+}
+
+/// How long, at most, `F` lags behind the shared-memory log when a producer
+/// with a log publishes a stream: the newest chunk reaches `F` at most this
+/// long after the oldest chunk not yet in `F` went into the log, and at once
+/// when the input ends. The original's consumers were only ever promised the
+/// latest chunk, readers of the log get every one, and renaming `F` once
+/// per burst instead of once per chunk is what lets a stream run at the
+/// speed of memory. Renaming later also leaves the processor to the
+/// readers the log just woke: on a small machine the rename's few hundred
+/// µs of file work would otherwise delay them.
+pub const SETTLE_BOUND: Duration = Duration::from_millis(1);
+
+/// A chunk in the log whose rename to `F` was put off.
+#[derive(Debug)]
+struct Deferred {
+    seq: u64,
+    /// When it must reach `F`: [`SETTLE_BOUND`] after the oldest chunk not
+    /// yet in `F` went into the log.
+    deadline: Instant,
+    /// What `F` was when the chunk was appended: if it is something else
+    /// now, a newer chunk reached `F`, and this one stays off it.
+    replaces: Option<FileId>,
+    bytes: Vec<u8>,
 }
 
 /// The state of a producer's shared-memory log.
@@ -84,33 +113,36 @@ enum Log {
 }
 
 impl Log {
-    /// Appends the staged chunk to the shared-memory log, opening it first
-    /// if need be. Called with the bus lock held. A log that fails is left
-    /// for good (said with `-v`): chunks still reach `F`.
-    fn append(&mut self, paths: &BusPaths, size: usize, staged: &File) {
+    /// The log to append to, opened at the first publication (with the
+    /// bus lock held, `size` bytes of ring). A log that fails is left for
+    /// good (said with `-v`): chunks still reach `F`.
+    fn writer(&mut self, paths: &BusPaths, size: usize) -> Option<&mut LogWriter> {
         if let Log::Untried = self {
-            *self = Log::Off;
-            if size > 0 && shm_log::wanted(paths.dir()) {
-                match LogWriter::open(paths, size) {
-                    Ok(writer) => *self = Log::Open(writer),
-                    Err(e) => log::info!(
+            *self = match LogWriter::open(paths, size) {
+                Ok(writer) => Log::Open(writer),
+                Err(e) => {
+                    log::info!(
                         "no shared-memory log at {} ({e}); publishing through {} alone",
                         shm_log::log_path(paths).display(),
                         paths.data().display()
-                    ),
+                    );
+                    Log::Off
                 }
-            }
+            };
         }
-        if let Log::Open(writer) = self
-            && let Err(e) = writer.append(staged, shm_log::current_file(paths))
-        {
-            log::info!(
-                "leaving the shared-memory log {} ({e}); publishing through {} alone",
-                shm_log::log_path(paths).display(),
-                paths.data().display()
-            );
-            *self = Log::Off;
+        match self {
+            Log::Open(writer) => Some(writer),
+            _ => None,
         }
+    }
+
+    fn leave(&mut self, paths: &BusPaths, e: &io::Error) {
+        log::info!(
+            "leaving the shared-memory log {} ({e}); publishing through {} alone",
+            shm_log::log_path(paths).display(),
+            paths.data().display()
+        );
+        *self = Log::Off;
     }
 }
 
@@ -134,8 +166,16 @@ impl Producer {
             preallocate: options.mode == Mode::Lossy
                 && !sys::in_memory(paths.dir())
                 && remote::shared_filesystem(paths.dir()).is_none(),
-            log: Log::Untried,
+            log: if options.mode == Mode::Lossy
+                && producer.shm_log_size > 0
+                && shm_log::wanted(paths.dir())
+            {
+                Log::Untried
+            } else {
+                Log::Off
+            },
             spare: None,
+            deferred: None,
             progress: Progress::new("published"),
             paths,
             options,
@@ -187,7 +227,176 @@ impl Producer {
     /// An empty chunk is the end-of-stream marker in lossless mode; use
     /// [`Producer::finish`] for that.
     pub fn publish(&mut self, chunk: &[u8]) -> Result<()> {
-        self.publish_with(chunk.len(), |file| file.write_all(chunk))
+        self.publish_bytes(chunk, false)
+    }
+
+    /// Whether chunks may go through the shared-memory log (lossy mode,
+    /// where one may be had): then they are published from memory, by
+    /// [`Producer::publish_bytes`].
+    pub(crate) fn may_use_log(&self) -> bool {
+        self.unnamed_staging && !matches!(self.log, Log::Off)
+    }
+
+    /// Publishes `chunk`. With a log it goes into the log first, waking its
+    /// readers, and then to `F`; when `may_defer` (a stream, whose publisher
+    /// calls [`Producer::settle_by_deadline`] before it waits for input),
+    /// the rename is put off until [`SETTLE_BOUND`] after the oldest chunk
+    /// not in `F`; a newer chunk replaces it meanwhile.
+    pub(crate) fn publish_bytes(&mut self, chunk: &[u8], may_defer: bool) -> Result<()> {
+        if chunk.is_empty() || !self.may_use_log() {
+            return self.publish_with(chunk.len(), |file| file.write_all(chunk));
+        }
+        self.watcher.check_stop()?;
+        if let Some(retention) = &mut self.retention {
+            retention.hold_back()?;
+        }
+        let Some(spare) = self.spare_file()? else {
+            return self.publish_with(chunk.len(), |file| file.write_all(chunk));
+        };
+        let held = acquire(&mut self.lock, &self.paths)?;
+        let replaces = shm_log::current_file(&self.paths);
+        let appended = match self.log.writer(&self.paths, self.producer.shm_log_size) {
+            Some(writer) => match writer.append(chunk, replaces) {
+                Ok(appended) => Some(appended),
+                Err(e) => {
+                    self.log.leave(&self.paths, &e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let deadline = match self.deferred.take() {
+            Some(deferred) => deferred.deadline,
+            None => Instant::now() + SETTLE_BOUND,
+        };
+        if let Some(appended) = appended
+            && appended.in_log
+            && may_defer
+            && self.retention.is_none()
+            && Instant::now() < deadline
+        {
+            self.deferred = Some(Deferred {
+                seq: appended.seq,
+                deadline,
+                replaces,
+                bytes: chunk.to_vec(),
+            });
+            self.spare = Some(spare);
+            self.progress.chunk(chunk.len() as u64, || None);
+            return Ok(());
+        }
+        let mut spare = spare;
+        let mut settled = settle(
+            &self.paths,
+            &self.log,
+            &mut spare,
+            chunk,
+            appended.map(|a| a.seq),
+            &mut self.preallocate,
+            self.retention.as_mut().map(|r| (r, &mut self.last_seq)),
+        );
+        if settled.is_ok()
+            && let Some(retention) = &mut self.retention
+        {
+            settled = retention.prune();
+        }
+        drop(held);
+        drop(spare);
+        self.after_settle(settled)?;
+        self.progress.chunk(chunk.len() as u64, || None);
+        Ok(())
+    }
+
+    /// Whether a chunk's rename to `F` was put off.
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Before waiting for input: waits for `input` to have bytes until the
+    /// deadline of the chunk whose rename to `F` is put off, then renames it
+    /// if the input still has none.
+    pub(crate) fn settle_by_deadline(&mut self, input: BorrowedFd<'_>) -> Result<()> {
+        let Some(deferred) = &self.deferred else {
+            return Ok(());
+        };
+        let left = deferred.deadline.saturating_duration_since(Instant::now());
+        if sys::wait_readable_for(input, left).map_err(Error::Input)? {
+            return Ok(());
+        }
+        self.settle_deferred()
+    }
+
+    /// Renames to `F` the chunk whose rename [`Producer::publish_bytes`]
+    /// put off, unless a newer chunk reached the log or `F` since: the
+    /// last chunk of a stream is always in `F`.
+    pub(crate) fn settle_deferred(&mut self) -> Result<()> {
+        let Some(deferred) = self.deferred.take() else {
+            return Ok(());
+        };
+        let Some(spare) = self.spare_file()? else {
+            return Ok(());
+        };
+        let held = acquire(&mut self.lock, &self.paths)?;
+        let newest = match &self.log {
+            Log::Open(writer) => {
+                writer.newest_seq() == Some(deferred.seq)
+                    && shm_log::current_file(&self.paths) == deferred.replaces
+            }
+            _ => false,
+        };
+        if !newest {
+            self.spare = Some(spare);
+            return Ok(());
+        }
+        let mut spare = spare;
+        let settled = settle(
+            &self.paths,
+            &self.log,
+            &mut spare,
+            &deferred.bytes,
+            Some(deferred.seq),
+            &mut self.preallocate,
+            None,
+        );
+        drop(held);
+        drop(spare);
+        self.after_settle(settled)
+    }
+
+    /// The unnamed file the next chunk is written into; `None` where the
+    /// filesystem has none (then named staging is used from now on).
+    fn spare_file(&mut self) -> Result<Option<File>> {
+        if let Some(file) = self.spare.take() {
+            return Ok(Some(file));
+        }
+        let mut unnamed = sys::open_unnamed(self.paths.dir());
+        if unnamed
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            make_dir_again(&self.paths)?;
+            unnamed = sys::open_unnamed(self.paths.dir());
+        }
+        match unnamed {
+            Ok(Some(file)) => Ok(Some(file)),
+            Ok(None) => {
+                self.unnamed_staging = false;
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("create", self.paths.staging())(e)),
+        }
+    }
+
+    /// After `F` was renamed (with the lock released): readers were woken
+    /// before, so the next chunk's file is made now rather than on the next
+    /// chunk's path, where after an idle period it is the dearest call
+    /// (docs/latency-profile.md, finding 2).
+    fn after_settle(&mut self, settled: Result<()>) -> Result<()> {
+        settled?;
+        if matches!(self.log, Log::Open(_)) {
+            self.spare = sys::open_unnamed(self.paths.dir()).ok().flatten();
+        }
+        Ok(())
     }
 
     /// Publishes the chunk of `len` bytes (at most) that `fill` writes into
@@ -227,45 +436,17 @@ impl Producer {
         len: usize,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<()> {
-        if self.unnamed_staging {
-            let opened = match self.spare.take() {
-                Some(file) => Ok(Some(file)),
-                None => {
-                    let mut unnamed = sys::open_unnamed(self.paths.dir());
-                    if unnamed
-                        .as_ref()
-                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-                    {
-                        make_dir_again(&self.paths)?;
-                        unnamed = sys::open_unnamed(self.paths.dir());
-                    }
-                    unnamed
-                }
-            };
-            match opened {
-                Ok(Some(mut file)) => {
-                    if self.preallocate && len > 0 {
-                        self.preallocate = sys::preallocate(&file, len as u64);
-                    }
-                    // Errors name the file the chunk was going to be.
-                    fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
-                    // Closed once published and the lock released: the
-                    // close is off the path from the input to the consumers.
-                    let published = self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
-                    // With a log, readers were woken before the rename: the
-                    // next chunk's file is made now, after that, rather than
-                    // on the next chunk's path, where after an idle period
-                    // it is the dearest call (docs/latency-profile.md,
-                    // finding 2). Without a log it would only move that
-                    // cost to the link and the rename, still on the path.
-                    if published.is_ok() && matches!(self.log, Log::Open(_)) {
-                        self.spare = sys::open_unnamed(self.paths.dir()).ok().flatten();
-                    }
-                    return published;
-                }
-                Ok(None) => self.unnamed_staging = false,
-                Err(e) => return Err(Error::io("create", self.paths.staging())(e)),
+        if self.unnamed_staging
+            && let Some(mut file) = self.spare_file()?
+        {
+            if self.preallocate && len > 0 {
+                self.preallocate = sys::preallocate(&file, len as u64);
             }
+            // Errors name the file the chunk was going to be.
+            fill(&mut file).map_err(Error::io("write", self.paths.staging()))?;
+            // Closed once published and the lock released: the close is off
+            // the path from the input to the consumers.
+            return self.publish_staged(Staging::<WrittenAlready>::Unnamed(&file));
         }
         self.publish_staged(Staging::Named(fill))
     }
@@ -282,11 +463,6 @@ impl Producer {
                     retention.hold_back()?;
                 }
                 let _held = acquire(&mut self.lock, &self.paths)?;
-                // Before `F` is renamed: readers of the log wake first.
-                if let Staging::Unnamed(file) = &staging {
-                    self.log
-                        .append(&self.paths, self.producer.shm_log_size, file);
-                }
                 let Some(retention) = &mut self.retention else {
                     return stage_and_rename(&self.paths, staging, |_| Ok(()));
                 };
@@ -363,6 +539,40 @@ enum Staging<'a, F> {
     Unnamed(&'a File),
     /// To be written by the function, into `F.__new__` itself.
     Named(F),
+}
+
+/// Writes `chunk` into the unnamed `file`, tells the log's readers that it
+/// is about to become `F` for record `seq` (see [`LogWriter::settle`]), and
+/// renames it to `F`, linking it into the history first with retention.
+/// Must be called with the bus lock held.
+fn settle(
+    paths: &BusPaths,
+    log: &Log,
+    file: &mut File,
+    chunk: &[u8],
+    seq: Option<u64>,
+    preallocate: &mut bool,
+    retention: Option<(&mut Retention, &mut Option<u64>)>,
+) -> Result<()> {
+    if *preallocate {
+        *preallocate = sys::preallocate(file, chunk.len() as u64);
+    }
+    file.write_all(chunk)
+        .map_err(Error::io("write", paths.staging()))?;
+    if let (Log::Open(writer), Some(seq)) = (log, seq) {
+        let meta = file
+            .metadata()
+            .map_err(Error::io("stat", paths.staging()))?;
+        writer.settle(seq, FileId::of(&meta));
+    }
+    let staging = Staging::<WrittenAlready>::Unnamed(file);
+    match retention {
+        None => stage_and_rename(paths, staging, |_| Ok(())),
+        Some((retention, last_seq)) => stage_and_rename(paths, staging, |staged| {
+            *last_seq = Some(retention.link(staged)?);
+            Ok(())
+        }),
+    }
 }
 
 /// Makes `F.__new__` hold the chunk, hands it to `before_rename` and

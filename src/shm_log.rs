@@ -40,7 +40,7 @@ pub const NO_LOG_VAR: &str = "FILEBUS_NO_SHM_LOG";
 const MIN_CAPACITY: u64 = 64 << 10;
 
 const MAGIC: u64 = u64::from_ne_bytes(*b"FBUSLOG1");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: u64 = 4096;
 const OFF_VERSION: usize = 8;
 const OFF_CAPACITY: usize = 16;
@@ -48,6 +48,12 @@ const OFF_CLAIM: usize = 64;
 const OFF_COMMIT: usize = 128;
 const OFF_NEWEST: usize = 136;
 const OFF_DOORBELL: u64 = 192;
+/// The settled-`F` seqlock: odd while a producer rewrites a slot.
+const OFF_FGEN: usize = 256;
+/// Two slots, each the sequence number of a record and the identity of the
+/// file that became (or is about to become) `F` for it.
+const OFF_FSLOTS: usize = 320;
+const FSLOT: usize = 64;
 
 const RECORD_HEADER: u64 = 128;
 /// Records start at multiples of this, so that the end of the ring always
@@ -56,8 +62,7 @@ const ALIGN: u64 = RECORD_HEADER;
 const R_POS: u64 = 0;
 const R_SEQ: u64 = 8;
 const R_KIND_LEN: u64 = 16;
-const R_FILE: u64 = 24;
-const R_REPLACES: u64 = 64;
+const R_REPLACES: u64 = 24;
 
 const KIND_DATA: u32 = 1;
 const KIND_PAD: u32 = 2;
@@ -251,7 +256,7 @@ impl LogWriter {
     }
 
     /// Writes a record header at `pos` (claimed already).
-    fn put_header(&self, pos: u64, seq: u64, kind: u32, len: u32, file: FileId, replaces: FileId) {
+    fn put_header(&self, pos: u64, seq: u64, kind: u32, len: u32, replaces: FileId) {
         let at = self.ring(pos);
         let put = |off: u64, v: u64| {
             self.map.store((at + off) as usize, v, Ordering::Relaxed);
@@ -259,33 +264,35 @@ impl LogWriter {
         put(R_POS, pos);
         put(R_SEQ, seq);
         put(R_KIND_LEN, kind_len(kind, len));
-        for i in 0..5 {
-            put(R_FILE + 8 * i as u64, file.0[i]);
-            put(R_REPLACES + 8 * i as u64, replaces.0[i]);
+        for (i, word) in replaces.0.iter().enumerate() {
+            put(R_REPLACES + 8 * i as u64, *word);
         }
     }
 
-    /// Appends the chunk held by `staged` (its whole content), which is to
-    /// replace the `F` described by `replaces`, and rings the doorbell.
-    /// Called with the bus lock held, before `staged` is renamed to `F`.
-    pub(crate) fn append(&mut self, staged: &File, replaces: Option<FileId>) -> io::Result<()> {
-        let meta = staged.metadata()?;
-        // Lossy consumers skip empty chunks (end markers of other modes).
-        if meta.size() == 0 {
-            return Ok(());
-        }
-        let file = FileId::of(&meta);
-        let (claim, commit, newest) = self.positions().map_err(io::Error::other)?;
-        let seq = if commit == 0 {
-            1
-        } else {
+    /// The sequence number of the newest record, if any.
+    pub(crate) fn newest_seq(&self) -> Option<u64> {
+        let (_, commit, newest) = self.positions().ok()?;
+        (commit > 0).then(|| {
             let at = (self.ring(newest) + R_SEQ) as usize;
-            self.map.load(at, Ordering::Relaxed).unwrap_or(0) + 1
-        };
-        let len = meta.size();
-        // A chunk larger than a quarter of the ring goes through `F` only;
-        // a record tells readers to take it from there.
-        let (kind, data) = if len <= (self.capacity / 4).min(u64::from(u32::MAX)) {
+            self.map.load(at, Ordering::Relaxed).unwrap_or(0)
+        })
+    }
+
+    /// Appends `chunk`, published while `F` is the file `replaces`
+    /// describes, and rings the doorbell: its sequence number, and whether
+    /// its data is in the log (a chunk over a quarter of the ring is not:
+    /// readers take it from `F`, so it must reach `F`). Called with the bus
+    /// lock held, before anything is written for `F`.
+    pub(crate) fn append(
+        &mut self,
+        chunk: &[u8],
+        replaces: Option<FileId>,
+    ) -> io::Result<Appended> {
+        let (claim, commit, _) = self.positions().map_err(io::Error::other)?;
+        let seq = self.newest_seq().map_or(1, |seq| seq + 1);
+        let len = chunk.len() as u64;
+        let in_log = len <= (self.capacity / 4).min(u64::from(u32::MAX));
+        let (kind, data) = if in_log {
             (KIND_DATA, len)
         } else {
             (KIND_FILE, 0)
@@ -302,14 +309,14 @@ impl LogWriter {
         // Readers that see any byte written below see the claim above.
         fence(Ordering::Release);
         if pad.is_some() {
-            self.put_header(commit, 0, KIND_PAD, 0, FileId::default(), FileId::default());
+            self.put_header(commit, 0, KIND_PAD, 0, FileId::default());
         }
-        if data > 0 {
+        if in_log {
             let at = (self.ring(pos) + RECORD_HEADER) as usize;
-            self.map.fill_from(at, staged, 0, to_usize(data)?)?;
+            self.map.write_from(at, chunk);
         }
         let replaces = replaces.unwrap_or_default();
-        self.put_header(pos, seq, kind, data as u32, file, replaces);
+        self.put_header(pos, seq, kind, data as u32, replaces);
         self.map.store(OFF_NEWEST, pos, Ordering::Relaxed);
         self.map.store(OFF_COMMIT, end, Ordering::Release);
         if self.map.broken() {
@@ -317,8 +324,34 @@ impl LogWriter {
         }
         // The doorbell: a write raises IN_MODIFY for the readers' watches.
         self.file.write_at(&end.to_ne_bytes(), OFF_DOORBELL)?;
-        Ok(())
+        Ok(Appended { seq, in_log })
     }
+
+    /// Says that the file `file` is about to be renamed to `F` for record
+    /// `seq`, so that readers who took that record from the log know it
+    /// when they see it there. Called with the bus lock held, before the
+    /// rename. A seqlock (odd while a slot is rewritten) keeps the two
+    /// slots, the last two such files, consistent for readers; a producer
+    /// killed while it was odd leaves it for the next one to finish.
+    pub(crate) fn settle(&self, seq: u64, file: FileId) {
+        let odd = self.map.load(OFF_FGEN, Ordering::Relaxed).unwrap_or(0) | 1;
+        self.map.store(OFF_FGEN, odd, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let slot = OFF_FSLOTS + ((odd + 1) / 2 % 2) as usize * FSLOT;
+        self.map.store(slot, seq, Ordering::Relaxed);
+        for (i, word) in file.0.iter().enumerate() {
+            self.map.store(slot + 8 + 8 * i, *word, Ordering::Relaxed);
+        }
+        self.map.store(OFF_FGEN, odd + 1, Ordering::Release);
+    }
+}
+
+/// What [`LogWriter::append`] did with a chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Appended {
+    pub(crate) seq: u64,
+    /// Whether the chunk's bytes are in the log (else only its record).
+    pub(crate) in_log: bool,
 }
 
 fn to_usize(n: u64) -> io::Result<usize> {
@@ -331,16 +364,12 @@ pub(crate) enum Next {
     /// A chunk, after skipping `skipped` chunks the writer overwrote first.
     Data {
         bytes: Vec<u8>,
-        file: FileId,
+        seq: u64,
         replaces: FileId,
         skipped: u64,
     },
     /// A chunk published through `F` only (too large for the log).
-    InFile {
-        file: FileId,
-        replaces: FileId,
-        skipped: u64,
-    },
+    InFile { replaces: FileId, skipped: u64 },
     /// Nothing committed after the last record read.
     Nothing,
     /// The log cannot be trusted (or was truncated): why.
@@ -439,6 +468,43 @@ impl LogReader {
         commit
     }
 
+    /// The record whose chunk is in the file `id` describes, if a producer
+    /// settled that file as `F` lately (see [`LogWriter::settle`]). The
+    /// file must have been looked at before this is called: a producer
+    /// settles a file before renaming it.
+    fn settled(&self, id: FileId) -> Option<u64> {
+        if id.is_none() {
+            return None;
+        }
+        let slot = |i: u64| {
+            let at = OFF_FSLOTS + i as usize * FSLOT;
+            let word = |k: usize| self.map.load(at + 8 * k, Ordering::Relaxed).unwrap_or(0);
+            (word(0), FileId([1, 2, 3, 4, 5].map(word)))
+        };
+        // A producer rewrites a slot in a few stores: a reader that met one
+        // tries again, and a producer killed meanwhile left the other slot
+        // whole.
+        for _ in 0..LAPPED_TRIES {
+            let before = self.map.load(OFF_FGEN, Ordering::Acquire)?;
+            let slots = [slot(0), slot(1)];
+            fence(Ordering::Acquire);
+            let after = self.map.load(OFF_FGEN, Ordering::Relaxed)?;
+            if self.map.broken() {
+                return None;
+            }
+            if before != after {
+                continue;
+            }
+            let whole = |i: u64| before % 2 == 0 || i == before / 2 % 2;
+            return (0..2)
+                .filter(|&i| whole(i))
+                .map(|i| slots[i as usize])
+                .find(|(_, file)| *file == id)
+                .map(|(seq, _)| seq);
+        }
+        None
+    }
+
     /// Whether records were committed that this reader has not read.
     pub(crate) fn pending(&self) -> bool {
         self.commit().is_some_and(|c| c != self.cursor)
@@ -527,7 +593,6 @@ impl LogReader {
             u64::from_ne_bytes(header[i..i + 8].try_into().expect("8 bytes"))
         };
         let (kind, len) = split_kind_len(word(R_KIND_LEN));
-        let ids = |base: u64| FileId([0, 1, 2, 3, 4].map(|i| word(base + 8 * i)));
         let mut data = std::mem::take(&mut self.buf);
         let fits = u64::from(len) <= self.capacity - off - RECORD_HEADER;
         if kind == KIND_DATA && fits {
@@ -573,22 +638,18 @@ impl LogReader {
             None => 0,
         };
         self.expected = seq.checked_add(1);
-        let (file, replaces) = (ids(R_FILE), ids(R_REPLACES));
+        let replaces = FileId([0, 1, 2, 3, 4].map(|i| word(R_REPLACES + 8 * i)));
         Step::Record(if kind == KIND_DATA {
             data.truncate(len as usize);
             Next::Data {
                 bytes: data,
-                file,
+                seq,
                 replaces,
                 skipped,
             }
         } else {
             self.buf = data;
-            Next::InFile {
-                file,
-                replaces,
-                skipped,
-            }
+            Next::InFile { replaces, skipped }
         })
     }
 }
@@ -613,10 +674,13 @@ pub(crate) struct LogFollower {
     refused: Option<(u64, u64)>,
     /// Whether the first look for a log was made.
     tried: bool,
-    /// The last record read: the file that becomes `F` for it (none for a
-    /// chunk in `F` only, which is to be delivered from there) and the `F`
-    /// it replaced.
-    last: Option<(FileId, FileId)>,
+    /// The `F` the last record read replaced (its rename may not have
+    /// happened yet): older than what was delivered. `None` once `F` was
+    /// delivered from the file.
+    replaces: Option<FileId>,
+    /// The sequence number of the last chunk delivered from the log: a
+    /// settled `F` of that record or an older one was delivered already.
+    delivered: Option<u64>,
 }
 
 impl LogFollower {
@@ -629,7 +693,8 @@ impl LogFollower {
             reader: None,
             refused: None,
             tried: false,
-            last: None,
+            replaces: None,
+            delivered: None,
         }
     }
 
@@ -656,7 +721,8 @@ impl LogFollower {
             Ok(Some(reader)) => {
                 log::debug!("reading {}", self.path.display());
                 self.reader = Some(reader);
-                self.last = None;
+                self.replaces = None;
+                self.delivered = None;
                 watcher.watch_doorbell(Some(self.path.clone()));
             }
             Ok(None) => {}
@@ -706,12 +772,13 @@ impl LogFollower {
             match reader.next() {
                 Next::Data {
                     bytes,
-                    file,
+                    seq,
                     replaces,
                     skipped,
                 } => {
                     say_skipped(skipped);
-                    self.last = Some((file, replaces));
+                    self.replaces = Some(replaces);
+                    self.delivered = Some(seq);
                     if bytes.is_empty() {
                         continue;
                     }
@@ -719,11 +786,9 @@ impl LogFollower {
                     sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
                     return Ok(Some(size));
                 }
-                Next::InFile {
-                    replaces, skipped, ..
-                } => {
+                Next::InFile { replaces, skipped } => {
                     say_skipped(skipped);
-                    self.last = Some((FileId::default(), replaces));
+                    self.replaces = Some(replaces);
                     return Ok(None);
                 }
                 Next::Nothing => return Ok(None),
@@ -734,7 +799,8 @@ impl LogFollower {
                         self.data.display()
                     );
                     self.refused = self.reader.take().map(|r| r.id);
-                    self.last = None;
+                    self.replaces = None;
+                    self.delivered = None;
                     watcher.watch_doorbell(None);
                     return Ok(None);
                 }
@@ -754,21 +820,30 @@ impl LogFollower {
 
     /// Whether a record was read since `F` was last delivered from the file.
     pub(crate) fn has_record(&self) -> bool {
-        self.last.is_some()
+        self.replaces.is_some()
     }
 
-    /// Whether the chunk file `m` (what `F` names) was delivered through
-    /// the log already, or is older than what was (the file the last
-    /// record replaces: its rename has not happened yet).
+    /// Whether the chunk file `m` (what `F` names, looked at just now) was
+    /// delivered through the log already (a producer settled it as `F` for
+    /// a record delivered), or is older than what was (the file the last
+    /// record replaced: its rename has not happened yet).
     pub(crate) fn covers(&self, m: &Metadata) -> bool {
         let id = FileId::of(m);
-        self.last
-            .is_some_and(|(file, replaces)| (!file.is_none() && file == id) || replaces == id)
+        if self.replaces == Some(id) {
+            return true;
+        }
+        let settled = self.reader.as_ref().and_then(|r| r.settled(id));
+        settled.is_some_and(|seq| self.delivered.is_some_and(|done| seq <= done))
     }
 
-    /// `F` was delivered from the file: it is newer than the last record.
-    pub(crate) fn delivered_file(&mut self) {
-        self.last = None;
+    /// `F` (described by `m`) was delivered from the file: it is newer than
+    /// the last record, and if a producer settled it for a record, that
+    /// record and those before it are delivered.
+    pub(crate) fn delivered_file(&mut self, m: &Metadata) {
+        self.replaces = None;
+        if let Some(seq) = self.reader.as_ref().and_then(|r| r.settled(FileId::of(m))) {
+            self.delivered = Some(self.delivered.map_or(seq, |done| done.max(seq)));
+        }
     }
 }
 
@@ -824,8 +899,8 @@ mod tests {
         bytes
     }
 
-    fn append(writer: &mut LogWriter, paths: &BusPaths, bytes: &[u8]) {
-        writer.append(&staged(paths, bytes), None).unwrap();
+    fn append(writer: &mut LogWriter, bytes: &[u8]) {
+        writer.append(bytes, None).unwrap();
     }
 
     fn reader(paths: &BusPaths) -> LogReader {
@@ -868,7 +943,7 @@ mod tests {
             .enumerate()
         {
             let sent = chunk(n, *len);
-            append(&mut writer, &paths, &sent);
+            append(&mut writer, &sent);
             assert_eq!(data(reader.next()), (sent, 0), "chunk {n}");
             assert_eq!(reader.next(), Next::Nothing);
         }
@@ -882,15 +957,17 @@ mod tests {
         let (_dir, paths) = bus();
         let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
-        let big = staged(&paths, &chunk(1, 16385));
-        writer.append(&big, None).unwrap();
-        match reader.next() {
-            Next::InFile { file, skipped, .. } => {
-                assert_eq!(file, FileId::of(&big.metadata().unwrap()));
-                assert_eq!(skipped, 0);
+        let f = staged(&paths, b"in F");
+        let replaces = Some(FileId::of(&f.metadata().unwrap()));
+        let appended = writer.append(&chunk(1, 16385), replaces).unwrap();
+        assert!(!appended.in_log);
+        assert_eq!(
+            reader.next(),
+            Next::InFile {
+                replaces: replaces.unwrap(),
+                skipped: 0
             }
-            other => panic!("{other:?}"),
-        }
+        );
     }
 
     #[test]
@@ -901,10 +978,10 @@ mod tests {
         let (_dir, paths) = bus();
         let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
-        append(&mut writer, &paths, &chunk(0, 3000));
+        append(&mut writer, &chunk(0, 3000));
         assert_eq!(data(reader.next()).1, 0);
         for n in 1..=100 {
-            append(&mut writer, &paths, &chunk(n, 3000));
+            append(&mut writer, &chunk(n, 3000));
         }
         assert_eq!(data(reader.next()), (chunk(100, 3000), 99));
         assert_eq!(reader.next(), Next::Nothing);
@@ -919,7 +996,7 @@ mod tests {
         let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
         for n in 0..3 {
-            append(&mut writer, &paths, &chunk(n, 1000));
+            append(&mut writer, &chunk(n, 1000));
         }
         // The claim says a writer is overwriting the first record (at 0)
         // but not the newest.
@@ -936,18 +1013,13 @@ mod tests {
         let (_dir, paths) = bus();
         let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
-        let writing = {
-            let paths = paths.clone();
-            std::thread::spawn(move || {
-                let file = staged(&paths, b"");
-                for n in 0..20_000 {
-                    let bytes = chunk(n, 1 + n * 7919 % 16000);
-                    file.set_len(0).unwrap();
-                    file.write_all_at(&bytes, 0).unwrap();
-                    writer.append(&file, None).unwrap();
-                }
-            })
-        };
+        let writing = std::thread::spawn(move || {
+            for n in 0..20_000 {
+                writer
+                    .append(&chunk(n, 1 + n * 7919 % 16000), None)
+                    .unwrap();
+            }
+        });
         let (mut delivered, mut last) = (0, None);
         while !writing.is_finished() || reader.pending() {
             if let Next::Data { bytes, .. } = reader.next() {
@@ -980,7 +1052,7 @@ mod tests {
         for &(what, off, value) in header {
             let (_dir, paths) = bus();
             let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
-            append(&mut writer, &paths, b"chunk");
+            append(&mut writer, b"chunk");
             poke(&paths, off, &value.to_ne_bytes());
             assert!(
                 LogReader::attach(&log_path(&paths), |_| true).is_err(),
@@ -1010,10 +1082,10 @@ mod tests {
         for &(what, off, value) in records {
             let (_dir, paths) = bus();
             let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
-            append(&mut writer, &paths, b"one");
-            append(&mut writer, &paths, b"two");
+            append(&mut writer, b"one");
+            append(&mut writer, b"two");
             let mut reader = reader(&paths);
-            append(&mut writer, &paths, b"three");
+            append(&mut writer, b"three");
             poke(&paths, off, &value.to_ne_bytes());
             assert!(
                 matches!(reader.next(), Next::Untrusted(_)),
@@ -1039,7 +1111,7 @@ mod tests {
             let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
             let mut reader = reader(&paths);
             for n in 0..(random() % 40) as usize {
-                append(&mut writer, &paths, &chunk(n, (random() % 20000) as usize));
+                append(&mut writer, &chunk(n, (random() % 20000) as usize));
             }
             for _ in 0..(1 + random() % 8) {
                 // Mostly the positions and the records near them.
@@ -1095,7 +1167,7 @@ mod tests {
         for n in 0..3000 {
             // The writer gives up on a log it finds inconsistent; the
             // reader goes on meeting whatever the vandal writes.
-            let _ = writer.append(&staged(&paths, &chunk(n, 1 + n * 131 % 9000)), None);
+            let _ = writer.append(&chunk(n, 1 + n * 131 % 9000), None);
             match reader.next() {
                 Next::Data { bytes, .. } => assert!(bytes.len() <= 16 << 10),
                 Next::Untrusted(_) => {
@@ -1120,7 +1192,7 @@ mod tests {
         }
         let (_dir, paths) = bus();
         let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
-        append(&mut writer, &paths, b"whole");
+        append(&mut writer, b"whole");
         let mut reader = reader(&paths);
         let commit: u64 = 256;
         // Killed after its claim and part of its record: bytes past commit.
@@ -1130,7 +1202,7 @@ mod tests {
         assert_eq!(reader.next(), Next::Nothing);
         drop(writer);
         let mut next = LogWriter::open(&paths, 64 << 10).unwrap();
-        append(&mut next, &paths, b"after");
+        append(&mut next, b"after");
         assert_eq!(data(reader.next()), (b"after".to_vec(), 0));
         let (claim_now, _, _) = next.positions().unwrap();
         assert_eq!(claim_now, claim, "the claim was lowered");
@@ -1146,7 +1218,7 @@ mod tests {
             let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
             let mut reader = reader(&paths);
             for n in 0..10 {
-                append(&mut writer, &paths, &chunk(n, 3000));
+                append(&mut writer, &chunk(n, 3000));
             }
             OpenOptions::new()
                 .write(true)
@@ -1167,7 +1239,7 @@ mod tests {
                 }
             }
             assert!(untrusted, "kept {keep}: the reader went on");
-            assert!(writer.append(&staged(&paths, b"x"), None).is_err());
+            assert!(writer.append(b"x", None).is_err());
         }
     }
 

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::chunker::{Chunker, FdSource};
+use crate::chunker::{Chunker, FdSource, Source};
 use crate::error::{Error, Result};
 use crate::options::Chunking;
 use crate::output::{is_pipe, queued_bytes};
@@ -34,14 +34,43 @@ impl Producer {
         let (chunking, block_size) = (self.options().chunking, self.options().block_size);
         let source = FdSource(input.as_fd());
         source.enlarge_pipe(block_size);
+        let mut chunker = Chunker::new(source, chunking, block_size);
+        if self.may_use_log() {
+            let published = self.publish_through_log(&mut chunker, input.as_fd());
+            // The last chunk read reaches `F` whatever stopped the stream.
+            let settled = self.settle_deferred();
+            return published.and(settled);
+        }
         if chunking == Chunking::Bytes && sys::splices_input() && is_pipe(input.as_fd()) {
             return self.splice_from_pipe(input.as_fd(), block_size);
         }
-        let mut chunker = Chunker::new(source, chunking, block_size);
         while let Some(chunk) = chunker.next_chunk().map_err(Error::Input)? {
             self.publish(chunk)?;
         }
         Ok(())
+    }
+
+    /// With the shared-memory log, chunks go from memory into the log
+    /// first (splicing would put them in a file first), and `F` is renamed
+    /// once per [`crate::publish::SETTLE_BOUND`] at most: before the chunker
+    /// waits for input, the producer waits until the deadline of the chunk
+    /// not yet in `F`, and renames it if no input came.
+    fn publish_through_log<S: Source>(
+        &mut self,
+        chunker: &mut Chunker<S>,
+        input: BorrowedFd<'_>,
+    ) -> Result<()> {
+        loop {
+            let chunk = if self.has_deferred() {
+                chunker.next_chunk_or(&mut || self.settle_by_deadline(input), Error::Input)?
+            } else {
+                chunker.next_chunk().map_err(Error::Input)?
+            };
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            self.publish_bytes(chunk, true)?;
+        }
     }
 
     fn splice_from_pipe(&mut self, input: BorrowedFd<'_>, block_size: usize) -> Result<()> {

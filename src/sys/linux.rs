@@ -276,6 +276,22 @@ pub(super) fn splice_to_pipe(
     )
 }
 
+pub(super) fn wait_readable_for(
+    fd: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, ppoll};
+    use nix::sys::time::TimeSpec;
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    loop {
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None) {
+            Ok(n) => return Ok(n > 0),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 pub(super) fn pipe_capacity(fd: BorrowedFd<'_>) -> Option<usize> {
     fcntl(fd, FcntlArg::F_GETPIPE_SZ)
         .ok()

@@ -221,6 +221,18 @@ pub(crate) fn splice_to_pipe(
     native::splice_to_pipe(file, offset, out, count)
 }
 
+/// Waits at most `timeout` for `fd` to have bytes (or its writers to be
+/// gone); whether it has.
+pub(crate) fn wait_readable_for(
+    fd: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    if portable() {
+        return portable::wait_readable_for(fd, timeout);
+    }
+    native::wait_readable_for(fd, timeout)
+}
+
 /// The size of the pipe `fd` in bytes, where the system tells.
 pub(crate) fn pipe_capacity(fd: BorrowedFd<'_>) -> Option<usize> {
     if portable() {

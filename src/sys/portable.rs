@@ -107,6 +107,23 @@ pub(super) fn splice_to_pipe(
     Err(Errno::ENOSYS)
 }
 
+pub(super) fn wait_readable_for(
+    fd: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // Whole milliseconds, rounded down: never later than asked.
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) => return Ok(n > 0),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 pub(super) fn pipe_capacity(_: BorrowedFd<'_>) -> Option<usize> {
     None
 }

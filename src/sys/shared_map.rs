@@ -7,13 +7,8 @@
 //! (truncated by someone else: the access would raise SIGBUS) reads as zeros
 //! instead of killing the process (see `guard` in `linux.rs`).
 
-use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use nix::libc;
 
 /// A shared mapping of the first `len` bytes of a file; unmapped on drop.
 #[derive(Debug)]
@@ -101,48 +96,28 @@ impl SharedMap {
         true
     }
 
-    /// Reads `len` bytes of `file` from `file_off` straight into the
-    /// mapping at `off` (one kernel copy).
-    pub(crate) fn fill_from(
-        &self,
-        off: usize,
-        file: &File,
-        file_off: u64,
-        len: usize,
-    ) -> io::Result<()> {
-        let inside = off.checked_add(len).is_some_and(|end| end <= self.len);
-        if !self.writable || !inside {
-            return Err(io::ErrorKind::InvalidInput.into());
+    /// Copies `bytes` into the mapping at `off` (8-aligned), word by word
+    /// (Relaxed stores: readers check afterwards that nobody was writing
+    /// what they copied), the last word padded with zeros. `false`, writing
+    /// nothing, when the words do not lie inside the mapping or it is
+    /// read-only.
+    pub(crate) fn write_from(&self, off: usize, bytes: &[u8]) -> bool {
+        let fits = bytes
+            .len()
+            .div_ceil(8)
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(off))
+            .is_some_and(|end| end <= self.len);
+        if !self.writable || !off.is_multiple_of(8) || !fits {
+            return false;
         }
-        let mut done = 0;
-        while done < len {
-            let at = libc::off_t::try_from(file_off + done as u64)
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            // SAFETY: [off + done, off + len) lies inside the writable
-            // mapping (checked above); the kernel writes at most `len -
-            // done` bytes there. Readers in other processes may load those
-            // bytes meanwhile: they check afterwards that the region was
-            // not being written (the log's claim).
-            let n = unsafe {
-                libc::pread(
-                    file.as_raw_fd(),
-                    self.ptr.as_ptr().add(off + done).cast(),
-                    len - done,
-                    at,
-                )
-            };
-            match n {
-                n if n > 0 => done += n as usize,
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
+        for (i, piece) in bytes.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..piece.len()].copy_from_slice(piece);
+            let w = self.word(off + i * 8).expect("checked above");
+            w.store(u64::from_ne_bytes(word), Ordering::Relaxed);
         }
-        Ok(())
+        true
     }
 }
 
