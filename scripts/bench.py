@@ -131,9 +131,19 @@ def cpu_seconds(proc):
 class Impl:
     """How to run one implementation as producer and consumers."""
 
-    def __init__(self, name, exe, history=False, tail=False, subscribe=False, in_python=False):
+    def __init__(self, name, exe, history=False, tail=False, subscribe=False, in_python=False,
+                 library=False, cats=1, tee=False):
         self.name = name
         self.exe = exe
+        # The library path: this benchmark's own process publishes through
+        # the API (filebus_rs's Producer, a thin layer over the crate's), so
+        # there is no producer process; `exe` is the consumer.
+        self.library = library
+        # The floor (no exe): `cats` copies of `cat` in a chain (two have the
+        # process hops of the CLI path: writer, producer, consumer, reader),
+        # or, with `tee`, tee into every consumer's pipe, even a single one.
+        self.cats = cats
+        self.tee = tee
         # The consumer is a Python program using the module filebus_rs
         # in-process (PYTHON_CONSUMER); the producer is still `exe`.
         self.in_python = in_python
@@ -157,6 +167,7 @@ class Pipeline:
     def __init__(self, impl, busdir, lossless, consumers=1, block_size=None, from_first=False):
         self.impl = impl
         self.busdir = busdir
+        self.producer = None  # the library path's in-process producer
         self.producers = []
         self.consumers = []
         self.outputs = []
@@ -171,9 +182,9 @@ class Pipeline:
             os.close(w)
             self.outputs = [r]
             return
-        if impl.is_floor():
+        if impl.is_floor() and (impl.tee or consumers > 1):
             reads, writes = zip(*(os.pipe() for _ in range(consumers)))
-            argv = ["cat"] if consumers == 1 else ["tee"] + [f"/dev/fd/{w}" for w in writes[1:]]
+            argv = ["tee"] + [f"/dev/fd/{w}" for w in writes[1:]]
             r_in, self.input = os.pipe()
             self.producers.append(
                 spawn(argv, stdin=r_in, stdout=writes[0], pass_fds=writes[1:])
@@ -182,6 +193,16 @@ class Pipeline:
             for w in writes:
                 os.close(w)
             self.outputs = list(reads)
+            return
+        if impl.is_floor():
+            r_in, self.input = os.pipe()
+            for _ in range(impl.cats):
+                r, w = os.pipe()
+                self.producers.append(spawn(["cat"], stdin=r_in, stdout=w))
+                os.close(r_in)
+                os.close(w)
+                r_in = r
+            self.outputs = [r_in]
             return
         os.makedirs(busdir, exist_ok=True)
         common = ["--filename", os.path.join(busdir, "bus")]
@@ -206,6 +227,10 @@ class Pipeline:
             self.consumers.append(spawn(argv, stdout=w))
             os.close(w)
             self.outputs.append(r)
+        if impl.library:
+            self.input = None
+            self.producer = library_producer(common[1], lossless)
+            return
         r_in, self.input = os.pipe()
         self.producers.append(spawn([impl.exe, *common, *producer], stdin=r_in))
         os.close(r_in)
@@ -213,7 +238,18 @@ class Pipeline:
     def processes(self):
         return self.producers + self.consumers
 
+    def send(self, message):
+        """Writes one message into the pipeline: into the input pipe, or on
+        the library path, published through the API in this process."""
+        if self.producer is not None:
+            self.producer.publish(message)
+        else:
+            write_all(self.input, memoryview(message))
+
     def close_input(self):
+        if self.producer is not None:
+            self.producer.close()
+            self.producer = None
         if self.input is not None:
             os.close(self.input)
             self.input = None
@@ -242,6 +278,21 @@ for chunk in bus.consumer():
     while view:
         view = view[os.write(out, view):]
 """
+
+def library_producer(path, lossless):
+    """A producer of the bus at `path` inside this process, through the
+    module filebus_rs: the writing program publishes through the API. Its
+    publish releases the GIL, so the thread timing arrivals (latencies())
+    runs while it works."""
+    try:
+        import filebus_rs
+    except ImportError as e:
+        raise Failure(
+            f"the library path needs the module filebus_rs in this Python ({e}); "
+            "scripts/bench.sh installs it into its venv"
+        )
+    return filebus_rs.Bus(path, lossless=lossless).producer()
+
 
 HISTORY_RETAIN = 100_000
 # Tethered subscribers: the producer keeps this many chunks and no more.
@@ -352,6 +403,72 @@ def lossless_transfer(pipeline, total, block, timeout):
     return (total - block) / elapsed, watcher.stop()
 
 
+class Arrivals:
+    """Watches a pipeline's outputs on a thread of its own and notes when an
+    expected message has left each of them. The sender's call may outlast
+    the message's arrival (a publish goes on with its rename after the
+    consumers were woken); a thread of its own times the arrival itself."""
+
+    def __init__(self, fds):
+        self.fds = fds
+        self.lock = threading.Lock()
+        self.message = None
+        self.got = {}
+        self.arrived = {}
+        self.done = threading.Event()
+        self.error = None
+        self.wake_r, self.wake_w = os.pipe()  # tells the thread to end
+        self.thread = threading.Thread(target=self._watch)
+        self.thread.start()
+
+    def expect(self, message):
+        with self.lock:
+            if self.error:
+                raise self.error
+            self.message = message
+            self.got = {fd: b"" for fd in self.fds}
+            self.arrived = {}
+            self.done.clear()
+
+    def wait(self, timeout):
+        """The arrival times (perf_counter_ns) at every output, in order of
+        self.fds, or None if not all came within `timeout` seconds."""
+        arrived = self.done.wait(timeout)
+        with self.lock:
+            if self.error:
+                raise self.error
+            if not arrived:
+                return None
+            return [self.arrived[fd] for fd in self.fds]
+
+    def _watch(self):
+        while True:
+            ready = select.select([self.wake_r, *self.fds], [], [])[0]
+            if self.wake_r in ready:
+                return
+            for fd in ready:
+                data = os.read(fd, 65536)
+                now = time.perf_counter_ns()
+                with self.lock:
+                    if not data:
+                        self.error = Failure("a consumer ended its output")
+                        self.done.set()
+                        return
+                    if self.message is None or fd in self.arrived:
+                        continue
+                    self.got[fd] = (self.got[fd] + data)[-len(self.message) :]
+                    if self.got[fd] == self.message:
+                        self.arrived[fd] = now
+                        if len(self.arrived) == len(self.fds):
+                            self.done.set()
+
+    def close(self):
+        os.write(self.wake_w, b"x")
+        self.thread.join()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
 def latencies(pipeline, samples, timeout, gap=None):
     """Sends `samples` small messages one at a time; for each, the time (µs)
     until it left every output. Returns per-output arrival latencies and the
@@ -362,42 +479,33 @@ def latencies(pipeline, samples, timeout, gap=None):
     in seconds, the sender first sleeps a random time in that range, so that
     each message meets processes that have gone idle, as the messages of a
     live stream (a status line, an event now and then) do."""
-    fds = pipeline.outputs
     result = []
     lost = 0
+    arrivals = Arrivals(pipeline.outputs)
 
     def send_and_wait(message, each_timeout):
+        arrivals.expect(message)
         start = time.perf_counter_ns()
-        write_all(pipeline.input, memoryview(message))
-        got = {fd: b"" for fd in fds}
-        arrived = {}
-        deadline = time.monotonic() + each_timeout
-        while len(arrived) < len(fds):
-            waiting = [fd for fd in fds if fd not in arrived]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            for fd in select.select(waiting, [], [], left)[0]:
-                data = os.read(fd, 65536)
-                now = time.perf_counter_ns()
-                if not data:
-                    raise Failure("a consumer ended its output")
-                got[fd] = (got[fd] + data)[-len(message) :]
-                if got[fd] == message:
-                    arrived[fd] = now
-        return [(arrived[fd] - start) / 1000 for fd in fds]
+        pipeline.send(message)
+        arrived = arrivals.wait(each_timeout)
+        if arrived is None:
+            return None
+        return [(t - start) / 1000 for t in arrived]
 
-    # The first message waits for every process to start.
-    if send_and_wait(b"warm-up\n", max(timeout, 30)) is None:
-        raise Failure("the first message did not reach every consumer")
-    for i in range(samples):
-        if gap:
-            time.sleep(GAPS.uniform(*gap))
-        arrival = send_and_wait(b"message %08d\n" % i, timeout)
-        if arrival is None:
-            lost += 1
-        else:
-            result.extend(arrival)
+    try:
+        # The first message waits for every process to start.
+        if send_and_wait(b"warm-up\n", max(timeout, 30)) is None:
+            raise Failure("the first message did not reach every consumer")
+        for i in range(samples):
+            if gap:
+                time.sleep(GAPS.uniform(*gap))
+            arrival = send_and_wait(b"message %08d\n" % i, timeout)
+            if arrival is None:
+                lost += 1
+            else:
+                result.extend(arrival)
+    finally:
+        arrivals.close()
     return result, lost
 
 
@@ -439,6 +547,103 @@ def fanout_throughput(pipeline, total, timeout):
         drainer.join()
         pipeline.close()
     return total / elapsed
+
+
+FIREHOSE_BLOCK = 4 * KiB  # scripts/firehose.c's block
+
+
+def firehose_run(helper, impl, busdir, blocks, timeout):
+    """Streams `blocks` numbered 4 KiB blocks (scripts/firehose.c) through a
+    lossy producer and one consumer (or the floor's cat chain) into a reader
+    that counts them. Returns the reader's counts and the rate in bytes/s:
+    bytes delivered over the time from the first write of the stream to the
+    read of the last block delivered."""
+    go_r, go_w = os.pipe()  # the writer's go signal
+    in_r, in_w = os.pipe()  # writer -> producer (or cat)
+    out_r, out_w = os.pipe()  # consumer (or the last cat) -> reader
+    pipes = [go_r, in_r, in_w, out_r, out_w]
+    procs, middle = [], []
+    try:
+        reader = spawn([helper, "read", str(blocks)], stdin=out_r, stdout=subprocess.PIPE)
+        procs.append(reader)
+        if impl.is_floor():
+            r_in = in_r
+            for k in range(impl.cats):
+                if k == impl.cats - 1:
+                    r, w = None, out_w
+                else:
+                    r, w = os.pipe()
+                    pipes += [r, w]
+                middle.append(spawn(["cat"], stdin=r_in, stdout=w))
+                r_in = r
+            consumer = None
+        else:
+            os.makedirs(busdir, exist_ok=True)
+            common = [impl.exe, "--filename", os.path.join(busdir, "bus")]
+            consumer = spawn([*common, "consumer"], stdout=out_w)
+            procs.append(consumer)
+            middle.append(
+                spawn([*common, "producer", "--block-size", str(FIREHOSE_BLOCK)], stdin=in_r)
+            )
+        writer = spawn([helper, "write", str(blocks)], stdin=go_r, stdout=in_w, stderr=subprocess.PIPE)
+        procs += middle + [writer]
+        for fd in pipes:
+            os.close(fd)
+        pipes = []
+        # The reader says "ready" once the warm-up block went through: every
+        # process is up, and the stream's first block will not be missed.
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"\n" not in out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([reader.stdout], [], [], left)[0]:
+                raise Failure("the firehose's warm-up block did not arrive")
+            data = os.read(reader.stdout.fileno(), 4096)
+            if not data:
+                raise Failure("the firehose's reader ended before the warm-up block")
+            out += data
+        if out.split(b"\n", 1)[0] != b"ready":
+            raise Failure(f"the firehose's reader said {out!r}")
+        os.write(go_w, b"x")
+        os.close(go_w)
+        go_w = None
+        for proc in [writer] + middle:
+            status, _ = reap(proc, timeout)
+            if status != 0:
+                raise Failure(f"{proc.args[:2]} exited with status {status}")
+        # The reader ends at the last block; a lossy consumer does not end
+        # with the stream, so one that never delivers the last block is
+        # stopped after a grace period (its reader then sees end of input).
+        grace = time.monotonic() + 10
+        while reader.returncode is None:
+            pid, status, _ = os.wait4(reader.pid, os.WNOHANG)
+            if pid:
+                reader.returncode = os.waitstatus_to_exitcode(status)
+                LIVE.remove(reader)
+            elif time.monotonic() > grace and consumer and consumer.returncode is None:
+                stop(consumer)
+            elif time.monotonic() > grace + 30:
+                raise Failure("the firehose's reader did not end")
+            else:
+                time.sleep(0.005)
+        out += reader.stdout.read()
+        if reader.returncode != 0:
+            raise Failure(f"the firehose's reader exited with status {reader.returncode}")
+        start = int(writer.stderr.read().decode().split("\t")[1])
+    finally:
+        for fd in pipes + ([go_w] if go_w is not None else []):
+            os.close(fd)
+        for proc in procs:
+            if proc.returncode is None:
+                stop(proc)
+            for f in (proc.stdout, proc.stderr):
+                if f:
+                    f.close()
+    counts = dict(line.split("\t") for line in out.decode().splitlines()[1:])
+    counts = {name: int(value) for name, value in counts.items()}
+    elapsed = (counts["last"] - start) / 1e9
+    rate = counts["bytes"] / elapsed if counts["bytes"] and elapsed > 0 else 0.0
+    return counts, rate
 
 
 def multicast_transfer(pipeline, total, block, timeout):
@@ -589,6 +794,40 @@ class Bench:
             self.log(f"floor {fs}: " + ", ".join(f"{r[1]} {r[3]:.1f} µs" for r in rows if r[0] == fs))
         self.results["floor"] = rows
 
+    # 1d. a firehose: one lossy consumer keeping up with a stream of 4 KiB
+    # chunks, every chunk counted, beside the same stream through cat
+    def firehose(self):
+        filebus = next((i for i in self.impls if i.name == "filebus"), None)
+        floor = next((i for i in self.impls if i.is_floor()), None)
+        runs = [filebus] if filebus else []
+        if floor:
+            # The floor, which also shows that the reader keeps up: the same
+            # writer and reader with one cat, and two (the bus's two hops).
+            runs += [Impl("cat", None), Impl("cat | cat", None, cats=2)]
+        # At 1 GB/s the full stream lasts over 3 s.
+        blocks = self.size(3 * GiB, 4 * MiB) // FIREHOSE_BLOCK
+        order = random.Random(23)
+        rows = []
+        for fs, root in self.filesystems:
+            done = {}
+            # A new order on each filesystem, so that a busy spell of this
+            # shared machine does not always land on the same path.
+            for impl in order.sample(runs, len(runs)):
+                counts, rate = firehose_run(
+                    self.args.firehose, impl, self.busdir(root), blocks, self.size(900, 120)
+                )
+                done[impl.name] = counts, rate
+                self.log(
+                    f"firehose {fs} {impl.name}: {counts['delivered']:,} of {blocks:,} chunks, "
+                    f"{counts['missing']:,} missing, {counts['torn']} torn, "
+                    f"{counts['reordered']} reordered, {rate / 1e6:.0f} MB/s"
+                )
+            for impl in runs:
+                counts, rate = done[impl.name]
+                rows.append((fs, impl.name, blocks, counts["delivered"], counts["missing"],
+                             counts["torn"], counts["reordered"], rate))
+        self.results["firehose"] = rows
+
     # 2. latency of isolated messages, the way a live stream sends them
     def spaced(self):
         samples = self.size(1000, 6)
@@ -597,8 +836,15 @@ class Bench:
         for impl in self.impls:
             if impl.name == "filebus":
                 paths += [(impl, False, "lossy"), (impl, True, "lossless")]
+                # The library path: this process publishes through the API,
+                # a CLI consumer copies to the reader (one hop, as tail -F).
+                library = Impl("filebus (library)", impl.exe, library=True)
+                paths.append((library, False, "lossy"))
             elif impl.is_floor():
+                # The pipe, and the chain with the CLI path's process hops
+                # (writer | cat | cat | reader).
                 paths.append((impl, False, "pipe"))
+                paths.append((Impl("cat | cat", None, cats=2), False, "pipe"))
         if self.with_tail:
             paths.append((self.tail, False, "file"))
         rows = []
@@ -662,6 +908,10 @@ class Bench:
                 # same 16 consumers.
                 runs.append((impl, (1, 8, 16, 32)))
                 runs.append((Impl("filebus --history", impl.exe, history=True), (1, 16)))
+            elif impl.is_floor():
+                # tee into every pipe, a single one too, so that its 32 to 1
+                # ratio compares tee with itself.
+                runs.append((Impl("tee", None, tee=True), (1, 8, 32)))
             else:
                 runs.append((impl, (1, 8, 32)))
         for fs, root in self.filesystems:
@@ -845,24 +1095,34 @@ class Bench:
 
     def run(self):
         started = time.time()
-        steps = [
-            self.throughput,
-            self.bindings,
-            self.floor,
-            self.spaced,
-            self.latency,
-            self.fanout,
-            self.tethered,
-            self.idle,
-            self.neighbours,
-            self.memory,
-        ]
-        for step in steps:
-            if self.args.only and step.__name__ not in self.args.only:
+        for name in STEPS:
+            if self.args.only and name not in self.args.only:
                 continue
-            self.log(f"== {step.__name__}")
-            step()
+            self.log(f"== {name}")
+            getattr(self, name)()
         self.results["elapsed"] = time.time() - started
+
+
+# The steps, in the order they run: Bench's methods of these names.
+STEPS = [
+    "throughput",
+    "bindings",
+    "floor",
+    "firehose",
+    "spaced",
+    "latency",
+    "fanout",
+    "tethered",
+    "idle",
+    "neighbours",
+    "memory",
+]
+
+
+def cell(text):
+    """Text for a Markdown table's cell: a `|` in it (`cat | cat`) would end
+    the cell."""
+    return text.replace("|", "\\|")
 
 
 def fmt_size(n):
@@ -912,7 +1172,7 @@ def targets(results):
     out = []
 
     def line(name, ok, detail):
-        out.append(f"| {name} | {'met' if ok else '**not met**'} | {detail} |")
+        out.append(f"| {cell(name)} | {'met' if ok else '**not met**'} | {detail} |")
 
     shm = "/dev/shm"
     wanted = [(shm, n, b) for n in ("filebus", "cat", "python") for b in (4 * KiB, MiB)]
@@ -950,11 +1210,35 @@ def targets(results):
             if pipe:
                 line(f"isolated {mode} p99 < 2× the raw pipe's ({fs})", row[6] < 2 * pipe[6] and not row[4],
                      f"{row[6]:,.0f} vs 2 × {pipe[6]:,.0f} µs")
-    fan = {(r[0], r[1], r[2]): r[4] for r in results.get("fanout", [])}
-    if (shm, "filebus", 32) in fan:
-        one, many = fan[(shm, "filebus", 1)], fan[(shm, "filebus", 32)]
-        line("32 lossy consumers cost the producer ≤ 20%", many >= 0.8 * one,
-             f"{many / 1e6:.0f} vs {one / 1e6:.0f} MB/s ({100 * (1 - many / one):.0f}% less)")
+        library = spaced.get((fs, "filebus (library)", "lossy"))
+        if library and tail:
+            line(f"isolated lossy, library path: p50 ≤ tail -F's ({fs})",
+                 library[5] <= tail[5] and not library[4], f"{library[5]:,.0f} vs {tail[5]:,.0f} µs")
+        cli, chain = spaced.get((fs, "filebus", "lossy")), spaced.get((fs, "cat | cat", "pipe"))
+        if cli and chain:
+            line(f"isolated lossy, CLI path: p50 ≤ 1.2× and p99 ≤ 2× `cat | cat`'s ({fs})",
+                 cli[5] <= 1.2 * chain[5] and cli[6] <= 2 * chain[6] and not cli[4],
+                 f"p50 {cli[5]:,.0f} vs 1.2 × {chain[5]:,.0f} µs, p99 {cli[6]:,.0f} vs 2 × {chain[6]:,.0f} µs")
+    for fs, name, one, many, count in fanout_ratios(results):
+        if name != "filebus":
+            continue
+        tee = next((r for r in fanout_ratios(results) if r[0] == fs and r[1] == "tee"), None)
+        beside = f"; tee {100 * tee[3] / tee[2]:.0f}% at {tee[4]}" if tee else ""
+        line(f"{count} lossy consumers leave the producer ≥ 80% of 1 consumer's throughput ({fs})",
+             many >= 0.8 * one,
+             f"{many / 1e6:.0f} vs {one / 1e6:.0f} MB/s = {100 * many / one:.0f}%{beside}")
+    hose = {(r[0], r[1]): r for r in results.get("firehose", [])}
+    for fs in sorted({r[0] for r in results.get("firehose", [])}, key=lambda f: f != shm):
+        row = hose.get((fs, "filebus"))
+        if not row:
+            continue
+        _, _, sent, delivered, missing, torn, reordered, rate = row
+        floor = hose.get((fs, "cat"))
+        beside = f"; cat {floor[7] / 1e6:,.0f} MB/s" if floor else ""
+        line(f"firehose of 4 KiB chunks: every chunk delivered at ≥ 1 GB/s ({fs})",
+             delivered == sent and not missing and not torn and not reordered and rate >= 1e9,
+             f"{delivered:,} of {sent:,} delivered, {missing:,} missing, {torn} torn, "
+             f"{reordered} reordered, {rate / 1e6:,.0f} MB/s{beside}")
     idle = [r for r in results.get("idle", []) if r[0] == shm and r[1] == "filebus"]
     if idle:
         worst = max(max(r[4], r[5]) / r[3] for r in idle)
@@ -975,6 +1259,18 @@ def targets(results):
         line("RSS bounded by a small multiple of --block-size", bounded,
              f"peak {peak / 1024:.1f} MiB at {fmt_size(big[3])} vs {max(small[5:7]) / 1024:.1f} MiB "
              f"at {fmt_size(small[3])}, block {fmt_size(big[2])}")
+    return out
+
+
+def fanout_ratios(results):
+    """(filesystem, implementation, producer bytes/s with 1 consumer, with
+    the most consumers measured, that count) for each fan-out run with both."""
+    fan = {(r[0], r[1], r[2]): r[4] for r in results.get("fanout", [])}
+    out = []
+    for fs, name in dict.fromkeys((r[0], r[1]) for r in results.get("fanout", [])):
+        counts = [c for f, n, c in fan if (f, n) == (fs, name)]
+        if 1 in counts and max(counts) > 1:
+            out.append((fs, name, fan[(fs, name, 1)], fan[(fs, name, max(counts))], max(counts)))
     return out
 
 
@@ -1017,13 +1313,13 @@ def gap_notes(results):
             )
         )
     one, many = fan.get((shm, "filebus", 1)), fan.get((shm, "filebus", 32))
-    cat1, cat32 = fan.get((shm, "cat", 1)), fan.get((shm, "cat", 32))
+    tee1, tee32 = fan.get((shm, "tee", 1)), fan.get((shm, "tee", 32))
     if one and many and many < 0.8 * one:
         floor = (
-            f" The floor shows the same effect: `tee` into 32 pipes moved {100 * (1 - cat32 / cat1):.0f}% "
-            f"less than into one ({cat32 / 1e6:.0f} vs {cat1 / 1e6:.0f} MB/s), against "
+            f" The floor shows the same effect: `tee` into 32 pipes moved {100 * (1 - tee32 / tee1):.0f}% "
+            f"less than into one ({tee32 / 1e6:.0f} vs {tee1 / 1e6:.0f} MB/s), against "
             f"{100 * (1 - many / one):.0f}% less for filebus."
-            if cat1 and cat32 else ""
+            if tee1 and tee32 else ""
         )
         notes.append(
             "- **Fan-out to 32 consumers.** Every chunk wakes 32 consumer processes, each of which "
@@ -1141,7 +1437,7 @@ def report(args, results, chart_name):
         "The machine is shared and has 2 cores: expect noise of tens of percent.",
         "",
     ]
-    if "throughput" in results or "spaced" in results or "bindings" in results:
+    if any(step in results for step in ("throughput", "bindings", "firehose", "spaced", "fanout")):
         lines += [
             "## Targets (this run; on /dev/shm unless named)",
             "",
@@ -1185,6 +1481,31 @@ def report(args, results, chart_name):
         for fs, name, block, total, n, rate in results["bindings"]:
             lines.append(f"| {fs} | {name} | {fmt_size(block)} | {fmt_size(total)} | {n} | {mb(rate)} |")
         lines.append("")
+    if "firehose" in results:
+        sent = results["firehose"][0][2]
+        lines += [
+            "## 1d. Firehose: one lossy consumer keeping up with 4 KiB chunks",
+            "",
+            f"A stream of {sent:,} blocks of 4 KiB ({fmt_size(sent * FIREHOSE_BLOCK)}), each block carrying its",
+            "own sequence number in every word (`scripts/firehose.c`), written in 64 KiB",
+            f"writes into `filebus producer --block-size {FIREHOSE_BLOCK}` (lossy) with one `filebus consumer`,",
+            "whose output a reader counts: `delivered`, blocks that arrived whole and in order;",
+            "`missing`, blocks that never arrived (the lossy contract allows skipping, the goal",
+            "is none for a consumer that keeps up); `torn`, 4 KiB of output that is not one",
+            "whole block (must be 0); `reordered`, a block at or below one already delivered.",
+            "MB/s: bytes delivered over the time from the stream's first write to the read of",
+            "the last block delivered; every process is up before it starts (a warm-up block",
+            "went through). Beside it, the same writer and reader through `cat` and through",
+            "`cat | cat` (the bus's two hops): the floor, and proof that the two ends keep up.",
+            "",
+            "| filesystem | path | chunks sent | delivered | missing | torn | reordered | MB/s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for fs, name, sent, delivered, missing, torn, reordered, rate in results["firehose"]:
+            lines.append(
+                f"| {fs} | {cell(name)} | {sent:,} | {delivered:,} | {missing:,} | {torn:,} | {reordered:,} | {mb(rate)} |"
+            )
+        lines.append("")
     if "spaced" in results:
         lines += [
             "## 2. Latency of isolated messages (spaced): what users meet",
@@ -1193,11 +1514,17 @@ def report(args, results, chart_name):
             f"{SPACED_GAP[0] * 1000:.0f}–{SPACED_GAP[1] * 1000:.0f} ms,",
             "as a live stream sends them (a status line, an event now and then); the time",
             "until it left the consumer's output. Between messages every process has gone",
-            "idle, so each message pays for waking them. Beside filebus, measured the same",
-            "way in the same run: `cat` (the floor: a raw pipe) and GNU `tail -F -s 0.1` on",
-            "a file that the benchmark appends each message to (how a growing log is",
-            "watched). The paths take turns in rounds, each round with fresh processes.",
-            "`lost` counts messages that did not arrive within 5 s.",
+            "idle, so each message pays for waking them. `filebus` is the CLI path (writer →",
+            "producer → consumer → reader); `filebus (library)` the library path: the",
+            "benchmark's own process publishes through the API (`filebus_rs`, the Python",
+            "bindings over the crate's producer) and a `filebus consumer` copies to the reader.",
+            "Beside them, measured the same way in the same run: `cat` (the floor: a raw",
+            "pipe), `cat | cat` (writer | cat | cat | reader: the CLI path's process hops) and",
+            "GNU `tail -F -s 0.1` on a file that the benchmark appends each message to (how a",
+            "growing log is watched; one hop, as the library path). A thread of its own",
+            "notes each arrival, so a sender's call that returns after the message arrived",
+            "does not add to it. The paths take turns in rounds, each round with fresh",
+            "processes. `lost` counts messages that did not arrive within 5 s.",
             *rank_note(results["spaced"][0][3]),
             "",
             "| filesystem | path | mode | samples | lost | p50 µs | p99 µs | p99.9 µs |",
@@ -1205,7 +1532,7 @@ def report(args, results, chart_name):
         ]
         for fs, name, mode, n, lost, p50, p99, p999 in results["spaced"]:
             lines.append(
-                f"| {fs} | {name} | {mode} | {n} | {lost} | {p50:,.0f} | {p99:,.0f} | {p999:,.0f} |"
+                f"| {fs} | {cell(name)} | {mode} | {n} | {lost} | {p50:,.0f} | {p99:,.0f} | {p999:,.0f} |"
             )
         lines.append("")
     if "latency" in results:
@@ -1233,7 +1560,9 @@ def report(args, results, chart_name):
             "4 KiB blocks) over the time until it exited, all consumers following and their",
             "outputs drained. Latency: one message at a time, its arrival at every consumer.",
             f"`filebus --history` is retained history (producer `--retain {HISTORY_RETAIN}`,",
-            "consumers `--history`): every consumer gets every chunk, in order.",
+            "consumers `--history`): every consumer gets every chunk, in order. The floor is",
+            "`tee` writing into N pipes (one pipe too, so that its ratio compares tee with",
+            "itself).",
             "",
             "| filesystem | implementation | consumers | bytes | producer MB/s | latency samples | lost | consumer p99 µs |",
             "|---|---|---|---|---|---|---|---|",
@@ -1242,6 +1571,15 @@ def report(args, results, chart_name):
             lines.append(
                 f"| {fs} | {name} | {count} | {fmt_size(total)} | {mb(rate)} | {n} | {lost} | {p99:,.0f} |"
             )
+        lines += [
+            "",
+            "What the most consumers leave the producer of its throughput with one:",
+            "",
+            "| filesystem | implementation | consumers | producer MB/s with 1 | with them | ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for fs, name, one, many, count in fanout_ratios(results):
+            lines.append(f"| {fs} | {name} | {count} | {mb(one)} | {mb(many)} | {100 * many / one:.0f}% |")
         lines.append("")
     if "tethered" in results:
         lines += [
@@ -1356,8 +1694,10 @@ def main():
     parser.add_argument("--out", required=True, help="directory for BENCHMARKS.md and the chart")
     parser.add_argument("--disk-dir", required=True, help="a directory on a disk filesystem")
     parser.add_argument("--chunk-floor", required=True, help="the built scripts/chunk-floor.c")
+    parser.add_argument("--firehose", required=True, help="the built scripts/firehose.c")
     parser.add_argument("--command", required=True, help="the command line, for the report")
-    parser.add_argument("--only", nargs="*", help="run only these steps (for development)")
+    parser.add_argument("--only", nargs="*", choices=STEPS, metavar="STEP",
+                        help=f"run only these steps: {', '.join(STEPS)}")
     parser.add_argument("--impls", nargs="*", help="run only these implementations: filebus, python, cat, tail (for development)")
     parser.add_argument("--fs", nargs="*", help="run only on these filesystems (for development)")
     args = parser.parse_args()

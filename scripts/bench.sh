@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark command: filebus vs the Python original vs a raw pipe (and,
-# for isolated messages, GNU tail -F; for a lossless stream, a Python program
-# using the module filebus_rs), on /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
+# for isolated messages, `cat | cat` with the CLI path's process hops, GNU
+# tail -F and the library path, a program publishing through filebus_rs; for
+# a lossless stream, a Python program using the module filebus_rs), on
+# /dev/shm and on a disk directory. Writes BENCHMARKS.md and the throughput
 # chart at the repository root (a full run takes several minutes).
 #
 #   scripts/bench.sh           full run (release build)
@@ -10,8 +12,9 @@
 #                              scripts/test.sh)
 #   scripts/bench.sh --only STEP...
 #                              full sizes, only these steps (bench.py's step
-#                              names: throughput, bindings, floor, spaced,
-#                              latency, fanout, tethered, idle, memory), into
+#                              names: throughput, bindings, floor, firehose,
+#                              spaced, latency, fanout, tethered, idle,
+#                              neighbours, memory), into
 #                              target/bench/only/: a section's figures
 #                              without the whole run
 set -euo pipefail
@@ -54,11 +57,14 @@ else
     out=.
     [ ${#only[@]} -eq 0 ] || out=target/bench/only
 fi
-# The per-chunk floor: the protocol's system calls in a minimal C loop.
+# The per-chunk floor: the protocol's system calls in a minimal C loop; the
+# firehose's writer and reader (numbered 4 KiB blocks, counted at > 1 GB/s).
 mkdir -p target/bench
 cc -O2 -Wall -Werror -o target/bench/chunk-floor scripts/chunk-floor.c
+cc -O2 -Wall -Werror -o target/bench/firehose scripts/firehose.c
 exec "$venv/bin/python" scripts/bench.py "${smoke[@]}" "${only[@]}" \
     --filebus "$root/$filebus" --python-filebus "$peer" \
     --chunk-floor "$root/target/bench/chunk-floor" \
+    --firehose "$root/target/bench/firehose" \
     --disk-dir "$root/target/bench/disk" --out "$out" \
     --command "scripts/bench.sh${smoke:+ ${smoke[*]}}${only:+ ${only[*]}}"
