@@ -550,14 +550,20 @@ def fanout_throughput(pipeline, total, timeout):
 
 
 FIREHOSE_BLOCK = 4 * KiB  # scripts/firehose.c's block
+FIREHOSE_PACE = 1100  # MB/s: the steady stream a consumer must keep up with
 
 
-def firehose_run(helper, impl, busdir, blocks, timeout):
+def firehose_name(impl, pace):
+    return f"{impl.name}, {pace / 1000:g} GB/s steady" if pace else impl.name
+
+
+def firehose_run(helper, impl, busdir, blocks, timeout, pace=None):
     """Streams `blocks` numbered 4 KiB blocks (scripts/firehose.c) through a
     lossy producer and one consumer (or the floor's cat chain) into a reader
-    that counts them. Returns the reader's counts and the rate in bytes/s:
-    bytes delivered over the time from the first write of the stream to the
-    read of the last block delivered."""
+    that counts them; with `pace` (MB/s) the writer keeps to that rate.
+    Returns the reader's counts and the rate in bytes/s: bytes delivered over
+    the time from the first write of the stream to the read of the last
+    block delivered."""
     go_r, go_w = os.pipe()  # the writer's go signal
     in_r, in_w = os.pipe()  # writer -> producer (or cat)
     out_r, out_w = os.pipe()  # consumer (or the last cat) -> reader
@@ -585,7 +591,9 @@ def firehose_run(helper, impl, busdir, blocks, timeout):
             middle.append(
                 spawn([*common, "producer", "--block-size", str(FIREHOSE_BLOCK)], stdin=in_r)
             )
-        writer = spawn([helper, "write", str(blocks)], stdin=go_r, stdout=in_w, stderr=subprocess.PIPE)
+        paced = [str(pace)] if pace else []
+        writer = spawn([helper, "write", str(blocks), *paced], stdin=go_r, stdout=in_w,
+                       stderr=subprocess.PIPE)
         procs += middle + [writer]
         for fd in pipes:
             os.close(fd)
@@ -799,11 +807,14 @@ class Bench:
     def firehose(self):
         filebus = next((i for i in self.impls if i.name == "filebus"), None)
         floor = next((i for i in self.impls if i.is_floor()), None)
-        runs = [filebus] if filebus else []
+        # As fast as the writer goes (a lossy consumer slower than the
+        # producer is lapped and skips), and at a steady 1.1 GB/s (does a
+        # consumer keep up at 1 GB/s and more?).
+        runs = [(filebus, None), (filebus, FIREHOSE_PACE)] if filebus else []
         if floor:
             # The floor, which also shows that the reader keeps up: the same
             # writer and reader with one cat, and two (the bus's two hops).
-            runs += [Impl("cat", None), Impl("cat | cat", None, cats=2)]
+            runs += [(Impl("cat", None), None), (Impl("cat | cat", None, cats=2), None)]
         # At 1 GB/s the full stream lasts over 3 s.
         blocks = self.size(3 * GiB, 4 * MiB) // FIREHOSE_BLOCK
         order = random.Random(23)
@@ -812,19 +823,21 @@ class Bench:
             done = {}
             # A new order on each filesystem, so that a busy spell of this
             # shared machine does not always land on the same path.
-            for impl in order.sample(runs, len(runs)):
+            for impl, pace in order.sample(runs, len(runs)):
                 counts, rate = firehose_run(
-                    self.args.firehose, impl, self.busdir(root), blocks, self.size(900, 120)
+                    self.args.firehose, impl, self.busdir(root), blocks, self.size(900, 120), pace
                 )
-                done[impl.name] = counts, rate
+                name = firehose_name(impl, pace)
+                done[name] = counts, rate
                 self.log(
-                    f"firehose {fs} {impl.name}: {counts['delivered']:,} of {blocks:,} chunks, "
+                    f"firehose {fs} {name}: {counts['delivered']:,} of {blocks:,} chunks, "
                     f"{counts['missing']:,} missing, {counts['torn']} torn, "
                     f"{counts['reordered']} reordered, {rate / 1e6:.0f} MB/s"
                 )
-            for impl in runs:
-                counts, rate = done[impl.name]
-                rows.append((fs, impl.name, blocks, counts["delivered"], counts["missing"],
+            for impl, pace in runs:
+                name = firehose_name(impl, pace)
+                counts, rate = done[name]
+                rows.append((fs, name, blocks, counts["delivered"], counts["missing"],
                              counts["torn"], counts["reordered"], rate))
         self.results["firehose"] = rows
 
@@ -1229,13 +1242,18 @@ def targets(results):
              f"{many / 1e6:.0f} vs {one / 1e6:.0f} MB/s = {100 * many / one:.0f}%{beside}")
     hose = {(r[0], r[1]): r for r in results.get("firehose", [])}
     for fs in sorted({r[0] for r in results.get("firehose", [])}, key=lambda f: f != shm):
-        row = hose.get((fs, "filebus"))
+        row = hose.get((fs, firehose_name(Impl("filebus", None), FIREHOSE_PACE)))
         if not row:
             continue
         _, _, sent, delivered, missing, torn, reordered, rate = row
         floor = hose.get((fs, "cat"))
         beside = f"; cat {floor[7] / 1e6:,.0f} MB/s" if floor else ""
-        line(f"firehose of 4 KiB chunks: every chunk delivered at ≥ 1 GB/s ({fs})",
+        flat = hose.get((fs, "filebus"))
+        if flat:
+            beside += (f"; unpaced {flat[7] / 1e6:,.0f} MB/s with {flat[4]:,} of "
+                       f"{flat[2]:,} skipped")
+        line(f"a lossy consumer keeping up with a steady {FIREHOSE_PACE / 1000:g} GB/s of 4 KiB "
+             f"chunks delivers every one, at ≥ 1 GB/s ({fs})",
              delivered == sent and not missing and not torn and not reordered and rate >= 1e9,
              f"{delivered:,} of {sent:,} delivered, {missing:,} missing, {torn} torn, "
              f"{reordered} reordered, {rate / 1e6:,.0f} MB/s{beside}")
@@ -1495,7 +1513,10 @@ def report(args, results, chart_name):
             "whole block (must be 0); `reordered`, a block at or below one already delivered.",
             "MB/s: bytes delivered over the time from the stream's first write to the read of",
             "the last block delivered; every process is up before it starts (a warm-up block",
-            "went through). Beside it, the same writer and reader through `cat` and through",
+            "went through). `filebus` is the writer as fast as it goes: a lossy consumer that",
+            "cannot keep up with the producer is lapped and skips; the row with a steady rate",
+            f"has the writer keep to {FIREHOSE_PACE:,} MB/s, the stream a consumer must keep up with.",
+            "Beside them, the same writer and reader through `cat` and through",
             "`cat | cat` (the bus's two hops): the floor, and proof that the two ends keep up.",
             "",
             "| filesystem | path | chunks sent | delivered | missing | torn | reordered | MB/s |",

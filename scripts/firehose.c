@@ -7,11 +7,15 @@
  * that are not the bottleneck (a Python loop over gigabytes would be).
  * Built and run by scripts/bench.py (through scripts/bench.sh):
  *
- *     firehose write BLOCKS
+ *     firehose write BLOCKS [MB_PER_S]
  *     firehose read BLOCKS
  *
  * Word i (8 bytes, native order) of block s is (s << 9) | i, so that a block
  * cut short, shifted, or mixed from two blocks fails the check on a word.
+ *
+ * With MB_PER_S, the writer keeps to that rate (10^6 bytes a second),
+ * sleeping whenever it is ahead: a stream as fast as that, for a consumer
+ * that has to keep up with it, rather than as fast as the writer can go.
  *
  * write: writes block 0 (the warm-up) to standard output, then waits for one
  * byte on standard input (the go signal: the reader has the warm-up), then
@@ -86,7 +90,7 @@ static void write_all(const char *p, size_t n)
 	}
 }
 
-static int writer(uint64_t blocks)
+static int writer(uint64_t blocks, unsigned long long rate)
 {
 	static uint64_t buf[BATCH * WORDS];
 	char go;
@@ -110,6 +114,13 @@ static int writer(uint64_t blocks)
 			fill(buf + k * WORDS, seq + k);
 		write_all((char *)buf, n * BLOCK);
 		seq += n;
+		if (rate) {
+			/* Bytes per µs = MB/s: when the next write is due. */
+			long long due = start + (long long)((seq - 1) * BLOCK * 1000 / rate);
+			struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
+			if (due > now_ns())
+				clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+		}
 	}
 	fprintf(stderr, "start\t%lld\n", start);
 	return 0;
@@ -187,8 +198,9 @@ static int reader(uint64_t blocks)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 || (strcmp(argv[1], "write") && strcmp(argv[1], "read"))) {
-		fprintf(stderr, "usage: firehose write|read BLOCKS\n");
+	if (argc < 3 || argc > 4 || (strcmp(argv[1], "write") && strcmp(argv[1], "read")) ||
+	    (argc == 4 && strcmp(argv[1], "write"))) {
+		fprintf(stderr, "usage: firehose write BLOCKS [MB_PER_S] | read BLOCKS\n");
 		return 2;
 	}
 	char *end;
@@ -198,5 +210,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "firehose: BLOCKS must be a positive number\n");
 		return 2;
 	}
-	return strcmp(argv[1], "write") ? reader(blocks) : writer(blocks);
+	unsigned long long rate = argc == 4 ? strtoull(argv[3], &end, 10) : 0;
+	if (argc == 4 && (*end || !rate)) {
+		fprintf(stderr, "firehose: not a rate: %s\n", argv[3]);
+		return 2;
+	}
+	return strcmp(argv[1], "write") ? reader(blocks) : writer(blocks, rate);
 }

@@ -95,6 +95,58 @@ impl<F: AsFd> Source for FdSource<F> {
     }
 }
 
+/// A [`Source`] that reads ahead: each read of the source it wraps asks for
+/// up to `capacity` bytes, and smaller reads are served from what it holds.
+/// A producer that appends many small chunks to the shared-memory log reads
+/// its input once per many chunks this way instead of once per chunk. It
+/// is ready while it holds bytes, and like its source otherwise.
+#[derive(Debug)]
+pub(crate) struct ReadAhead<S> {
+    source: S,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last read of the source came back short from a source that then
+    /// has nothing ready ([`Source::drained_by_short_read`]).
+    drained: bool,
+}
+
+impl<S: Source> ReadAhead<S> {
+    pub(crate) fn new(source: S, capacity: usize) -> Self {
+        ReadAhead {
+            source,
+            buf: vec![0; capacity.max(1)],
+            start: 0,
+            end: 0,
+            drained: false,
+        }
+    }
+}
+
+impl<S: Source> Source for ReadAhead<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            let n = self.source.read(&mut self.buf)?;
+            self.drained = n < self.buf.len() && self.source.drained_by_short_read();
+            (self.start, self.end) = (0, n);
+        }
+        let n = buf.len().min(self.end - self.start);
+        buf[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+
+    fn ready(&mut self) -> io::Result<bool> {
+        if self.start < self.end {
+            return Ok(true);
+        }
+        if std::mem::take(&mut self.drained) {
+            return Ok(false);
+        }
+        self.source.ready()
+    }
+}
+
 /// The buffer a chunker starts with (when the block size is larger): the
 /// default capacity of a pipe, so that small streams never reallocate.
 const FIRST_BUFFER: usize = 64 * 1024;

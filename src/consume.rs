@@ -281,27 +281,28 @@ impl Consumer {
         self.watcher.check_stop()?;
         let taken = match self.options.mode {
             Mode::Lossy => self.next_lossy(sink).map(Some),
-            Mode::Lossless => self.next_lossless(sink),
+            Mode::Lossless => self.next_lossless(sink).map(|t| t.map(|size| (size, 1))),
         }?;
         self.ended = taken.is_none();
-        if let Some(size) = taken {
-            self.progress.chunk(size, || None);
+        if let Some((size, chunks)) = taken {
+            self.progress.chunks(chunks, size, || None);
         }
-        Ok(taken)
+        Ok(taken.map(|(size, _)| size))
     }
 
-    fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<u64> {
+    /// The size of what was delivered, and how many chunks it was.
+    fn next_lossy(&mut self, sink: &mut impl Sink) -> Result<(u64, u64)> {
         // A record the doorbell announced goes out before anything else:
         // taking it needs no system call, and arming the watcher again (a
         // path lookup when it follows `F` alone) waits until after it,
         // before the next wait. Records always come before a chunk `F`
         // names that was published after them.
         if self.log.pending()
-            && let Some(size) = self.log.take(sink, &mut self.watcher)?
+            && let Some(taken) = self.log.take(sink, &mut self.watcher)?
         {
             self.delivered = true;
             self.unarmed = true;
-            return Ok(size);
+            return Ok(taken);
         }
         if std::mem::take(&mut self.delivered)
             && !std::mem::take(&mut self.unarmed)
@@ -312,9 +313,9 @@ impl Consumer {
         }
         loop {
             self.watcher.arm();
-            if let Some(size) = self.log.take(sink, &mut self.watcher)? {
+            if let Some(taken) = self.log.take(sink, &mut self.watcher)? {
                 self.delivered = true;
-                return Ok(size);
+                return Ok(taken);
             }
             // What the log delivered is told from F by a stat, without
             // opening it: F is renamed after every record.
@@ -368,7 +369,7 @@ impl Consumer {
                 if meta.size() > 0 {
                     self.delivered = true;
                     drop(replaced);
-                    return Ok(meta.size());
+                    return Ok((meta.size(), 1));
                 }
             }
             self.watcher.waiting_for(|| awaited(&self.paths));

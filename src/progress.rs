@@ -33,12 +33,22 @@ impl Progress {
     /// previous report, followed by what `detail` adds (asked for only
     /// then, so that it may cost a system call or two).
     pub(crate) fn chunk(&mut self, bytes: u64, detail: impl FnOnce() -> Option<String>) {
+        self.chunks(1, bytes, detail)
+    }
+
+    /// Counts `chunks` chunks of `bytes` in all, as [`Progress::chunk`].
+    pub(crate) fn chunks(
+        &mut self,
+        chunks: u64,
+        bytes: u64,
+        detail: impl FnOnce() -> Option<String>,
+    ) {
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
-        self.chunks += 1;
+        self.chunks += chunks;
         self.bytes += bytes;
         let elapsed = now - since;
         if elapsed < EVERY {

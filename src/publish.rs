@@ -12,6 +12,7 @@ use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::chunker::{Chunker, Source};
 use crate::error::{Error, Result};
 use crate::files::{create_afresh, create_dirs, make_afresh, stat_regular};
 use crate::history::Retention;
@@ -90,6 +91,13 @@ pub struct Producer {
 /// µs of file work would otherwise delay them.
 pub const SETTLE_BOUND: Duration = Duration::from_millis(1);
 
+/// How many bytes of chunks a producer publishing a stream appends to the
+/// log under one hold of the bus lock, at most: enough to spread the lock's
+/// and the doorbell's system calls over many small chunks, little enough to
+/// hold the lock for a few µs and to wake readers at least once per
+/// 64 KiB.
+const BATCH_BYTES: usize = 64 << 10;
+
 /// A chunk in the log whose rename to `F` was put off.
 #[derive(Debug)]
 struct Deferred {
@@ -130,6 +138,13 @@ impl Log {
                 }
             };
         }
+        match self {
+            Log::Open(writer) => Some(writer),
+            _ => None,
+        }
+    }
+
+    fn open(&self) -> Option<&LogWriter> {
         match self {
             Log::Open(writer) => Some(writer),
             _ => None,
@@ -227,7 +242,13 @@ impl Producer {
     /// An empty chunk is the end-of-stream marker in lossless mode; use
     /// [`Producer::finish`] for that.
     pub fn publish(&mut self, chunk: &[u8]) -> Result<()> {
-        self.publish_bytes(chunk, false)
+        self.publish_bytes(chunk)
+    }
+
+    /// Whether this producer keeps a history (`--retain`): each chunk is
+    /// linked into it as it is published, never in batches.
+    pub(crate) fn retains(&self) -> bool {
+        self.retention.is_some()
     }
 
     /// Whether chunks may go through the shared-memory log (lossy mode,
@@ -238,11 +259,8 @@ impl Producer {
     }
 
     /// Publishes `chunk`. With a log it goes into the log first, waking its
-    /// readers, and then to `F`; when `may_defer` (a stream, whose publisher
-    /// calls [`Producer::settle_by_deadline`] before it waits for input),
-    /// the rename is put off until [`SETTLE_BOUND`] after the oldest chunk
-    /// not in `F`; a newer chunk replaces it meanwhile.
-    pub(crate) fn publish_bytes(&mut self, chunk: &[u8], may_defer: bool) -> Result<()> {
+    /// readers, and then to `F`.
+    pub(crate) fn publish_bytes(&mut self, chunk: &[u8]) -> Result<()> {
         if chunk.is_empty() || !self.may_use_log() {
             return self.publish_with(chunk.len(), |file| file.write_all(chunk));
         }
@@ -250,48 +268,29 @@ impl Producer {
         if let Some(retention) = &mut self.retention {
             retention.hold_back()?;
         }
-        let Some(spare) = self.spare_file()? else {
+        let Some(mut spare) = self.spare_file()? else {
             return self.publish_with(chunk.len(), |file| file.write_all(chunk));
         };
         let held = acquire(&mut self.lock, &self.paths)?;
         let replaces = shm_log::current_file(&self.paths);
-        let appended = match self.log.writer(&self.paths, self.producer.shm_log_size) {
-            Some(writer) => match writer.append(chunk, replaces) {
-                Ok(appended) => Some(appended),
-                Err(e) => {
-                    self.log.leave(&self.paths, &e);
-                    None
-                }
-            },
-            None => None,
-        };
-        let deadline = match self.deferred.take() {
-            Some(deferred) => deferred.deadline,
-            None => Instant::now() + SETTLE_BOUND,
-        };
-        if let Some(appended) = appended
-            && appended.in_log
-            && may_defer
-            && self.retention.is_none()
-            && Instant::now() < deadline
-        {
-            self.deferred = Some(Deferred {
-                seq: appended.seq,
-                deadline,
-                replaces,
-                bytes: chunk.to_vec(),
-            });
-            self.spare = Some(spare);
-            self.progress.chunk(chunk.len() as u64, || None);
-            return Ok(());
+        let mut appended = None;
+        if let Some(writer) = self.log.writer(&self.paths, self.producer.shm_log_size) {
+            let rung = writer
+                .append(chunk, replaces)
+                .and_then(|a| writer.ring_doorbell().map(|()| a));
+            match rung {
+                Ok(a) => appended = Some(a.seq),
+                Err(e) => self.log.leave(&self.paths, &e),
+            }
         }
-        let mut spare = spare;
+        // A newer chunk: one put off stays off `F`.
+        self.deferred = None;
         let mut settled = settle(
             &self.paths,
-            &self.log,
+            self.log.open(),
             &mut spare,
             chunk,
-            appended.map(|a| a.seq),
+            appended,
             &mut self.preallocate,
             self.retention.as_mut().map(|r| (r, &mut self.last_seq)),
         );
@@ -307,9 +306,127 @@ impl Producer {
         Ok(())
     }
 
-    /// Whether a chunk's rename to `F` was put off.
-    pub(crate) fn has_deferred(&self) -> bool {
-        self.deferred.is_some()
+    /// Publishes a stream through the log, in batches: each batch is the
+    /// chunks `chunker` cuts without waiting for input (up to
+    /// [`BATCH_BYTES`]), appended under one hold of the bus lock, with one
+    /// ring of the doorbell. `F` gets the newest chunk of a batch at once if
+    /// the oldest chunk not yet in `F` went into the log [`SETTLE_BOUND`]
+    /// ago; otherwise its rename is put off until then, or until a newer
+    /// chunk replaces it. Before waiting for input, the chunker lets
+    /// [`Producer::settle_by_deadline`] keep that bound.
+    pub(crate) fn publish_through_log<S: Source>(
+        &mut self,
+        chunker: &mut Chunker<S>,
+        input: BorrowedFd<'_>,
+    ) -> Result<()> {
+        let mut newest = Vec::new();
+        loop {
+            let chunk = if self.deferred.is_some() {
+                chunker.next_chunk_or(&mut || self.settle_by_deadline(input), Error::Input)?
+            } else {
+                chunker.next_chunk().map_err(Error::Input)?
+            };
+            let Some(mut chunk) = chunk else {
+                return Ok(());
+            };
+            self.watcher.check_stop()?;
+            let spare = match self.may_use_log() {
+                true => self.spare_file()?,
+                false => None,
+            };
+            let Some(mut spare) = spare else {
+                self.publish_bytes(chunk)?;
+                continue;
+            };
+            let held = acquire(&mut self.lock, &self.paths)?;
+            let Some(writer) = self.log.writer(&self.paths, self.producer.shm_log_size) else {
+                // No log to be had: this chunk and the next go through `F`.
+                drop(held);
+                self.spare = Some(spare);
+                self.publish_bytes(chunk)?;
+                continue;
+            };
+            let replaces = shm_log::current_file(&self.paths);
+            let deadline = match self.deferred.take() {
+                Some(deferred) => deferred.deadline,
+                None => Instant::now() + SETTLE_BOUND,
+            };
+            let (mut batch, mut last, mut failed) = (0, None, None);
+            loop {
+                match writer.append(chunk, replaces) {
+                    Ok(appended) => {
+                        last = Some(appended);
+                        self.progress.chunk(chunk.len() as u64, || None);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                // A chunk too large for the log is read from `F`: it goes
+                // there at once.
+                if last.is_some_and(|a| !a.in_log) {
+                    newest.clear();
+                    newest.extend_from_slice(chunk);
+                    break;
+                }
+                batch += chunk.len();
+                if batch >= BATCH_BYTES {
+                    break;
+                }
+                match chunker.next_chunk_or(&mut || Err(None), |e| Some(Error::Input(e))) {
+                    Ok(Some(next)) => chunk = next,
+                    Ok(None) | Err(None) => break,
+                    Err(Some(e)) => {
+                        failed = Some(io::Error::other(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = writer.ring_doorbell() {
+                failed.get_or_insert(e);
+            }
+            // The newest chunk, kept for `F`, is read back from the log;
+            // a log damaged under the lock (by someone else) leaves `F` to
+            // the next chunk.
+            if last.is_some_and(|a| a.in_log)
+                && let Err(e) = writer.copy_newest(&mut newest)
+            {
+                failed.get_or_insert(e);
+                last = None;
+            }
+            if let Some(e) = failed {
+                self.log.leave(&self.paths, &e);
+            }
+            let Some(last) = last else {
+                drop(held);
+                self.spare = Some(spare);
+                continue;
+            };
+            if last.in_log && Instant::now() < deadline && self.log.open().is_some() {
+                self.deferred = Some(Deferred {
+                    seq: last.seq,
+                    deadline,
+                    replaces,
+                    bytes: std::mem::take(&mut newest),
+                });
+                drop(held);
+                self.spare = Some(spare);
+                continue;
+            }
+            let settled = settle(
+                &self.paths,
+                self.log.open(),
+                &mut spare,
+                &newest,
+                Some(last.seq),
+                &mut self.preallocate,
+                None,
+            );
+            drop(held);
+            drop(spare);
+            self.after_settle(settled)?;
+        }
     }
 
     /// Before waiting for input: waits for `input` to have bytes until the
@@ -351,7 +468,7 @@ impl Producer {
         let mut spare = spare;
         let settled = settle(
             &self.paths,
-            &self.log,
+            self.log.open(),
             &mut spare,
             &deferred.bytes,
             Some(deferred.seq),
@@ -547,7 +664,7 @@ enum Staging<'a, F> {
 /// Must be called with the bus lock held.
 fn settle(
     paths: &BusPaths,
-    log: &Log,
+    log: Option<&LogWriter>,
     file: &mut File,
     chunk: &[u8],
     seq: Option<u64>,
@@ -559,7 +676,7 @@ fn settle(
     }
     file.write_all(chunk)
         .map_err(Error::io("write", paths.staging()))?;
-    if let (Log::Open(writer), Some(seq)) = (log, seq) {
+    if let (Some(writer), Some(seq)) = (log, seq) {
         let meta = file
             .metadata()
             .map_err(Error::io("stat", paths.staging()))?;

@@ -279,7 +279,7 @@ impl LogWriter {
     }
 
     /// Appends `chunk`, published while `F` is the file `replaces`
-    /// describes, and rings the doorbell: its sequence number, and whether
+    /// describes: its sequence number, and whether
     /// its data is in the log (a chunk over a quarter of the ring is not:
     /// readers take it from `F`, so it must reach `F`). Called with the bus
     /// lock held, before anything is written for `F`.
@@ -322,9 +322,33 @@ impl LogWriter {
         if self.map.broken() {
             return Err(io::Error::other("the log was truncated under its mapping"));
         }
-        // The doorbell: a write raises IN_MODIFY for the readers' watches.
-        self.file.write_at(&end.to_ne_bytes(), OFF_DOORBELL)?;
         Ok(Appended { seq, in_log })
+    }
+
+    /// Copies the data of the newest record into `out` (the writer reads
+    /// back what it appended, under the lock: nobody else writes).
+    pub(crate) fn copy_newest(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        let (_, _, newest) = self.positions().map_err(io::Error::other)?;
+        let at = self.ring(newest);
+        let word = self.map.load((at + R_KIND_LEN) as usize, Ordering::Relaxed);
+        let (_, len) = split_kind_len(word.unwrap_or(0));
+        out.clear();
+        if !self
+            .map
+            .read_into((at + RECORD_HEADER) as usize, len as usize, out)
+        {
+            return Err(io::Error::other("the newest record lies outside the log"));
+        }
+        Ok(())
+    }
+
+    /// Rings the doorbell after appending: a write that raises `IN_MODIFY`
+    /// for the readers' watches. Once for a batch of records is enough:
+    /// readers read until they find nothing new before they wait.
+    pub(crate) fn ring_doorbell(&self) -> io::Result<()> {
+        let commit = self.map.load(OFF_COMMIT, Ordering::Relaxed).unwrap_or(0);
+        self.file.write_at(&commit.to_ne_bytes(), OFF_DOORBELL)?;
+        Ok(())
     }
 
     /// Says that the file `file` is about to be renamed to `F` for record
@@ -376,6 +400,11 @@ pub(crate) enum Next {
     Untrusted(String),
 }
 
+/// How many bytes of chunks waiting in the log a consumer hands its sink at
+/// once, at most, when the sink takes several (a descriptor: one write
+/// instead of one per chunk, which is what wakes the process reading it).
+const BATCH_BYTES: usize = 64 << 10;
+
 /// How many times a reader lapped while copying tries again before it
 /// lets the caller look at `F` instead.
 const LAPPED_TRIES: u32 = 8;
@@ -391,7 +420,6 @@ pub(crate) struct LogReader {
     /// The sequence number the next record should carry; `None` until a
     /// record was read.
     expected: Option<u64>,
-    buf: Vec<u8>,
 }
 
 impl LogReader {
@@ -431,7 +459,6 @@ impl LogReader {
             id: (meta.dev(), meta.ino()),
             cursor: 0,
             expected: None,
-            buf: Vec::new(),
         };
         reader.cursor = reader
             .commit()
@@ -511,10 +538,31 @@ impl LogReader {
     }
 
     /// The next record, or the newest if this reader was lapped.
+    #[cfg(test)]
     pub(crate) fn next(&mut self) -> Next {
+        let mut out = Vec::new();
+        match self.next_appending(&mut out) {
+            Next::Data {
+                seq,
+                replaces,
+                skipped,
+                ..
+            } => Next::Data {
+                bytes: out,
+                seq,
+                replaces,
+                skipped,
+            },
+            other => other,
+        }
+    }
+
+    /// [`LogReader::next`], appending a chunk's bytes to `out` instead
+    /// (its `bytes` are left empty); `out` is as it was for anything else.
+    pub(crate) fn next_appending(&mut self, out: &mut Vec<u8>) -> Next {
         let mut skipped_pad = 0;
         for _ in 0..LAPPED_TRIES {
-            match self.step() {
+            match self.step(out) {
                 Step::Record(next) => return next,
                 Step::Lapped => {
                     if let Err(why) = self.jump_to_newest() {
@@ -556,7 +604,7 @@ impl LogReader {
         Ok(())
     }
 
-    fn step(&mut self) -> Step {
+    fn step(&mut self, out: &mut Vec<u8>) -> Step {
         let untrusted = |why: String| Step::Record(Next::Untrusted(why));
         let Some(commit) = self.commit() else {
             return untrusted("truncated".into());
@@ -581,7 +629,7 @@ impl LogReader {
         if off + RECORD_HEADER > self.capacity {
             return untrusted(format!("record at {pos} crosses the ring's end"));
         }
-        let mut header = Vec::new();
+        let mut header = Vec::with_capacity(RECORD_HEADER as usize);
         if !self
             .map
             .read_into(at as usize, RECORD_HEADER as usize, &mut header)
@@ -593,14 +641,33 @@ impl LogReader {
             u64::from_ne_bytes(header[i..i + 8].try_into().expect("8 bytes"))
         };
         let (kind, len) = split_kind_len(word(R_KIND_LEN));
-        let mut data = std::mem::take(&mut self.buf);
+        let base = out.len();
         let fits = u64::from(len) <= self.capacity - off - RECORD_HEADER;
         if kind == KIND_DATA && fits {
             let copied = self
                 .map
-                .read_into((at + RECORD_HEADER) as usize, len as usize, &mut data);
+                .read_into((at + RECORD_HEADER) as usize, len as usize, out);
             debug_assert!(copied, "checked to fit");
         }
+        let step = self.check(pos, commit, &header, out.len() - base);
+        if !matches!(step, Step::Record(Next::Data { .. })) {
+            out.truncate(base);
+        }
+        step
+    }
+
+    /// Whether the record at `pos`, whose header and data (`copied` bytes)
+    /// were just copied, was whole and makes sense.
+    fn check(&mut self, pos: u64, commit: u64, header: &[u8], copied: usize) -> Step {
+        let untrusted = |why: String| Step::Record(Next::Untrusted(why));
+        let off = pos % self.capacity;
+        let word = |i: u64| {
+            let i = i as usize;
+            u64::from_ne_bytes(header[i..i + 8].try_into().expect("8 bytes"))
+        };
+        let (kind, len) = split_kind_len(word(R_KIND_LEN));
+        let fits = u64::from(len) <= self.capacity - off - RECORD_HEADER;
+        debug_assert!(copied == 0 || copied == len as usize);
         // Was any of it overwritten while it was copied?
         fence(Ordering::Acquire);
         let claim = self.map.load(OFF_CLAIM, Ordering::Relaxed).unwrap_or(0);
@@ -608,7 +675,6 @@ impl LogReader {
             return untrusted("truncated".into());
         }
         if claim > pos.saturating_add(self.capacity) {
-            self.buf = data;
             return Step::Lapped;
         }
         // Copied whole: now it must make sense.
@@ -640,15 +706,13 @@ impl LogReader {
         self.expected = seq.checked_add(1);
         let replaces = FileId([0, 1, 2, 3, 4].map(|i| word(R_REPLACES + 8 * i)));
         Step::Record(if kind == KIND_DATA {
-            data.truncate(len as usize);
             Next::Data {
-                bytes: data,
+                bytes: Vec::new(),
                 seq,
                 replaces,
                 skipped,
             }
         } else {
-            self.buf = data;
             Next::InFile { replaces, skipped }
         })
     }
@@ -681,6 +745,9 @@ pub(crate) struct LogFollower {
     /// The sequence number of the last chunk delivered from the log: a
     /// settled `F` of that record or an older one was delivered already.
     delivered: Option<u64>,
+    /// A record read while gathering a batch that ends it: dealt with first
+    /// at the next call.
+    stash: Option<Next>,
 }
 
 impl LogFollower {
@@ -695,6 +762,7 @@ impl LogFollower {
             tried: false,
             replaces: None,
             delivered: None,
+            stash: None,
         }
     }
 
@@ -723,6 +791,7 @@ impl LogFollower {
                 self.reader = Some(reader);
                 self.replaces = None;
                 self.delivered = None;
+                self.stash = None;
                 watcher.watch_doorbell(Some(self.path.clone()));
             }
             Ok(None) => {}
@@ -744,66 +813,90 @@ impl LogFollower {
         self.reader.as_ref().is_some_and(LogReader::pending)
     }
 
-    /// Delivers the next record of the log into `sink`: its size, or `None`
-    /// when the log has nothing (or only a chunk to take from `F`), and the
-    /// consumer looks at `F`.
+    /// Delivers the next record of the log into `sink`, with those after it
+    /// that are committed already if the sink takes several chunks at once
+    /// ([`Sink::batches`], up to [`BATCH_BYTES`]): their size and how many
+    /// they are, or `None` when the log has nothing (or only a chunk to
+    /// take from `F`), and the consumer looks at `F`.
     pub(crate) fn take(
         &mut self,
         sink: &mut impl Sink,
         watcher: &mut Watcher,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<(u64, u64)>> {
         if !self.wanted {
             return Ok(None);
         }
         if !std::mem::replace(&mut self.tried, true) {
             self.attach(watcher);
         }
-        loop {
-            // Looked for again only when F names a chunk the log did not
-            // deliver ([`LogFollower::recheck`]).
-            let Some(reader) = &mut self.reader else {
-                return Ok(None);
-            };
-            let say_skipped = |skipped: u64| {
-                if skipped > 0 {
-                    log::info!("lapped in the shared-memory log: skipped {skipped} chunks");
-                }
-            };
-            match reader.next() {
-                Next::Data {
-                    bytes,
-                    seq,
-                    replaces,
-                    skipped,
-                } => {
-                    say_skipped(skipped);
-                    self.replaces = Some(replaces);
-                    self.delivered = Some(seq);
-                    if bytes.is_empty() {
-                        continue;
+        let say_skipped = |skipped: u64| {
+            if skipped > 0 {
+                log::info!("lapped in the shared-memory log: skipped {skipped} chunks");
+            }
+        };
+        // Looked for again only when F names a chunk the log did not
+        // deliver ([`LogFollower::recheck`]).
+        let Some(reader) = &mut self.reader else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        // Only what ends a batch is stashed: never a chunk.
+        let first = match self.stash.take() {
+            Some(other) => other,
+            None => reader.next_appending(&mut bytes),
+        };
+        match first {
+            Next::Data {
+                seq,
+                replaces,
+                skipped,
+                ..
+            } => {
+                say_skipped(skipped);
+                self.replaces = Some(replaces);
+                self.delivered = Some(seq);
+                let mut count = 1;
+                while sink.batches() && bytes.len() < BATCH_BYTES && reader.pending() {
+                    match reader.next_appending(&mut bytes) {
+                        Next::Data {
+                            seq,
+                            replaces,
+                            skipped,
+                            ..
+                        } => {
+                            say_skipped(skipped);
+                            self.replaces = Some(replaces);
+                            self.delivered = Some(seq);
+                            count += 1;
+                        }
+                        // Dealt with at the next call, after these.
+                        other => {
+                            self.stash = Some(other);
+                            break;
+                        }
                     }
-                    let size = bytes.len() as u64;
-                    sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
-                    return Ok(Some(size));
                 }
-                Next::InFile { replaces, skipped } => {
-                    say_skipped(skipped);
-                    self.replaces = Some(replaces);
-                    return Ok(None);
-                }
-                Next::Nothing => return Ok(None),
-                Next::Untrusted(why) => {
-                    log::info!(
-                        "not using {} ({why}); reading {} alone",
-                        self.path.display(),
-                        self.data.display()
-                    );
-                    self.refused = self.reader.take().map(|r| r.id);
-                    self.replaces = None;
-                    self.delivered = None;
-                    watcher.watch_doorbell(None);
-                    return Ok(None);
-                }
+                let size = bytes.len() as u64;
+                sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
+                Ok(Some((size, count)))
+            }
+            Next::InFile { replaces, skipped } => {
+                say_skipped(skipped);
+                self.replaces = Some(replaces);
+                Ok(None)
+            }
+            Next::Nothing => Ok(None),
+            Next::Untrusted(why) => {
+                log::info!(
+                    "not using {} ({why}); reading {} alone",
+                    self.path.display(),
+                    self.data.display()
+                );
+                self.refused = self.reader.take().map(|r| r.id);
+                self.replaces = None;
+                self.delivered = None;
+                watcher.watch_doorbell(None);
+                Ok(None)
             }
         }
     }

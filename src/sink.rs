@@ -23,6 +23,12 @@ pub(crate) trait Sink {
     fn take(&mut self, file: &mut File, size: u64) -> Result<(), CopyError>;
     /// Takes a whole chunk already read into memory.
     fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError>;
+    /// Whether several lossy chunks may be handed over as one (a
+    /// descriptor, where chunks are bytes in a stream), not a chunk apiece
+    /// (memory, where each is a message).
+    fn batches(&self) -> bool {
+        false
+    }
 }
 
 impl Sink for Output<'_> {
@@ -40,6 +46,9 @@ impl Sink for Output<'_> {
     }
     fn take_bytes(&mut self, bytes: Vec<u8>) -> Result<(), CopyError> {
         self.write_chunk(&bytes)
+    }
+    fn batches(&self) -> bool {
+        true
     }
 }
 

@@ -17,12 +17,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::chunker::{Chunker, FdSource, Source};
+use crate::chunker::{Chunker, FdSource, ReadAhead};
 use crate::error::{Error, Result};
 use crate::options::Chunking;
 use crate::output::{is_pipe, queued_bytes};
 use crate::publish::Producer;
 use crate::sys;
+
+/// How much input a producer with the shared-memory log reads at once, at
+/// least: a pipe's default capacity, so that small chunks cost one read of
+/// the input per many of them.
+const READ_AHEAD: usize = 64 << 10;
+/// ... and at most: a larger block size reads a block at a time.
+const MAX_READ_AHEAD: usize = 1 << 20;
 
 impl Producer {
     /// Publishes everything `input` yields until its end, in chunks of at
@@ -34,43 +41,28 @@ impl Producer {
         let (chunking, block_size) = (self.options().chunking, self.options().block_size);
         let source = FdSource(input.as_fd());
         source.enlarge_pipe(block_size);
-        let mut chunker = Chunker::new(source, chunking, block_size);
-        if self.may_use_log() {
+        if self.may_use_log() && !self.retains() {
+            let source = ReadAhead::new(source, READ_AHEAD.max(block_size.min(MAX_READ_AHEAD)));
+            let mut chunker = Chunker::new(source, chunking, block_size);
             let published = self.publish_through_log(&mut chunker, input.as_fd());
             // The last chunk read reaches `F` whatever stopped the stream.
             let settled = self.settle_deferred();
             return published.and(settled);
         }
-        if chunking == Chunking::Bytes && sys::splices_input() && is_pipe(input.as_fd()) {
+        // With a log (and retained history), chunks go into the log from
+        // memory, one by one: splicing would put them in a file first.
+        if !self.may_use_log()
+            && chunking == Chunking::Bytes
+            && sys::splices_input()
+            && is_pipe(input.as_fd())
+        {
             return self.splice_from_pipe(input.as_fd(), block_size);
         }
+        let mut chunker = Chunker::new(source, chunking, block_size);
         while let Some(chunk) = chunker.next_chunk().map_err(Error::Input)? {
             self.publish(chunk)?;
         }
         Ok(())
-    }
-
-    /// With the shared-memory log, chunks go from memory into the log
-    /// first (splicing would put them in a file first), and `F` is renamed
-    /// once per [`crate::publish::SETTLE_BOUND`] at most: before the chunker
-    /// waits for input, the producer waits until the deadline of the chunk
-    /// not yet in `F`, and renames it if no input came.
-    fn publish_through_log<S: Source>(
-        &mut self,
-        chunker: &mut Chunker<S>,
-        input: BorrowedFd<'_>,
-    ) -> Result<()> {
-        loop {
-            let chunk = if self.has_deferred() {
-                chunker.next_chunk_or(&mut || self.settle_by_deadline(input), Error::Input)?
-            } else {
-                chunker.next_chunk().map_err(Error::Input)?
-            };
-            let Some(chunk) = chunk else {
-                return Ok(());
-            };
-            self.publish_bytes(chunk, true)?;
-        }
     }
 
     fn splice_from_pipe(&mut self, input: BorrowedFd<'_>, block_size: usize) -> Result<()> {
