@@ -140,7 +140,8 @@ impl<S: Source> Source for ReadAhead<S> {
         if self.start < self.end {
             return Ok(true);
         }
-        if std::mem::take(&mut self.drained) {
+        // Until the next read: what came since is found by that read.
+        if self.drained {
             return Ok(false);
         }
         self.source.ready()
