@@ -1293,7 +1293,12 @@ mod tests {
             })
         };
         let mut refused = 0;
-        for n in 0..3000 {
+        // At least 3000 rounds, and until the vandal was caught once (how
+        // soon depends on how the two threads are scheduled).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut n = 0;
+        while n < 3000 || (refused == 0 && std::time::Instant::now() < deadline) {
+            n += 1;
             // The writer gives up on a log it finds inconsistent; the
             // reader goes on meeting whatever the vandal writes.
             let _ = writer.append(&chunk(n, 1 + n * 131 % 9000), None);

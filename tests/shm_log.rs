@@ -378,3 +378,57 @@ fn producers_killed_while_appending_leave_a_log_the_next_ones_use() {
     drop(stdin);
     common::assert_success(&mut producer, "producer");
 }
+
+/// A stream through the log renames `F` once per burst at most every
+/// millisecond (docs/PROTOCOL.md, "Settling `F`"): whatever `F` names
+/// meanwhile is one whole chunk of the stream, and the burst's last chunk
+/// reaches `F` while the producer's input stays open, waiting for more.
+#[test]
+fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let (mut producer, mut stdin) = our_producer(&bus, &["--block-size", "4096"]);
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    let out = s.path("out");
+    let (consumer, said) = our_consumer(&bus, &out);
+    wait_for_end(&out, &record("first", 0));
+    // 900 chunks: the default log holds them all, so that even a consumer
+    // slower than the producer for the whole burst gets every one.
+    let chunks: Vec<String> = (0..900).map(|i| format!("{i:04095}\n")).collect();
+    let burst = chunks.concat();
+    let sampler = {
+        let bus = bus.clone();
+        let last = chunks[chunks.len() - 1].clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while seen.last() != Some(&last) && seen.len() < 1_000_000 {
+                if let Ok(f) = std::fs::read_to_string(&bus) {
+                    seen.push(f);
+                }
+            }
+            seen
+        })
+    };
+    send(&mut stdin, &burst);
+    wait_for_end(&out, &chunks[chunks.len() - 1]);
+    // The input is still open: only the settle before waiting for more
+    // puts the last chunk in F.
+    wait_until("the burst's last chunk in F", || {
+        std::fs::read_to_string(&bus).ok().as_ref() == chunks.last()
+    });
+    let seen = sampler.join().unwrap();
+    let whole = |f: &String| *f == record("first", 0) || chunks.contains(f);
+    assert!(seen.iter().all(whole), "F named something not a chunk");
+    stop(consumer, "consumer");
+    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    if log_on() {
+        assert_eq!(got, record("first", 0) + &burst);
+    } else {
+        assert!(got.ends_with(&chunks[chunks.len() - 1]));
+    }
+    check_log_use(&said, &bus);
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+    assert_eq!(std::fs::read_to_string(&bus).as_ref().ok(), chunks.last());
+}

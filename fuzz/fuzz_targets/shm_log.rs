@@ -28,7 +28,7 @@ const CAPACITY: usize = 4096;
 fn empty_log() -> Vec<u8> {
     let mut log = vec![0u8; HEADER + CAPACITY];
     log[0..8].copy_from_slice(b"FBUSLOG1");
-    log[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    log[8..12].copy_from_slice(&2u32.to_ne_bytes());
     log[12..16].copy_from_slice(&(HEADER as u32).to_ne_bytes());
     log[16..24].copy_from_slice(&(CAPACITY as u64).to_ne_bytes());
     log
