@@ -1039,13 +1039,16 @@ class Bench:
                 f.write(os.urandom(chunks * block))
 
             def busy(where):
-                # Our producer: each read of the file is one chunk.
+                # Our producer: each read of the file is one chunk, each
+                # renamed over FILE (the shared-memory log off: with it, a
+                # stream renames FILE once a millisecond at most, and the
+                # neighbours would have almost nothing to ignore).
                 start = time.perf_counter()
                 with open(data, "rb") as f:
                     proc = spawn(
                         [self.args.filebus, "--block-size", str(block),
                          "--filename", os.path.join(where, "busy"), "producer"],
-                        stdin=f,
+                        stdin=f, env={**os.environ, "FILEBUS_NO_SHM_LOG": "1"},
                     )
                     if reap(proc, self.size(600, 60))[0] != 0:
                         raise Failure("the busy producer failed")
@@ -1372,6 +1375,35 @@ def gap_notes(results):
                 f"renaming a file, then opening it on the other side) costs several times an append "
                 f"to a file; `docs/latency-profile.md` measures the protocol's floor with a minimal "
                 f"C implementation and lists what filebus does beyond it."
+            )
+    library = [(fs, spaced[(fs, "filebus (library)", "lossy")], spaced[(fs, "tail -F", "file")])
+               for fs in sorted({k[0] for k in spaced}, key=lambda f: f != shm)
+               if (fs, "filebus (library)", "lossy") in spaced and (fs, "tail -F", "file") in spaced]
+    missed = [(fs, lib, tail) for fs, lib, tail in library if lib[5] > tail[5]]
+    if missed:
+        figures = "; ".join(f"{fs} {lib[5]:,.0f} vs {tail[5]:,.0f} µs" for fs, lib, tail in missed)
+        notes.append(
+            f"- **Isolated messages, library path** ({figures}). The chunk reaches the shared-memory "
+            f"log before any file work, but the writer still takes the lock, checks the lock file "
+            f"and looks at FILE (three system calls, each several times dearer after an idle "
+            f"pause) before the doorbell, where `tail -F`'s writer makes one `write`; and the "
+            f"library's `publish` renames FILE before it returns, on the same 2 cores as the "
+            f"consumer and the reader it just woke (see docs/design/shared-memory-log.md, "
+            f"\"Measured\")."
+        )
+    hose = {(r[0], r[1]): r for r in results.get("firehose", [])}
+    steady = firehose_name(Impl("filebus", None), FIREHOSE_PACE)
+    for fs in sorted({r[0] for r in results.get("firehose", [])}, key=lambda f: f != shm):
+        row = hose.get((fs, steady))
+        if row and row[4]:
+            notes.append(
+                f"- **Firehose on {fs}** ({row[4]:,} of {row[2]:,} chunks skipped at a steady "
+                f"{FIREHOSE_PACE:,} MB/s). Four processes share 2 cores: the writer, the producer, "
+                f"the consumer and the reader; the consumer with its reader delivered "
+                f"{row[7] / 1e6:,.0f} MB/s, a little less than the stream, and a lossy consumer "
+                f"that falls a whole log (4 MiB) behind skips to the newest chunk. Profiles put "
+                f"the consumer's time in context switches at its writes (waking the reader) and in "
+                f"copies."
             )
     if not notes:
         return []
