@@ -41,7 +41,11 @@ use crate::watch::{Awaited, Watcher};
 /// What one call to [`Consumer::deliver_to`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// A chunk of this many bytes was written to the output.
+    /// A chunk of this many bytes was written to the output. In lossy mode,
+    /// chunks waiting together in the shared-memory log (up to 64 KiB) go
+    /// out in one write, and this is their size together: on a descriptor
+    /// chunks are bytes in a stream. [`Consumer::recv`] returns one chunk
+    /// at a time.
     Chunk(u64),
     /// The lossless end-of-stream marker was consumed; nothing more will come.
     End,
