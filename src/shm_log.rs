@@ -840,65 +840,57 @@ impl LogFollower {
             return Ok(None);
         };
         let mut bytes = Vec::new();
+        let mut count = 0;
         // Only what ends a batch is stashed: never a chunk.
-        let first = match self.stash.take() {
+        let mut next = match self.stash.take() {
             Some(other) => other,
             None => reader.next_appending(&mut bytes),
         };
-        match first {
-            Next::Data {
-                seq,
-                replaces,
-                skipped,
-                ..
-            } => {
-                say_skipped(skipped);
-                self.replaces = Some(replaces);
-                self.delivered = Some(seq);
-                let mut count = 1;
-                while sink.batches() && bytes.len() < BATCH_BYTES && reader.pending() {
-                    match reader.next_appending(&mut bytes) {
-                        Next::Data {
-                            seq,
-                            replaces,
-                            skipped,
-                            ..
-                        } => {
-                            say_skipped(skipped);
-                            self.replaces = Some(replaces);
-                            self.delivered = Some(seq);
-                            count += 1;
-                        }
-                        // Dealt with at the next call, after these.
-                        other => {
-                            self.stash = Some(other);
-                            break;
-                        }
-                    }
+        loop {
+            match next {
+                Next::Data {
+                    seq,
+                    replaces,
+                    skipped,
+                    ..
+                } => {
+                    say_skipped(skipped);
+                    self.replaces = Some(replaces);
+                    self.delivered = Some(seq);
+                    count += 1;
                 }
-                let size = bytes.len() as u64;
-                sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
-                Ok(Some((size, count)))
+                // Ends a batch: dealt with at the next call, after it.
+                other if count > 0 => {
+                    self.stash = Some(other);
+                    break;
+                }
+                Next::InFile { replaces, skipped } => {
+                    say_skipped(skipped);
+                    self.replaces = Some(replaces);
+                    return Ok(None);
+                }
+                Next::Nothing => return Ok(None),
+                Next::Untrusted(why) => {
+                    log::info!(
+                        "not using {} ({why}); reading {} alone",
+                        self.path.display(),
+                        self.data.display()
+                    );
+                    self.refused = self.reader.take().map(|r| r.id);
+                    self.replaces = None;
+                    self.delivered = None;
+                    watcher.watch_doorbell(None);
+                    return Ok(None);
+                }
             }
-            Next::InFile { replaces, skipped } => {
-                say_skipped(skipped);
-                self.replaces = Some(replaces);
-                Ok(None)
+            if !(sink.batches() && bytes.len() < BATCH_BYTES && reader.pending()) {
+                break;
             }
-            Next::Nothing => Ok(None),
-            Next::Untrusted(why) => {
-                log::info!(
-                    "not using {} ({why}); reading {} alone",
-                    self.path.display(),
-                    self.data.display()
-                );
-                self.refused = self.reader.take().map(|r| r.id);
-                self.replaces = None;
-                self.delivered = None;
-                watcher.watch_doorbell(None);
-                Ok(None)
-            }
+            next = reader.next_appending(&mut bytes);
         }
+        let size = bytes.len() as u64;
+        sink.take_bytes(bytes).map_err(|e| e.at(&self.data))?;
+        Ok(Some((size, count)))
     }
 
     /// `F` names a chunk the log did not deliver: a producer without the
