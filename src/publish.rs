@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::chunker::{Chunker, Source};
@@ -25,6 +26,10 @@ use crate::shm_log::{self, FileId, LogWriter};
 use crate::stop::Stop;
 use crate::sys;
 use crate::watch::{Awaited, Watcher};
+
+mod settler;
+
+use settler::Settler;
 
 /// The writing side of a bus. Obtained from [`crate::Bus::producer`].
 ///
@@ -77,6 +82,10 @@ pub struct Producer {
     /// With a log, publishing a stream: the newest chunk, in the log
     /// already, whose rename to `F` is put off (see [`SETTLE_BOUND`]).
     deferred: Option<Deferred>,
+    /// With a log, publishing through [`Producer::publish`] without
+    /// retained history: the thread that renames the newest chunk to `F`
+    /// in its stead, started at the first chunk it puts off.
+    settler: Option<Settler>,
     progress: Progress,
 }
 
@@ -115,7 +124,8 @@ struct Deferred {
 #[derive(Debug)]
 enum Log {
     Untried,
-    Open(LogWriter),
+    /// Shared with the [`Settler`], which settles the chunks it renames.
+    Open(Arc<LogWriter>),
     /// None wanted, or none to be had: chunks go through `F` alone.
     Off,
 }
@@ -124,10 +134,10 @@ impl Log {
     /// The log to append to, opened at the first publication (with the
     /// bus lock held, `size` bytes of ring). A log that fails is left for
     /// good (said with `-v`): chunks still reach `F`.
-    fn writer(&mut self, paths: &BusPaths, size: usize) -> Option<&mut LogWriter> {
+    fn writer(&mut self, paths: &BusPaths, size: usize) -> Option<&Arc<LogWriter>> {
         if let Log::Untried = self {
             *self = match LogWriter::open(paths, size) {
-                Ok(writer) => Log::Open(writer),
+                Ok(writer) => Log::Open(Arc::new(writer)),
                 Err(e) => {
                     log::info!(
                         "no shared-memory log at {} ({e}); publishing through {} alone",
@@ -146,7 +156,7 @@ impl Log {
 
     fn open(&self) -> Option<&LogWriter> {
         match self {
-            Log::Open(writer) => Some(writer),
+            Log::Open(writer) => Some(writer.as_ref()),
             _ => None,
         }
     }
@@ -191,6 +201,7 @@ impl Producer {
             },
             spare: None,
             deferred: None,
+            settler: None,
             progress: Progress::new("published"),
             paths,
             options,
@@ -259,17 +270,31 @@ impl Producer {
     }
 
     /// Publishes `chunk`. With a log it goes into the log first, waking its
-    /// readers, and then to `F`.
+    /// readers, and then to `F`: without retained history, within
+    /// [`SETTLE_BOUND`] by the producer's [`Settler`] thread (at once with
+    /// history, whose links are made under the same hold of the lock).
     pub(crate) fn publish_bytes(&mut self, chunk: &[u8]) -> Result<()> {
         if chunk.is_empty() || !self.may_use_log() {
             return self.publish_with(chunk.len(), |file| file.write_all(chunk));
         }
         self.watcher.check_stop()?;
+        if let Some(settler) = &self.settler {
+            settler.failure()?;
+        }
         if let Some(retention) = &mut self.retention {
             retention.hold_back()?;
         }
-        let Some(mut spare) = self.spare_file()? else {
-            return self.publish_with(chunk.len(), |file| file.write_all(chunk));
+        // Put off when the log is open already and holds the chunk's
+        // bytes; otherwise `F` gets it here, from a file made before the
+        // lock is taken.
+        let defer =
+            self.retention.is_none() && self.log.open().is_some_and(|w| w.holds(chunk.len()));
+        let spare = match defer {
+            true => None,
+            false => match self.spare_file()? {
+                Some(file) => Some(file),
+                None => return self.publish_with(chunk.len(), |file| file.write_all(chunk)),
+            },
         };
         let held = acquire(&mut self.lock, &self.paths)?;
         let replaces = shm_log::current_file(&self.paths);
@@ -279,18 +304,46 @@ impl Producer {
                 .append(chunk, replaces)
                 .and_then(|a| writer.ring_doorbell().map(|()| a));
             match rung {
-                Ok(a) => appended = Some(a.seq),
+                Ok(a) => appended = Some(a),
                 Err(e) => self.log.leave(&self.paths, &e),
             }
         }
         // A newer chunk: one put off stays off `F`.
         self.deferred = None;
+        if let Some(settler) = &self.settler {
+            settler.cancel();
+        }
+        let Some(mut spare) = spare else {
+            let (Some(appended), Log::Open(writer)) = (appended, &self.log) else {
+                // The log failed: the chunk goes through `F` alone.
+                drop(held);
+                return self.publish_with(chunk.len(), |file| file.write_all(chunk));
+            };
+            if self.settler.is_none() {
+                let policy = self.options.wait_policy();
+                let log = Arc::clone(writer);
+                let spare = self.spare.take();
+                self.settler = Some(Settler::start(
+                    &self.paths,
+                    policy,
+                    log,
+                    spare,
+                    self.preallocate,
+                )?);
+            }
+            if let Some(settler) = &self.settler {
+                settler.defer(appended.seq, replaces, chunk)?;
+            }
+            drop(held);
+            self.progress.chunk(chunk.len() as u64, || None);
+            return Ok(());
+        };
         let mut settled = settle(
             &self.paths,
             self.log.open(),
             &mut spare,
             chunk,
-            appended,
+            appended.map(|a| a.seq),
             &mut self.preallocate,
             self.retention.as_mut().map(|r| (r, &mut self.last_seq)),
         );
@@ -620,10 +673,13 @@ impl Producer {
     /// Ends the stream: in lossless mode publishes the empty end-of-stream
     /// marker (waiting for the last chunk to be consumed first); with
     /// retained history publishes it too; in plain lossy mode there is no
-    /// marker and this does nothing.
+    /// marker, and this puts the last chunk into `F` at once where its
+    /// rename was put off (see [`Producer::publish`]), returning what
+    /// failed there. Dropping a producer does the same, but says nothing
+    /// of a failure (but with `-v`).
     pub fn finish(mut self) -> Result<()> {
         if self.options.mode == Mode::Lossy && self.retention.is_none() {
-            return Ok(());
+            return self.settler.take().map_or(Ok(()), Settler::finish);
         }
         self.publish(&[])
     }

@@ -278,20 +278,22 @@ impl LogWriter {
         })
     }
 
+    /// Whether a chunk of `len` bytes goes into the log whole: up to a
+    /// quarter of the ring (and 4 GiB).
+    pub(crate) fn holds(&self, len: usize) -> bool {
+        len as u64 <= (self.capacity / 4).min(u64::from(u32::MAX))
+    }
+
     /// Appends `chunk`, published while `F` is the file `replaces`
     /// describes: its sequence number, and whether
     /// its data is in the log (a chunk over a quarter of the ring is not:
     /// readers take it from `F`, so it must reach `F`). Called with the bus
     /// lock held, before anything is written for `F`.
-    pub(crate) fn append(
-        &mut self,
-        chunk: &[u8],
-        replaces: Option<FileId>,
-    ) -> io::Result<Appended> {
+    pub(crate) fn append(&self, chunk: &[u8], replaces: Option<FileId>) -> io::Result<Appended> {
         let (claim, commit, _) = self.positions().map_err(io::Error::other)?;
         let seq = self.newest_seq().map_or(1, |seq| seq + 1);
         let len = chunk.len() as u64;
-        let in_log = len <= (self.capacity / 4).min(u64::from(u32::MAX));
+        let in_log = self.holds(chunk.len());
         let (kind, data) = if in_log {
             (KIND_DATA, len)
         } else {
@@ -984,7 +986,7 @@ mod tests {
         bytes
     }
 
-    fn append(writer: &mut LogWriter, bytes: &[u8]) {
+    fn append(writer: &LogWriter, bytes: &[u8]) {
         writer.append(bytes, None).unwrap();
     }
 
@@ -1017,7 +1019,7 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
         assert_eq!(reader.next(), Next::Nothing);
         // 1 byte, past a page, up to a quarter of the ring; many laps.
@@ -1028,7 +1030,7 @@ mod tests {
             .enumerate()
         {
             let sent = chunk(n, *len);
-            append(&mut writer, &sent);
+            append(&writer, &sent);
             assert_eq!(data(reader.next()), (sent, 0), "chunk {n}");
             assert_eq!(reader.next(), Next::Nothing);
         }
@@ -1040,7 +1042,7 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
         let f = staged(&paths, b"in F");
         let replaces = FileId::of(&f.metadata().unwrap());
@@ -1061,7 +1063,7 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let reader = reader(&paths);
         let ids: Vec<FileId> = (0..4)
             .map(|n| FileId::of(&staged(&paths, &chunk(n, 10 + n)).metadata().unwrap()))
@@ -1097,12 +1099,12 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
-        append(&mut writer, &chunk(0, 3000));
+        append(&writer, &chunk(0, 3000));
         assert_eq!(data(reader.next()).1, 0);
         for n in 1..=100 {
-            append(&mut writer, &chunk(n, 3000));
+            append(&writer, &chunk(n, 3000));
         }
         assert_eq!(data(reader.next()), (chunk(100, 3000), 99));
         assert_eq!(reader.next(), Next::Nothing);
@@ -1114,10 +1116,10 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
         for n in 0..3 {
-            append(&mut writer, &chunk(n, 1000));
+            append(&writer, &chunk(n, 1000));
         }
         // The claim says a writer is overwriting the first record (at 0)
         // but not the newest.
@@ -1132,7 +1134,7 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
         let writing = std::thread::spawn(move || {
             for n in 0..20_000 {
@@ -1172,8 +1174,8 @@ mod tests {
         ];
         for &(what, off, value) in header {
             let (_dir, paths) = bus();
-            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
-            append(&mut writer, b"chunk");
+            let writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            append(&writer, b"chunk");
             poke(&paths, off, &value.to_ne_bytes());
             assert!(
                 LogReader::attach(&log_path(&paths), |_| true).is_err(),
@@ -1202,11 +1204,11 @@ mod tests {
         ];
         for &(what, off, value) in records {
             let (_dir, paths) = bus();
-            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
-            append(&mut writer, b"one");
-            append(&mut writer, b"two");
+            let writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            append(&writer, b"one");
+            append(&writer, b"two");
             let mut reader = reader(&paths);
-            append(&mut writer, b"three");
+            append(&writer, b"three");
             poke(&paths, off, &value.to_ne_bytes());
             assert!(
                 matches!(reader.next(), Next::Untrusted(_)),
@@ -1229,10 +1231,10 @@ mod tests {
         };
         for _ in 0..300 {
             let (_dir, paths) = bus();
-            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            let writer = LogWriter::open(&paths, 64 << 10).unwrap();
             let mut reader = reader(&paths);
             for n in 0..(random() % 40) as usize {
-                append(&mut writer, &chunk(n, (random() % 20000) as usize));
+                append(&writer, &chunk(n, (random() % 20000) as usize));
             }
             for _ in 0..(1 + random() % 8) {
                 // Mostly the positions and the records near them.
@@ -1263,7 +1265,7 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         let mut reader = reader(&paths);
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let vandal = {
@@ -1317,8 +1319,8 @@ mod tests {
             return;
         }
         let (_dir, paths) = bus();
-        let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
-        append(&mut writer, b"whole");
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&writer, b"whole");
         let mut reader = reader(&paths);
         let commit: u64 = 256;
         // Killed after its claim and part of its record: bytes past commit.
@@ -1327,8 +1329,8 @@ mod tests {
         poke(&paths, HEADER + commit, &[0xee; 3000]);
         assert_eq!(reader.next(), Next::Nothing);
         drop(writer);
-        let mut next = LogWriter::open(&paths, 64 << 10).unwrap();
-        append(&mut next, b"after");
+        let next = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&next, b"after");
         assert_eq!(data(reader.next()), (b"after".to_vec(), 0));
         let (claim_now, _, _) = next.positions().unwrap();
         assert_eq!(claim_now, claim, "the claim was lowered");
@@ -1341,10 +1343,10 @@ mod tests {
         }
         for keep in [0, HEADER, HEADER + 4096] {
             let (_dir, paths) = bus();
-            let mut writer = LogWriter::open(&paths, 64 << 10).unwrap();
+            let writer = LogWriter::open(&paths, 64 << 10).unwrap();
             let mut reader = reader(&paths);
             for n in 0..10 {
-                append(&mut writer, &chunk(n, 3000));
+                append(&writer, &chunk(n, 3000));
             }
             OpenOptions::new()
                 .write(true)

@@ -432,3 +432,98 @@ fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
     common::assert_success(&mut producer, "producer");
     assert_eq!(std::fs::read_to_string(&bus).as_ref().ok(), chunks.last());
 }
+
+/// A program publishing through the API: a consumer of the log gets every
+/// chunk at once, `F` gets the newest soon after (the producer's own thread
+/// renames it, within `SETTLE_BOUND` of the oldest not yet there) and
+/// always names a whole chunk, and finishing or dropping the producer puts
+/// the last chunk in `F` before it returns. Without a log every publish
+/// renames `F` itself, which keeps the same promises.
+#[test]
+fn a_library_producer_renames_f_soon_after_and_at_once_when_finished_or_dropped() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
+    let mut producer = b.producer().unwrap();
+    producer.publish(record("first", 0).as_bytes()).unwrap();
+    wait_until("the first chunk", || bus.exists());
+    let out = s.path("out");
+    let (consumer, said) = our_consumer(&bus, &out);
+    wait_for_end(&out, &record("first", 0));
+    // 1 byte, past a page, and 300 chunks back to back (the log holds
+    // them all), then one more after a pause.
+    let mut chunks = vec!["1".to_string(), format!("{:05000}\n", 7)];
+    chunks.extend((0..300).map(|i| format!("{i:0999}\n")));
+    let last = chunks[chunks.len() - 1].clone();
+    let sampler = {
+        let (bus, last) = (bus.clone(), last.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while seen.last() != Some(&last) && seen.len() < 1_000_000 {
+                if let Ok(f) = std::fs::read_to_string(&bus) {
+                    seen.push(f);
+                }
+            }
+            seen
+        })
+    };
+    for chunk in &chunks {
+        producer.publish(chunk.as_bytes()).unwrap();
+    }
+    wait_for_end(&out, &last);
+    wait_until("the newest chunk in F", || {
+        std::fs::read_to_string(&bus).is_ok_and(|f| f == last)
+    });
+    let seen = sampler.join().unwrap();
+    let whole = |f: &String| *f == record("first", 0) || chunks.contains(f);
+    assert!(seen.iter().all(whole), "F named something not a chunk");
+    let spaced = record("spaced", 0);
+    producer.publish(spaced.as_bytes()).unwrap();
+    wait_for_end(&out, &spaced);
+    let finished = record("finish", 0);
+    producer.publish(finished.as_bytes()).unwrap();
+    producer.finish().unwrap();
+    assert_eq!(std::fs::read_to_string(&bus).unwrap(), finished);
+    let dropped = record("dropped", 0);
+    let mut producer = b.producer().unwrap();
+    producer.publish(b"again").unwrap();
+    producer.publish(dropped.as_bytes()).unwrap();
+    drop(producer);
+    assert_eq!(std::fs::read_to_string(&bus).unwrap(), dropped);
+    wait_for_end(&out, &dropped);
+    stop(consumer, "consumer");
+    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    if log_on() {
+        let sent = [record("first", 0)]
+            .into_iter()
+            .chain(chunks)
+            .chain([spaced, finished, "again".into(), dropped])
+            .collect::<String>();
+        assert_eq!(got, sent);
+    }
+    check_log_use(&said, &bus);
+}
+
+/// A rename that the producer's thread cannot make (a directory took
+/// `F`'s place) is not lost: `finish` returns it, as `publish` does
+/// without a log.
+#[test]
+fn a_rename_put_off_that_fails_is_returned_by_finish() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
+    let mut producer = b.producer().unwrap();
+    producer.publish(b"first").unwrap();
+    wait_until("the first chunk", || bus.exists());
+    std::fs::remove_file(&bus).unwrap();
+    std::fs::create_dir(&bus).unwrap();
+    let failed = producer
+        .publish(b"second")
+        .and_then(|()| producer.finish())
+        .unwrap_err();
+    assert!(
+        matches!(failed, filebus::Error::NotRegularFile { .. }),
+        "{failed}"
+    );
+    assert!(bus.is_dir());
+}

@@ -20,6 +20,8 @@ use nix::fcntl::{
 };
 use nix::libc;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::unistd::linkat;
 
 use super::{Awaited, Interest, RemovalFacts, Seen, SharedMap, Wd};
@@ -274,6 +276,36 @@ pub(super) fn splice_to_pipe(
         count,
         SpliceFFlags::SPLICE_F_NONBLOCK,
     )
+}
+
+/// A one-shot alarm one thread sleeps on and others set: a timer
+/// descriptor (`timerfd_create(2)`), which is set with one system call
+/// that wakes nobody, where a condition variable's notification wakes the
+/// sleeper at once (on a small machine, beside the readers a publication
+/// just woke).
+#[derive(Debug)]
+pub(crate) struct Alarm(TimerFd);
+
+impl Alarm {
+    pub(crate) fn new() -> io::Result<Alarm> {
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC)?;
+        Ok(Alarm(timer))
+    }
+
+    /// Makes the alarm go off `after` from now (at once for zero), in
+    /// place of any time set before.
+    pub(crate) fn set(&self, after: std::time::Duration) -> io::Result<()> {
+        // A zero time would disarm it.
+        let after = after.max(std::time::Duration::from_nanos(1));
+        let when = Expiration::OneShot(TimeSpec::from_duration(after));
+        Ok(self.0.set(when, TimerSetTimeFlags::empty())?)
+    }
+
+    /// Sleeps until the alarm goes off (at once if it went off since the
+    /// last wait).
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        Ok(self.0.wait()?)
+    }
 }
 
 pub(super) fn wait_readable_for(

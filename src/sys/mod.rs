@@ -1,7 +1,8 @@
 //! Every system call that only some systems have, behind one seam. The
 //! rest of the crate asks this module for file events, unnamed staging
 //! files allocated ahead of writing, zero-copy transfers, pipe sizes,
-//! non-blocking writes on a shared output, the kind of filesystem a path
+//! non-blocking writes on a shared output, alarms that a thread sets for
+//! another without waking it, the kind of filesystem a path
 //! is on and the file attributes that forbid removal, and gets either the
 //! Linux way (`linux.rs`) or an answer that sends it down its portable
 //! path (`portable.rs`): polling, named staging, read/write copies,
@@ -28,7 +29,7 @@ use linux as native;
 #[cfg(not(target_os = "linux"))]
 use portable as native;
 
-pub(crate) use native::Events;
+pub(crate) use native::{Alarm, Events};
 pub(crate) use shared_map::SharedMap;
 
 /// The environment variable that forces the portable path.
@@ -349,4 +350,45 @@ pub(crate) fn packet_mode(fd: BorrowedFd<'_>) -> bool {
 #[allow(clippy::unnecessary_cast)] // u64 already on Linux
 pub(crate) fn file_id(stat: &nix::libc::stat) -> (u64, u64) {
     (stat.st_dev as u64, stat.st_ino as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    /// The alarm's promises, for one implementation: it goes off no sooner
+    /// than set, a time set replaces the one before, and setting it from
+    /// another thread ends a wait.
+    macro_rules! alarm_tests {
+        ($name:ident, $alarm:ty) => {
+            #[test]
+            fn $name() {
+                let alarm = <$alarm>::new().unwrap();
+                let start = Instant::now();
+                alarm.set(Duration::from_millis(20)).unwrap();
+                alarm.wait().unwrap();
+                assert!(start.elapsed() >= Duration::from_millis(20));
+
+                // A day, replaced by at once, from another thread while
+                // this one waits.
+                let alarm = Arc::new(alarm);
+                alarm.set(Duration::from_secs(86_400)).unwrap();
+                let (done, woken) = channel();
+                let waiter = Arc::clone(&alarm);
+                std::thread::spawn(move || done.send(waiter.wait().unwrap()).unwrap());
+                assert!(woken.recv_timeout(Duration::from_millis(50)).is_err());
+                alarm.set(Duration::ZERO).unwrap();
+                woken.recv_timeout(Duration::from_secs(30)).unwrap();
+            }
+        };
+    }
+
+    alarm_tests!(the_alarm_goes_off_when_set_last, super::Alarm);
+    #[cfg(target_os = "linux")]
+    alarm_tests!(
+        the_portable_alarm_goes_off_when_set_last,
+        super::portable::Alarm
+    );
 }

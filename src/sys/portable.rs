@@ -107,6 +107,70 @@ pub(super) fn splice_to_pipe(
     Err(Errno::ENOSYS)
 }
 
+/// A one-shot alarm one thread sleeps on and others set: a condition
+/// variable (setting it wakes the sleeper, which sleeps again until the
+/// time set). Only systems other than Linux use it: on Linux its unit test
+/// walks it.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+#[derive(Debug, Default)]
+pub(crate) struct Alarm {
+    /// When it goes off, while it is set.
+    at: std::sync::Mutex<Option<std::time::Instant>>,
+    set: std::sync::Condvar,
+}
+
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+impl Alarm {
+    pub(crate) fn new() -> io::Result<Alarm> {
+        Ok(Alarm::default())
+    }
+
+    /// Makes the alarm go off `after` from now (at once for zero), in
+    /// place of any time set before.
+    pub(crate) fn set(&self, after: std::time::Duration) -> io::Result<()> {
+        let mut at = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *at = Some(std::time::Instant::now() + after);
+        self.set.notify_one();
+        Ok(())
+    }
+
+    /// Sleeps until the alarm goes off (at once if it went off since the
+    /// last wait).
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        let mut at = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let left = match *at {
+                None => None,
+                Some(when) => match when.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        *at = None;
+                        return Ok(());
+                    }
+                },
+            };
+            at = match left {
+                None => self
+                    .set
+                    .wait(at)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(left) => {
+                    self.set
+                        .wait_timeout(at, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
 pub(super) fn wait_readable_for(
     fd: BorrowedFd<'_>,
     timeout: std::time::Duration,

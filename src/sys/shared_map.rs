@@ -24,6 +24,13 @@ pub(crate) struct SharedMap {
 // every access through it is an atomic or a system call.
 unsafe impl Send for SharedMap {}
 
+// SAFETY: as above; concurrent access from several threads is no different
+// from the concurrent access of other processes that every method allows
+// for already: words are atomics, and copies in and out (`read_into`,
+// `write_from`) are of bytes that may change under them, checked by the
+// log's protocol, never trusted.
+unsafe impl Sync for SharedMap {}
+
 impl SharedMap {
     /// Only the Linux path maps anything (`linux::map`).
     #[cfg_attr(not(target_os = "linux"), expect(dead_code))]
