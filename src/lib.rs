@@ -103,6 +103,6 @@ pub use history::{HistoryConsumer, HistoryEvent};
 pub use options::{BusOptions, Chunking, HistoryOptions, Mode, ProducerOptions, Start};
 pub use output::Output;
 pub use paths::BusPaths;
-pub use publish::Producer;
+pub use publish::{Producer, SETTLE_BOUND};
 pub use status::{FileState, LockState, LockUser, PositionState, Status, SubscriberState};
 pub use stop::Stop;

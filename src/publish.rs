@@ -250,6 +250,14 @@ impl Producer {
     /// Publishes one chunk. In lossless mode this first waits until the
     /// previous chunk has been consumed (see [how it waits](Producer#waiting)).
     ///
+    /// In lossy mode with a shared-memory log (and no retained history),
+    /// it returns once the chunk is in the log and its readers were woken;
+    /// `F` names it within [`SETTLE_BOUND`], renamed by a thread of this
+    /// producer's own, or a newer chunk does. [`Producer::finish`] (or
+    /// dropping the producer) puts the last chunk in `F` at once. A rename
+    /// that failed there is returned by the next call of `publish` or
+    /// `finish`.
+    ///
     /// An empty chunk is the end-of-stream marker in lossless mode; use
     /// [`Producer::finish`] for that.
     pub fn publish(&mut self, chunk: &[u8]) -> Result<()> {
