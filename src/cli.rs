@@ -132,7 +132,7 @@ pub enum Command {
         #[arg(
             long,
             value_name = "BYTES",
-            default_value = "4194304",
+            default_value = "16777216",
             value_parser = parse_shm_log_size
         )]
         shm_log_size: usize,

@@ -393,8 +393,9 @@ fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
     let out = s.path("out");
     let (consumer, said) = our_consumer(&bus, &out);
     wait_for_end(&out, &record("first", 0));
-    // 900 chunks: the default log holds them all, so that even a consumer
-    // slower than the producer for the whole burst gets every one.
+    // 900 chunks: the default log holds them all (and more), so that even
+    // a consumer slower than the producer for the whole burst gets every
+    // one.
     let chunks: Vec<String> = (0..900).map(|i| format!("{i:04095}\n")).collect();
     let burst = chunks.concat();
     let sampler = {
