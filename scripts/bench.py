@@ -1343,9 +1343,11 @@ def gap_notes(results):
             if tee1 and tee32 else ""
         )
         notes.append(
-            "- **Fan-out to 32 consumers.** Every chunk wakes 32 consumer processes, each of which "
-            "copies it to its output, and the benchmark reads 32 outputs; all of them share the "
-            "machine's 2 cores with the producer, so the producer gets a fraction of a core." + floor
+            "- **Fan-out to 32 consumers.** Every batch of chunks the producer appends (up to "
+            "64 KiB under one lock) wakes 32 consumer processes, each of which copies it out of "
+            "the log and into its output, and the benchmark's one Python thread reads 32 outputs; "
+            "all of them share the machine's 2 cores with the producer, so the producer gets a "
+            "fraction of a core." + floor
         )
     for mode in ("lossy", "lossless"):
         p50, p99 = lat.get((shm, "filebus", mode), (0, 0))
@@ -1384,12 +1386,13 @@ def gap_notes(results):
         figures = "; ".join(f"{fs} {lib[5]:,.0f} vs {tail[5]:,.0f} µs" for fs, lib, tail in missed)
         notes.append(
             f"- **Isolated messages, library path** ({figures}). The chunk reaches the shared-memory "
-            f"log before any file work, but the writer still takes the lock, checks the lock file "
-            f"and looks at FILE (three system calls, each several times dearer after an idle "
-            f"pause) before the doorbell, where `tail -F`'s writer makes one `write`; and the "
-            f"library's `publish` renames FILE before it returns, on the same 2 cores as the "
-            f"consumer and the reader it just woke (see docs/design/shared-memory-log.md, "
-            f"\"Measured\")."
+            f"log before any file work, and FILE is renamed 1 ms later by the producer's own "
+            f"thread, off the readers' path; but the writer still takes the lock, checks the lock "
+            f"file and looks at FILE before the doorbell, where `tail -F`'s writer makes one "
+            f"`write`. After an idle pause those calls cost several times their warm price (a C "
+            f"probe after 30 ms asleep: `flock` 7.5 µs, `statx` 21 µs, `pwrite` 12 µs), and "
+            f"skipping them (an experiment, unsafe) took about as much off the p50 as separates "
+            f"it from `tail -F`'s (see docs/design/shared-memory-log.md, \"Measured\")."
         )
     hose = {(r[0], r[1]): r for r in results.get("firehose", [])}
     steady = firehose_name(Impl("filebus", None), FIREHOSE_PACE)
@@ -1400,10 +1403,9 @@ def gap_notes(results):
                 f"- **Firehose on {fs}** ({row[4]:,} of {row[2]:,} chunks skipped at a steady "
                 f"{FIREHOSE_PACE:,} MB/s). Four processes share 2 cores: the writer, the producer, "
                 f"the consumer and the reader; the consumer with its reader delivered "
-                f"{row[7] / 1e6:,.0f} MB/s, a little less than the stream, and a lossy consumer "
-                f"that falls a whole log (4 MiB) behind skips to the newest chunk. Profiles put "
-                f"the consumer's time in context switches at its writes (waking the reader) and in "
-                f"copies."
+                f"{row[7] / 1e6:,.0f} MB/s, and a lossy consumer that falls a whole log (16 MiB by "
+                f"default, 15 ms of this stream) behind while it waits for the processor skips to "
+                f"the newest chunk."
             )
     if not notes:
         return []
