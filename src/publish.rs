@@ -286,6 +286,9 @@ impl Producer {
             return self.publish_with(chunk.len(), |file| file.write_all(chunk));
         }
         self.watcher.check_stop()?;
+        if self.settler.as_ref().is_some_and(|s| !s.is_ours()) {
+            self.settler = None;
+        }
         if let Some(settler) = &self.settler {
             settler.failure()?;
         }

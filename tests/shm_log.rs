@@ -528,3 +528,51 @@ fn a_rename_put_off_that_fails_is_returned_by_finish() {
     );
     assert!(bus.is_dir());
 }
+
+/// A program that forks after publishing (Python's multiprocessing, say):
+/// the parent's settling thread is not in the child, whose producer starts
+/// one of its own, so that the child neither hangs finishing its producer
+/// nor leaves its chunks out of `F`. Seen failing before the fix: the
+/// child's `finish` waited for ever for the parent's thread.
+#[test]
+fn a_forked_child_renames_f_through_a_thread_of_its_own() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    use nix::unistd::{ForkResult, fork};
+
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
+    let mut producer = b.producer().unwrap();
+    producer.publish(b"first").unwrap();
+    producer.publish(b"parent").unwrap();
+    // SAFETY: the child runs this test's code only, on the one thread
+    // fork(2) gives it, and leaves with _exit(2), never returning into the
+    // test harness.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let done = producer.publish(b"child").and_then(|()| producer.finish());
+            let in_f = std::fs::read(&bus).is_ok_and(|f| f == b"child");
+            // SAFETY: ends the child at once, as a child of a threaded
+            // process must.
+            unsafe { nix::libc::_exit(if done.is_ok() && in_f { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let status = loop {
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
+                    WaitStatus::StillAlive => {}
+                    status => break status,
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    panic!("the child's producer did not finish");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            assert_eq!(status, WaitStatus::Exited(child, 0));
+        }
+    }
+    // The parent's chunk is older than the child's: it stays off F.
+    producer.finish().unwrap();
+    assert_eq!(std::fs::read(&bus).unwrap(), b"child");
+}

@@ -43,6 +43,9 @@ pub(super) struct Settler {
     /// `F`, which errors name.
     data: PathBuf,
     thread: Option<JoinHandle<()>>,
+    /// The process that started the thread: a child made by `fork(2)` has
+    /// no such thread (see [`Settler::is_ours`]).
+    pid: u32,
 }
 
 #[derive(Debug)]
@@ -111,7 +114,16 @@ impl Settler {
             shared,
             data,
             thread: Some(thread),
+            pid: std::process::id(),
         })
+    }
+
+    /// Whether the thread runs in this process. In a child made by
+    /// `fork(2)` (Python's multiprocessing, say) it does not: the child's
+    /// producer drops this one, which neither waits for the thread nor sets
+    /// the alarm (the parent's), and starts its own.
+    pub(super) fn is_ours(&self) -> bool {
+        self.pid == std::process::id()
     }
 
     /// Hands over chunk `seq`, appended to the log while `F` was the file
@@ -162,6 +174,9 @@ impl Settler {
     }
 
     fn stop(&mut self) {
+        if !self.is_ours() {
+            return;
+        }
         let Some(thread) = self.thread.take() else {
             return;
         };
