@@ -518,27 +518,20 @@ impl Producer {
             return Ok(());
         };
         let held = acquire(&mut self.lock, &self.paths)?;
-        let newest = match &self.log {
-            Log::Open(writer) => {
-                writer.newest_seq() == Some(deferred.seq)
-                    && shm_log::current_file(&self.paths) == deferred.replaces
-            }
-            _ => false,
-        };
-        if !newest {
+        let mut spare = spare;
+        let settled = self.log.open().and_then(|writer| {
+            settle_if_newest(
+                &self.paths,
+                writer,
+                &mut spare,
+                &deferred,
+                &mut self.preallocate,
+            )
+        });
+        let Some(settled) = settled else {
             self.spare = Some(spare);
             return Ok(());
-        }
-        let mut spare = spare;
-        let settled = settle(
-            &self.paths,
-            self.log.open(),
-            &mut spare,
-            &deferred.bytes,
-            Some(deferred.seq),
-            &mut self.preallocate,
-            None,
-        );
+        };
         drop(held);
         drop(spare);
         self.after_settle(settled)
@@ -757,6 +750,32 @@ fn settle(
             Ok(())
         }),
     }
+}
+
+/// Renames the chunk `deferred` to `F` through `file` if it is still the
+/// newest record of `log` and `F` is still the file it replaced: otherwise
+/// a newer chunk is in `F` or on its way there, and `F` never goes back
+/// (`None`, `file` left unused). Must be called with the bus lock held.
+fn settle_if_newest(
+    paths: &BusPaths,
+    log: &LogWriter,
+    file: &mut File,
+    deferred: &Deferred,
+    preallocate: &mut bool,
+) -> Option<Result<()>> {
+    if log.newest_seq() != Some(deferred.seq) || shm_log::current_file(paths) != deferred.replaces {
+        return None;
+    }
+    let (bytes, seq) = (&deferred.bytes, Some(deferred.seq));
+    Some(settle(
+        paths,
+        Some(log),
+        file,
+        bytes,
+        seq,
+        preallocate,
+        None,
+    ))
 }
 
 /// Makes `F.__new__` hold the chunk, hands it to `before_rename` and

@@ -83,6 +83,21 @@ fn check_log_use(said: &Mutex<String>, bus: &Path) {
     assert!(!said.contains("not using"), "{said}");
 }
 
+/// A thread that reads `F` over and over until it names `last` (or a
+/// million reads), returning what it read each time.
+fn sample_f(bus: &Path, last: &str) -> std::thread::JoinHandle<Vec<String>> {
+    let (bus, last) = (bus.to_path_buf(), last.to_string());
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while seen.last() != Some(&last) && seen.len() < 1_000_000 {
+            if let Ok(f) = std::fs::read_to_string(&bus) {
+                seen.push(f);
+            }
+        }
+        seen
+    })
+}
+
 fn stop(mut child: Child, what: &str) {
     signal(&child, Signal::SIGTERM);
     wait_exit(&mut child, what);
@@ -398,19 +413,7 @@ fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
     // one.
     let chunks: Vec<String> = (0..900).map(|i| format!("{i:04095}\n")).collect();
     let burst = chunks.concat();
-    let sampler = {
-        let bus = bus.clone();
-        let last = chunks[chunks.len() - 1].clone();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while seen.last() != Some(&last) && seen.len() < 1_000_000 {
-                if let Ok(f) = std::fs::read_to_string(&bus) {
-                    seen.push(f);
-                }
-            }
-            seen
-        })
-    };
+    let sampler = sample_f(&bus, &chunks[chunks.len() - 1]);
     send(&mut stdin, &burst);
     wait_for_end(&out, &chunks[chunks.len() - 1]);
     // The input is still open: only the settle before waiting for more
@@ -456,18 +459,7 @@ fn a_library_producer_renames_f_soon_after_and_at_once_when_finished_or_dropped(
     let mut chunks = vec!["1".to_string(), format!("{:05000}\n", 7)];
     chunks.extend((0..300).map(|i| format!("{i:0999}\n")));
     let last = chunks[chunks.len() - 1].clone();
-    let sampler = {
-        let (bus, last) = (bus.clone(), last.clone());
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while seen.last() != Some(&last) && seen.len() < 1_000_000 {
-                if let Ok(f) = std::fs::read_to_string(&bus) {
-                    seen.push(f);
-                }
-            }
-            seen
-        })
-    };
+    let sampler = sample_f(&bus, &last);
     for chunk in &chunks {
         producer.publish(chunk.as_bytes()).unwrap();
     }

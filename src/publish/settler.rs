@@ -28,12 +28,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Deferred, SETTLE_BOUND, acquire, settle};
+use super::{Deferred, SETTLE_BOUND, acquire, settle_if_newest};
 use crate::error::{Error, Result};
 use crate::lock::BusLock;
 use crate::options::WaitPolicy;
 use crate::paths::BusPaths;
-use crate::shm_log::{self, FileId, LogWriter};
+use crate::shm_log::{FileId, LogWriter};
 use crate::sys;
 
 /// The thread that renames a library producer's newest chunk to `F`.
@@ -244,21 +244,16 @@ impl Renamer {
             self.spare = Some(spare);
             return Ok(());
         };
-        if self.log.newest_seq() != Some(deferred.seq)
-            || shm_log::current_file(&self.paths) != deferred.replaces
-        {
+        let Some(settled) = settle_if_newest(
+            &self.paths,
+            &self.log,
+            &mut spare,
+            &deferred,
+            &mut self.preallocate,
+        ) else {
             self.spare = Some(spare);
             return Ok(());
-        }
-        let settled = settle(
-            &self.paths,
-            Some(&self.log),
-            &mut spare,
-            &deferred.bytes,
-            Some(deferred.seq),
-            &mut self.preallocate,
-            None,
-        );
+        };
         drop(held);
         drop(spare);
         settled?;
