@@ -425,10 +425,16 @@ pub(crate) struct LogReader {
 }
 
 impl LogReader {
-    /// Maps the log at `path` read-only and starts after its last record.
+    /// Maps the log at `path` read-only and starts after its last record,
+    /// or at it when `start_at` says yes to the file that record replaced
+    /// (a record whose chunk is not in `F` yet: it is the latest value).
     /// `Ok(None)` when there is none; an error (to be said with `-v`) when
     /// there is one that cannot be used.
-    pub(crate) fn attach(path: &Path, trusted: impl Fn(u32) -> bool) -> io::Result<Option<Self>> {
+    pub(crate) fn attach(
+        path: &Path,
+        trusted: impl Fn(u32) -> bool,
+        start_at: impl Fn(FileId) -> bool,
+    ) -> io::Result<Option<Self>> {
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -473,11 +479,19 @@ impl LogReader {
             Some(1)
         } else {
             let newest = reader.map.load(OFF_NEWEST, Ordering::Acquire).unwrap_or(0);
-            let at = (HEADER + newest % capacity + R_SEQ) as usize;
-            reader
-                .map
-                .load(at, Ordering::Relaxed)
-                .and_then(|seq| seq.checked_add(1))
+            let record = HEADER + newest % capacity;
+            let word = |off: u64| reader.map.load((record + off) as usize, Ordering::Relaxed);
+            let seq = word(R_SEQ);
+            let replaces = [0, 1, 2, 3, 4].map(|i| word(R_REPLACES + 8 * i).unwrap_or(0));
+            // Checked like any record when it is read; a record that is
+            // not what it seems is refused then.
+            if newest.is_multiple_of(ALIGN) && newest < reader.cursor && start_at(FileId(replaces))
+            {
+                reader.cursor = newest;
+                seq
+            } else {
+                seq.and_then(|seq| seq.checked_add(1))
+            }
         };
         Ok(Some(reader))
     }
@@ -787,7 +801,14 @@ impl LogFollower {
         let dir_owner = std::fs::metadata(&self.dir).map(|m| m.uid()).ok();
         let me = nix::unistd::geteuid().as_raw();
         let trusted = |uid| uid == me || uid == 0 || Some(uid) == dir_owner;
-        match LogReader::attach(&self.path, trusted) {
+        // The record whose chunk is on its way to `F` (its rename put off)
+        // is newer than what `F` names: a newcomer starts with it.
+        let f_now = std::fs::symlink_metadata(&self.data)
+            .ok()
+            .filter(|m| m.file_type().is_file())
+            .map(|m| FileId::of(&m))
+            .unwrap_or_default();
+        match LogReader::attach(&self.path, trusted, |replaces| replaces == f_now) {
             Ok(Some(reader)) => {
                 log::debug!("reading {}", self.path.display());
                 self.reader = Some(reader);
@@ -991,7 +1012,7 @@ mod tests {
     }
 
     fn reader(paths: &BusPaths) -> LogReader {
-        LogReader::attach(&log_path(paths), |_| true)
+        LogReader::attach(&log_path(paths), |_| true, |_| false)
             .unwrap()
             .expect("a log")
     }
@@ -1093,6 +1114,36 @@ mod tests {
         assert_eq!(writer.map.load(OFF_FGEN, Ordering::Relaxed), Some(even + 2));
     }
 
+    /// A newcomer's latest value: the newest record when its chunk is not
+    /// in `F` yet (the record replaced the `F` there now: its rename is put
+    /// off), else what `F` names, the log starting after its records.
+    #[test]
+    fn a_reader_attaching_starts_at_a_record_whose_rename_is_still_to_come() {
+        if !maps() {
+            return;
+        }
+        let (_dir, paths) = bus();
+        std::fs::write(paths.data(), b"first").unwrap();
+        let writer = LogWriter::open(&paths, 64 << 10).unwrap();
+        append(&writer, b"first");
+        let first = current_file(&paths);
+        writer.append(b"second", first).unwrap();
+        let attach = |f: Option<FileId>| {
+            LogReader::attach(&log_path(&paths), |_| true, |replaces| Some(replaces) == f)
+                .unwrap()
+                .expect("a log")
+        };
+        let mut newcomer = attach(current_file(&paths));
+        assert_eq!(data(newcomer.next()), (b"second".to_vec(), 0));
+        assert!(matches!(newcomer.next(), Next::Nothing));
+        // Once `F` names the second chunk, a newcomer takes it from `F`.
+        let second = paths.dir().join("second");
+        std::fs::write(&second, b"second").unwrap();
+        std::fs::rename(&second, paths.data()).unwrap();
+        let mut newcomer = attach(current_file(&paths));
+        assert!(matches!(newcomer.next(), Next::Nothing));
+    }
+
     #[test]
     fn a_lapped_reader_skips_to_the_newest_and_counts_what_it_skipped() {
         if !maps() {
@@ -1178,7 +1229,7 @@ mod tests {
             append(&writer, b"chunk");
             poke(&paths, off, &value.to_ne_bytes());
             assert!(
-                LogReader::attach(&log_path(&paths), |_| true).is_err(),
+                LogReader::attach(&log_path(&paths), |_| true, |_| false).is_err(),
                 "{what}"
             );
         }
@@ -1300,7 +1351,7 @@ mod tests {
                 Next::Data { bytes, .. } => assert!(bytes.len() <= 16 << 10),
                 Next::Untrusted(_) => {
                     refused += 1;
-                    reader = super::LogReader::attach(&log_path(&paths), |_| true)
+                    reader = super::LogReader::attach(&log_path(&paths), |_| true, |_| false)
                         .ok()
                         .flatten()
                         .unwrap_or(reader);
