@@ -308,7 +308,7 @@ impl Producer {
             },
         };
         let held = acquire(&mut self.lock, &self.paths)?;
-        let replaces = shm_log::current_file(&self.paths);
+        let replaces = shm_log::current_file(self.paths.data());
         let mut appended = None;
         if let Some(writer) = self.log.writer(&self.paths, self.producer.shm_log_size) {
             let rung = writer
@@ -410,7 +410,7 @@ impl Producer {
                 self.publish_bytes(chunk)?;
                 continue;
             };
-            let replaces = shm_log::current_file(&self.paths);
+            let replaces = shm_log::current_file(self.paths.data());
             let deadline = match self.deferred.take() {
                 Some(deferred) => deferred.deadline,
                 None => Instant::now() + SETTLE_BOUND,
@@ -763,7 +763,9 @@ fn settle_if_newest(
     deferred: &Deferred,
     preallocate: &mut bool,
 ) -> Option<Result<()>> {
-    if log.newest_seq() != Some(deferred.seq) || shm_log::current_file(paths) != deferred.replaces {
+    if log.newest_seq() != Some(deferred.seq)
+        || shm_log::current_file(paths.data()) != deferred.replaces
+    {
         return None;
     }
     let (bytes, seq) = (&deferred.bytes, Some(deferred.seq));

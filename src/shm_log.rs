@@ -803,11 +803,7 @@ impl LogFollower {
         let trusted = |uid| uid == me || uid == 0 || Some(uid) == dir_owner;
         // The record whose chunk is on its way to `F` (its rename put off)
         // is newer than what `F` names: a newcomer starts with it.
-        let f_now = std::fs::symlink_metadata(&self.data)
-            .ok()
-            .filter(|m| m.file_type().is_file())
-            .map(|m| FileId::of(&m))
-            .unwrap_or_default();
+        let f_now = current_file(&self.data).unwrap_or_default();
         match LogReader::attach(&self.path, trusted, |replaces| replaces == f_now) {
             Ok(Some(reader)) => {
                 log::debug!("reading {}", self.path.display());
@@ -955,10 +951,10 @@ impl LogFollower {
     }
 }
 
-/// For the producer, under the lock: the identity of what `F` names now,
-/// if it is a regular file.
-pub(crate) fn current_file(paths: &BusPaths) -> Option<FileId> {
-    std::fs::symlink_metadata(paths.data())
+/// The identity of what `F` (at `data`) names now, if it is a regular
+/// file: for a producer under the lock, and for a reader attaching.
+pub(crate) fn current_file(data: &Path) -> Option<FileId> {
+    std::fs::symlink_metadata(data)
         .ok()
         .filter(|m| m.file_type().is_file())
         .map(|m| FileId::of(&m))
@@ -1126,21 +1122,21 @@ mod tests {
         std::fs::write(paths.data(), b"first").unwrap();
         let writer = LogWriter::open(&paths, 64 << 10).unwrap();
         append(&writer, b"first");
-        let first = current_file(&paths);
+        let first = current_file(paths.data());
         writer.append(b"second", first).unwrap();
         let attach = |f: Option<FileId>| {
             LogReader::attach(&log_path(&paths), |_| true, |replaces| Some(replaces) == f)
                 .unwrap()
                 .expect("a log")
         };
-        let mut newcomer = attach(current_file(&paths));
+        let mut newcomer = attach(current_file(paths.data()));
         assert_eq!(data(newcomer.next()), (b"second".to_vec(), 0));
         assert!(matches!(newcomer.next(), Next::Nothing));
         // Once `F` names the second chunk, a newcomer takes it from `F`.
         let second = paths.dir().join("second");
         std::fs::write(&second, b"second").unwrap();
         std::fs::rename(&second, paths.data()).unwrap();
-        let mut newcomer = attach(current_file(&paths));
+        let mut newcomer = attach(current_file(paths.data()));
         assert!(matches!(newcomer.next(), Next::Nothing));
     }
 
