@@ -286,9 +286,6 @@ impl Producer {
             return self.publish_with(chunk.len(), |file| file.write_all(chunk));
         }
         self.watcher.check_stop()?;
-        if self.settler.as_ref().is_some_and(|s| !s.is_ours()) {
-            self.settler = None;
-        }
         if let Some(settler) = &self.settler {
             settler.failure()?;
         }
@@ -330,21 +327,18 @@ impl Producer {
                 drop(held);
                 return self.publish_with(chunk.len(), |file| file.write_all(chunk));
             };
-            if self.settler.is_none() {
-                let policy = self.options.wait_policy();
-                let log = Arc::clone(writer);
-                let spare = self.spare.take();
-                self.settler = Some(Settler::start(
-                    &self.paths,
-                    policy,
-                    log,
-                    spare,
-                    self.preallocate,
-                )?);
-            }
-            if let Some(settler) = &self.settler {
-                settler.defer(appended.seq, replaces, chunk)?;
-            }
+            // After the doorbell: `is_ours` is a system call. In a child
+            // made by fork(2) the settler inherited has no thread.
+            let settler = match &mut self.settler {
+                Some(settler) if settler.is_ours() => settler,
+                inherited => {
+                    let log = Arc::clone(writer);
+                    let (policy, spare) = (self.options.wait_policy(), self.spare.take());
+                    let started = Settler::start(&self.paths, policy, log, spare, self.preallocate);
+                    inherited.insert(started?)
+                }
+            };
+            settler.defer(appended.seq, replaces, chunk)?;
             drop(held);
             self.progress.chunk(chunk.len() as u64, || None);
             return Ok(());

@@ -525,7 +525,7 @@ fn a_rename_put_off_that_fails_is_returned_by_finish() {
 /// the parent's settling thread is not in the child, whose producer starts
 /// one of its own, so that the child neither hangs finishing its producer
 /// nor leaves its chunks out of `F`. Seen failing before the fix: the
-/// child's `finish` waited for ever for the parent's thread.
+/// child's `finish` panicked joining the parent's thread, not in the child.
 #[test]
 fn a_forked_child_renames_f_through_a_thread_of_its_own() {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};

@@ -120,8 +120,8 @@ impl Settler {
 
     /// Whether the thread runs in this process. In a child made by
     /// `fork(2)` (Python's multiprocessing, say) it does not: the child's
-    /// producer drops this one, which neither waits for the thread nor sets
-    /// the alarm (the parent's), and starts its own.
+    /// producer starts its own in place of this one, whose drop touches
+    /// neither the parent's thread nor its alarm.
     pub(super) fn is_ours(&self) -> bool {
         self.pid == std::process::id()
     }
@@ -175,6 +175,11 @@ impl Settler {
 
     fn stop(&mut self) {
         if !self.is_ours() {
+            // Its handle names the parent's thread. Dropping it would detach
+            // whatever thread of this process took over its place (glibc
+            // hands a forked-away thread's descriptor to the next thread
+            // made), and that thread's join would then fail.
+            std::mem::forget(self.thread.take());
             return;
         }
         let Some(thread) = self.thread.take() else {
