@@ -175,20 +175,19 @@ pub(crate) struct FlockUsers {
 /// released elsewhere between two of those reads moves every later line
 /// up, and the line that crossed the page boundary is never read. A holder
 /// missing from one reading is therefore looked for in a few more (with
-/// one reading, 15 to 33 of 2,000 lookups missed it while 150 other locks
+/// one reading, 8 to 33 of 2,000 lookups missed it while 150 other locks
 /// came and went, in `a_holder_is_found_while_other_locks_come_and_go`);
-/// the number waiting can still be off by one the same way.
+/// the number waiting can still be off the same way.
 pub(crate) fn flock_users(dev: u64, ino: u64) -> Option<FlockUsers> {
     const READINGS: usize = 5;
     let mut users = None;
     for _ in 0..READINGS {
         let table = std::fs::read_to_string("/proc/locks").ok()?;
         let read = parse_locks(&table, dev, ino);
-        let found = read.holder.is_some();
-        users = Some(read);
-        if found {
-            break;
+        if read.holder.is_some() {
+            return Some(read);
         }
+        users = Some(read);
     }
     users
 }
@@ -379,12 +378,7 @@ mod tests {
     fn a_holder_is_found_while_other_locks_come_and_go() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("held");
-        let held = Flock::lock(
-            File::create(&path).unwrap(),
-            FlockArg::LockExclusiveNonblock,
-        )
-        .map_err(|(_, e)| e)
-        .unwrap();
+        let held = hold(&path);
         let meta = held.metadata().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         // 150 lines of about 50 bytes: the table spans pages.
@@ -397,7 +391,11 @@ mod tests {
                 while !stop.load(Ordering::Relaxed) {
                     let locks: Vec<_> = files
                         .iter()
-                        .map(|f| Flock::lock(f.try_clone().unwrap(), FlockArg::LockExclusive))
+                        .map(|f| {
+                            Flock::lock(f.try_clone().unwrap(), FlockArg::LockExclusive)
+                                .map_err(|(_, e)| e)
+                                .unwrap()
+                        })
                         .collect();
                     drop(locks);
                 }
