@@ -76,6 +76,7 @@ mod paths;
 mod progress;
 mod publish;
 mod remote;
+mod sentinel;
 mod shm_log;
 mod sink;
 mod status;

@@ -36,6 +36,17 @@ pub(crate) struct BusLock {
 /// A file's (device, inode).
 type Identity = (u64, u64);
 
+/// Something that can say, with the bus lock held and without a path
+/// lookup, that `F.lock` still names the file this lock's descriptor
+/// locked (see [`crate::sentinel`]).
+pub(crate) trait Vouch {
+    /// Whether `F.lock` has not changed since [`Vouch::checked`].
+    fn unchanged(&self) -> bool;
+    /// `F.lock` was just found, by path, to name the locked file; called
+    /// after an [`Vouch::unchanged`] of the same acquisition.
+    fn checked(&self);
+}
+
 /// Proof that the bus lock is held; releases it on drop.
 pub(crate) struct LockGuard<'a> {
     owner: &'a mut Option<(File, Identity)>,
@@ -104,15 +115,30 @@ impl BusLock {
     /// again (it says so), the lock file is opened once more.
     pub(crate) fn acquire_remaking(
         &mut self,
+        remake: impl FnMut() -> Result<bool>,
+    ) -> Result<LockGuard<'_>> {
+        self.acquire_vouched(remake, None)
+    }
+
+    /// [`BusLock::acquire_remaking`], taking `vouch`'s word that the lock
+    /// file's name is unchanged where it can give it, instead of looking
+    /// it up. `vouch` must serve this lock alone: it vouches for the file
+    /// this descriptor locked.
+    pub(crate) fn acquire_vouched(
+        &mut self,
         mut remake: impl FnMut() -> Result<bool>,
+        vouch: Option<&dyn Vouch>,
     ) -> Result<LockGuard<'_>> {
         loop {
-            let (mut file, locked) = match self.idle.take() {
-                Some(idle) => idle,
-                None => match self.open() {
-                    Err(e) if e.is_gone() && remake()? => self.open()?,
-                    opened => opened?,
-                },
+            let (mut file, locked, kept) = match self.idle.take() {
+                Some((file, locked)) => (file, locked, true),
+                None => {
+                    let (file, locked) = match self.open() {
+                        Err(e) if e.is_gone() && remake()? => self.open()?,
+                        opened => opened?,
+                    };
+                    (file, locked, false)
+                }
             };
             let eager_until = Instant::now() + self.eager;
             let held = loop {
@@ -133,8 +159,21 @@ impl BusLock {
                     }
                 }
             };
+            // Asked even for a descriptor opened just now, which was never
+            // vouched for: the answer reads what came before the check
+            // below.
+            let unchanged = vouch.is_some_and(|v| v.unchanged());
+            if kept && unchanged {
+                return Ok(LockGuard {
+                    owner: &mut self.idle,
+                    held: Some((held, locked)),
+                });
+            }
             match std::fs::symlink_metadata(&self.path) {
                 Ok(named) if (named.dev(), named.ino()) == locked => {
+                    if let Some(vouch) = vouch {
+                        vouch.checked();
+                    }
                     return Ok(LockGuard {
                         owner: &mut self.idle,
                         held: Some((held, locked)),

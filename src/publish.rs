@@ -17,11 +17,12 @@ use crate::chunker::{Chunker, Source};
 use crate::error::{Error, Result};
 use crate::files::{create_afresh, create_dirs, make_afresh, stat_regular};
 use crate::history::Retention;
-use crate::lock::{BusLock, LockGuard};
+use crate::lock::{BusLock, LockGuard, Vouch};
 use crate::options::{BusOptions, Mode, ProducerOptions};
 use crate::paths::BusPaths;
 use crate::progress::Progress;
 use crate::remote;
+use crate::sentinel::Sentinel;
 use crate::shm_log::{self, FileId, LogWriter};
 use crate::stop::Stop;
 use crate::sys;
@@ -124,8 +125,9 @@ struct Deferred {
 #[derive(Debug)]
 enum Log {
     Untried,
-    /// Shared with the [`Settler`], which settles the chunks it renames.
-    Open(Arc<LogWriter>),
+    /// Shared with the [`Settler`], which settles the chunks it renames,
+    /// with the sentinel on the bus's names where there is one.
+    Open(Arc<LogWriter>, Option<Arc<Sentinel>>),
     /// None wanted, or none to be had: chunks go through `F` alone.
     Off,
 }
@@ -134,10 +136,10 @@ impl Log {
     /// The log to append to, opened at the first publication (with the
     /// bus lock held, `size` bytes of ring). A log that fails is left for
     /// good (said with `-v`): chunks still reach `F`.
-    fn writer(&mut self, paths: &BusPaths, size: usize) -> Option<&Arc<LogWriter>> {
+    fn writer(&mut self, paths: &BusPaths, size: usize) -> Option<LogSide<'_>> {
         if let Log::Untried = self {
             *self = match LogWriter::open(paths, size) {
-                Ok(writer) => Log::Open(Arc::new(writer)),
+                Ok(writer) => Log::Open(Arc::new(writer), Sentinel::new(paths).map(Arc::new)),
                 Err(e) => {
                     log::info!(
                         "no shared-memory log at {} ({e}); publishing through {} alone",
@@ -148,17 +150,25 @@ impl Log {
                 }
             };
         }
+        self.side()
+    }
+
+    fn open(&self) -> Option<&LogWriter> {
+        self.side().map(|side| side.writer)
+    }
+
+    fn side(&self) -> Option<LogSide<'_>> {
         match self {
-            Log::Open(writer) => Some(writer),
+            Log::Open(writer, sentinel) => Some(LogSide {
+                writer,
+                sentinel: sentinel.as_deref(),
+            }),
             _ => None,
         }
     }
 
-    fn open(&self) -> Option<&LogWriter> {
-        match self {
-            Log::Open(writer) => Some(writer.as_ref()),
-            _ => None,
-        }
+    fn sentinel(&self) -> Option<&Sentinel> {
+        self.side().and_then(|side| side.sentinel)
     }
 
     fn leave(&mut self, paths: &BusPaths, e: &io::Error) {
@@ -168,6 +178,24 @@ impl Log {
             paths.data().display()
         );
         *self = Log::Off;
+    }
+}
+
+/// The log a chunk goes into, and the sentinel on the bus's names that
+/// tells what `F` is without looking where there is one.
+#[derive(Debug, Clone, Copy)]
+struct LogSide<'a> {
+    writer: &'a LogWriter,
+    sentinel: Option<&'a Sentinel>,
+}
+
+impl LogSide<'_> {
+    /// What `F` is; called with the bus lock held.
+    fn current_file(&self, paths: &BusPaths) -> Option<FileId> {
+        match self.sentinel {
+            Some(sentinel) => sentinel.current_file(),
+            None => shm_log::current_file(paths.data()),
+        }
     }
 }
 
@@ -304,10 +332,14 @@ impl Producer {
                 None => return self.publish_with(chunk.len(), |file| file.write_all(chunk)),
             },
         };
-        let held = acquire(&mut self.lock, &self.paths)?;
-        let replaces = shm_log::current_file(self.paths.data());
+        let held = acquire_vouched(&mut self.lock, &self.paths, self.log.sentinel())?;
+        let replaces = match self.log.side() {
+            Some(side) => side.current_file(&self.paths),
+            None => shm_log::current_file(self.paths.data()),
+        };
         let mut appended = None;
-        if let Some(writer) = self.log.writer(&self.paths, self.producer.shm_log_size) {
+        if let Some(side) = self.log.writer(&self.paths, self.producer.shm_log_size) {
+            let writer = side.writer;
             let rung = writer
                 .append(chunk, replaces)
                 .and_then(|a| writer.ring_doorbell().map(|()| a));
@@ -322,7 +354,7 @@ impl Producer {
             settler.cancel();
         }
         let Some(mut spare) = spare else {
-            let (Some(appended), Log::Open(writer)) = (appended, &self.log) else {
+            let (Some(appended), Log::Open(writer, sentinel)) = (appended, &self.log) else {
                 // The log failed: the chunk goes through `F` alone.
                 drop(held);
                 return self.publish_with(chunk.len(), |file| file.write_all(chunk));
@@ -332,7 +364,7 @@ impl Producer {
             let settler = match &mut self.settler {
                 Some(settler) if settler.is_ours() => settler,
                 inherited => {
-                    let log = Arc::clone(writer);
+                    let log = (Arc::clone(writer), sentinel.clone());
                     let (policy, spare) = (self.options.wait_policy(), self.spare.take());
                     let started = Settler::start(&self.paths, policy, log, spare, self.preallocate);
                     inherited.insert(started?)
@@ -345,7 +377,7 @@ impl Producer {
         };
         let mut settled = settle(
             &self.paths,
-            self.log.open(),
+            self.log.side(),
             &mut spare,
             chunk,
             appended.map(|a| a.seq),
@@ -396,15 +428,15 @@ impl Producer {
                 self.publish_bytes(chunk)?;
                 continue;
             };
-            let held = acquire(&mut self.lock, &self.paths)?;
-            let Some(writer) = self.log.writer(&self.paths, self.producer.shm_log_size) else {
+            let held = acquire_vouched(&mut self.lock, &self.paths, self.log.sentinel())?;
+            let Some(side) = self.log.writer(&self.paths, self.producer.shm_log_size) else {
                 // No log to be had: this chunk and the next go through `F`.
                 drop(held);
                 self.spare = Some(spare);
                 self.publish_bytes(chunk)?;
                 continue;
             };
-            let replaces = shm_log::current_file(self.paths.data());
+            let (writer, replaces) = (side.writer, side.current_file(&self.paths));
             let deadline = match self.deferred.take() {
                 Some(deferred) => deferred.deadline,
                 None => Instant::now() + SETTLE_BOUND,
@@ -474,7 +506,7 @@ impl Producer {
             }
             let settled = settle(
                 &self.paths,
-                self.log.open(),
+                self.log.side(),
                 &mut spare,
                 &newest,
                 Some(last.seq),
@@ -513,10 +545,10 @@ impl Producer {
         };
         let held = acquire(&mut self.lock, &self.paths)?;
         let mut spare = spare;
-        let settled = self.log.open().and_then(|writer| {
+        let settled = self.log.side().and_then(|side| {
             settle_if_newest(
                 &self.paths,
-                writer,
+                side,
                 &mut spare,
                 &deferred,
                 &mut self.preallocate,
@@ -561,7 +593,7 @@ impl Producer {
     /// (docs/latency-profile.md, finding 2).
     fn after_settle(&mut self, settled: Result<()>) -> Result<()> {
         settled?;
-        if matches!(self.log, Log::Open(_)) {
+        if matches!(self.log, Log::Open(..)) {
             self.spare = sys::open_unnamed(self.paths.dir()).ok().flatten();
         }
         Ok(())
@@ -687,7 +719,19 @@ impl Producer {
 /// the producer made it (a cleaner removed it, or it was renamed away):
 /// consumers wait for it, and the stream goes on.
 fn acquire<'a>(lock: &'a mut BusLock, paths: &BusPaths) -> Result<LockGuard<'a>> {
-    lock.acquire_remaking(|| make_dir_again(paths).map(|()| true))
+    acquire_vouched(lock, paths, None)
+}
+
+/// [`acquire`], taking the word of the producer's `sentinel` (never the
+/// settling thread's: it vouches for the producer's lock descriptor) that
+/// `F.lock` is unchanged where it can give it.
+fn acquire_vouched<'a>(
+    lock: &'a mut BusLock,
+    paths: &BusPaths,
+    sentinel: Option<&Sentinel>,
+) -> Result<LockGuard<'a>> {
+    let remake = || make_dir_again(paths).map(|()| true);
+    lock.acquire_vouched(remake, sentinel.map(|s| s as &dyn Vouch))
 }
 
 fn make_dir_again(paths: &BusPaths) -> Result<()> {
@@ -718,7 +762,7 @@ enum Staging<'a, F> {
 /// Must be called with the bus lock held.
 fn settle(
     paths: &BusPaths,
-    log: Option<&LogWriter>,
+    log: Option<LogSide<'_>>,
     file: &mut File,
     chunk: &[u8],
     seq: Option<u64>,
@@ -730,11 +774,14 @@ fn settle(
     }
     file.write_all(chunk)
         .map_err(Error::io("write", paths.staging()))?;
-    if let (Some(writer), Some(seq)) = (log, seq) {
+    let mut settled = None;
+    if let (Some(side), Some(seq)) = (log, seq) {
         let meta = file
             .metadata()
             .map_err(Error::io("stat", paths.staging()))?;
-        writer.settle(seq, FileId::of(&meta));
+        let id = FileId::of(&meta);
+        side.writer.settle(seq, id);
+        settled = side.sentinel.map(|sentinel| (sentinel, id));
     }
     let staging = Staging::<WrittenAlready>::Unnamed(file);
     match retention {
@@ -743,7 +790,11 @@ fn settle(
             *last_seq = Some(retention.link(staged)?);
             Ok(())
         }),
+    }?;
+    if let Some((sentinel, id)) = settled {
+        sentinel.renamed(id);
     }
+    Ok(())
 }
 
 /// Renames the chunk `deferred` to `F` through `file` if it is still the
@@ -752,13 +803,12 @@ fn settle(
 /// (`None`, `file` left unused). Must be called with the bus lock held.
 fn settle_if_newest(
     paths: &BusPaths,
-    log: &LogWriter,
+    log: LogSide<'_>,
     file: &mut File,
     deferred: &Deferred,
     preallocate: &mut bool,
 ) -> Option<Result<()>> {
-    if log.newest_seq() != Some(deferred.seq)
-        || shm_log::current_file(paths.data()) != deferred.replaces
+    if log.writer.newest_seq() != Some(deferred.seq) || log.current_file(paths) != deferred.replaces
     {
         return None;
     }
@@ -870,5 +920,68 @@ mod tests {
         assert!(stage_and_rename(&paths, failing, |_| Ok(())).is_err());
         assert_eq!(std::fs::read(paths.data()).unwrap(), b"previous");
         assert!(!paths.staging().exists());
+    }
+
+    /// A producer keeps its lock file open between publishes, and through
+    /// the shared-memory log its sentinel vouches that `F.lock` still names
+    /// it: once that name is replaced, the next publish must wait for
+    /// whoever holds the new `F.lock`, as every other participant does.
+    /// (Tried on a bus in memory, where there is a log, and walked without
+    /// one by the portable and log-off passes.)
+    #[test]
+    fn a_lock_file_replaced_between_publishes_is_locked_by_its_new_name() {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let options = BusOptions::default();
+        let mut producer =
+            Producer::new(paths.clone(), options, ProducerOptions::default()).unwrap();
+        // The first opens the log; the second looks the lock up by path
+        // once more, which the sentinel vouches for from then on. Once the
+        // settling thread put the last in `F` it has nothing to rename, so
+        // that only the producer itself can wait for the lock below.
+        for chunk in [&b"one"[..], b"two", b"three"] {
+            producer.publish(chunk).unwrap();
+        }
+        let start = Instant::now();
+        while std::fs::read(paths.data()).unwrap_or_default() != b"three" {
+            assert!(start.elapsed() < Duration::from_secs(60), "never in F");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let replacement = dir.path().join("bus.lock.replacement");
+        File::create(&replacement).unwrap();
+        std::fs::rename(&replacement, paths.lock()).unwrap();
+        let held = Flock::lock(File::open(paths.lock()).unwrap(), FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let meta = held.metadata().unwrap();
+        let released = Arc::new(AtomicBool::new(false));
+        let publisher = std::thread::spawn({
+            let released = Arc::clone(&released);
+            move || {
+                producer.publish(b"four").unwrap();
+                let waited = released.load(Ordering::SeqCst);
+                producer.finish().unwrap();
+                waited
+            }
+        });
+        let start = Instant::now();
+        let waiting = || crate::lock::flock_users(meta.dev(), meta.ino()).map(|u| u.waiting);
+        while waiting().unwrap_or(0) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(60), "nobody waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        released.store(true, Ordering::SeqCst);
+        drop(held);
+        assert!(
+            publisher.join().unwrap(),
+            "published without waiting for the lock on the file named bus.lock"
+        );
+        assert_eq!(std::fs::read(paths.data()).unwrap(), b"four");
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["error", "options", "paths", "files", "sys", "remote"],
     &[
-        "lock", "stop", "watch", "output", "sink", "chunker", "progress", "shm_log",
+        "lock", "stop", "watch", "output", "sink", "chunker", "progress", "shm_log", "sentinel",
     ],
     &["publish", "stream", "consume", "history", "status"],
     &["bus"],

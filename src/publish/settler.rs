@@ -28,11 +28,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Deferred, SETTLE_BOUND, acquire, settle_if_newest};
+use super::{Deferred, LogSide, SETTLE_BOUND, acquire, settle_if_newest};
 use crate::error::{Error, Result};
 use crate::lock::BusLock;
 use crate::options::WaitPolicy;
 use crate::paths::BusPaths;
+use crate::sentinel::Sentinel;
 use crate::shm_log::{FileId, LogWriter};
 use crate::sys;
 
@@ -78,17 +79,20 @@ struct Renamer {
     paths: BusPaths,
     lock: BusLock,
     log: Arc<LogWriter>,
+    /// The producer's sentinel, told of the renames made here.
+    sentinel: Option<Arc<Sentinel>>,
     spare: Option<File>,
     preallocate: bool,
 }
 
 impl Settler {
     /// Starts the thread. It renames through `log`'s bus with a lock of
-    /// its own, into unnamed files made as `spare` was.
+    /// its own, into unnamed files made as `spare` was, and tells the
+    /// producer's sentinel (beside the log) of each rename.
     pub(super) fn start(
         paths: &BusPaths,
         policy: WaitPolicy,
-        log: Arc<LogWriter>,
+        (log, sentinel): (Arc<LogWriter>, Option<Arc<Sentinel>>),
         spare: Option<File>,
         preallocate: bool,
     ) -> Result<Settler> {
@@ -102,6 +106,7 @@ impl Settler {
             lock: BusLock::new(paths.lock().to_path_buf(), policy),
             paths: paths.clone(),
             log,
+            sentinel,
             spare,
             preallocate,
         };
@@ -249,9 +254,13 @@ impl Renamer {
             self.spare = Some(spare);
             return Ok(());
         };
+        let log = LogSide {
+            writer: &self.log,
+            sentinel: self.sentinel.as_deref(),
+        };
         let Some(settled) = settle_if_newest(
             &self.paths,
-            &self.log,
+            log,
             &mut spare,
             &deferred,
             &mut self.preallocate,

@@ -24,7 +24,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::unistd::linkat;
 
-use super::{Awaited, Interest, RemovalFacts, Seen, SharedMap, Wd};
+use super::{Awaited, Interest, NameEvent, RemovalFacts, Seen, SharedMap, Wd};
 
 /// Size of `struct inotify_event` without its trailing name.
 const EVENT_HEADER: usize = 16;
@@ -84,6 +84,48 @@ impl Events {
         )
     }
 
+    /// Watches the directory `dir` for every change to the names in it:
+    /// entries made, removed or renamed, and files' attributes (a file
+    /// touched in place). Changes to files' contents raise nothing: the
+    /// log's doorbell is a write.
+    pub(crate) fn watch_names(&self, dir: &Path) -> io::Result<Wd> {
+        self.add(
+            dir,
+            AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_MOVED_FROM
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_ATTRIB
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_MOVE_SELF
+                | AddWatchFlags::IN_ONLYDIR,
+        )
+    }
+
+    /// Reads every queued event and tells `each` what it says of the
+    /// directory watch `wd`.
+    pub(crate) fn drain_names(&self, wd: Wd, mut each: impl FnMut(NameEvent<'_>)) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(self.0.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    for_each_event(&buf[..n], |event_wd, flags, name| {
+                        each(name_event(wd, event_wd, flags, name));
+                    });
+                    // As in `drain`: room left for the largest event means
+                    // the queue is empty.
+                    if buf.len() - n >= LARGEST_EVENT {
+                        return;
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return,
+                // Anything else: nothing can be vouched for any more.
+                _ => return each(NameEvent::Lost),
+            }
+        }
+    }
+
     fn add(&self, path: &Path, mask: AddWatchFlags) -> io::Result<Wd> {
         self.0
             .add_watch(path, mask)
@@ -138,18 +180,7 @@ impl Events {
 /// followed by that many bytes of name, padded with NULs.
 fn parse_events(buf: &[u8], interest: &Interest<'_>) -> Seen {
     let mut seen = Seen::default();
-    let mut at = 0;
-    while let Some(header) = buf.get(at..at + EVENT_HEADER) {
-        let field =
-            |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let wd = field(0) as Wd;
-        let flags = AddWatchFlags::from_bits_truncate(field(4));
-        let len = field(12) as usize;
-        let end = (at + EVENT_HEADER).saturating_add(len).min(buf.len());
-        let event_name = buf[at + EVENT_HEADER..end]
-            .split(|&b| b == 0)
-            .next()
-            .unwrap_or_default();
+    for_each_event(buf, |wd, flags, event_name| {
         if flags.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             // Events were dropped, any of them about `F`, the one-shot
             // watch's among them.
@@ -177,9 +208,46 @@ fn parse_events(buf: &[u8], interest: &Interest<'_>) -> Seen {
             // A watch given up, or fired before: its last words.
             seen.other = true;
         }
+    });
+    seen
+}
+
+/// Calls `each` with the watch, the flags and the name (empty for none) of
+/// every event in `buf`.
+fn for_each_event(buf: &[u8], mut each: impl FnMut(Wd, AddWatchFlags, &[u8])) {
+    let mut at = 0;
+    while let Some(header) = buf.get(at..at + EVENT_HEADER) {
+        let field =
+            |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let len = field(12) as usize;
+        let end = (at + EVENT_HEADER).saturating_add(len).min(buf.len());
+        let name = buf[at + EVENT_HEADER..end]
+            .split(|&b| b == 0)
+            .next()
+            .unwrap_or_default();
+        each(
+            field(0) as Wd,
+            AddWatchFlags::from_bits_truncate(field(4)),
+            name,
+        );
         at = end;
     }
-    seen
+}
+
+/// What one event says of the directory watch `wd`.
+fn name_event(wd: Wd, event_wd: Wd, flags: AddWatchFlags, name: &[u8]) -> NameEvent<'_> {
+    let gone = AddWatchFlags::IN_IGNORED
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_UNMOUNT;
+    if flags.contains(AddWatchFlags::IN_Q_OVERFLOW) || (event_wd == wd && flags.intersects(gone)) {
+        NameEvent::Lost
+    } else if event_wd == wd {
+        NameEvent::Changed(name)
+    } else {
+        // Another watch's last words (one given up before).
+        NameEvent::Other
+    }
 }
 
 /// Where `/proc` shows a process its own descriptors, through which an

@@ -104,6 +104,20 @@ impl Seen {
     }
 }
 
+/// What an event says of a directory watched for its names
+/// ([`Events::watch_names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only inotify's events are read for it
+pub(crate) enum NameEvent<'a> {
+    /// The entry with this name was made, removed, renamed or touched.
+    Changed(&'a [u8]),
+    /// Events were lost (the queue overflowed, or could not be read), or
+    /// the watch went away with its directory: nothing can be vouched for.
+    Lost,
+    /// An event of some other watch.
+    Other,
+}
+
 /// A source of file events (inotify), or an error saying why there is
 /// none: the portable path has none, and the system may refuse one (past
 /// `fs.inotify.max_user_instances`).

@@ -49,6 +49,14 @@ impl Events {
     pub(crate) fn drain(&self, _: &super::Interest<'_>) -> super::Seen {
         match *self {}
     }
+
+    pub(crate) fn watch_names(&self, _: &Path) -> io::Result<super::Wd> {
+        match *self {}
+    }
+
+    pub(crate) fn drain_names(&self, _: super::Wd, _: impl FnMut(super::NameEvent<'_>)) {
+        match *self {}
+    }
 }
 
 pub(super) fn events<T>() -> io::Result<T> {
