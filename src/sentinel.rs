@@ -13,10 +13,13 @@
 //! queued before that lock is released. So a producer that holds the lock
 //! and finds the queue of its watch on the bus directory empty knows that
 //! neither name changed since it last looked, and reading an empty queue
-//! looks up no path. Changes made without the lock (a user's `rm`, a
-//! neighbour replacing `F.lock`) are queued the same way and send the next
-//! publish to look again, as does anything that loses events: the queue
-//! overflowing, the directory removed or renamed.
+//! looks up no path. Changes made without the lock (a user's `rm`) are
+//! queued the same way. A change to `F` sends the next publish to look at
+//! it again. A change to `F.lock`, which no participant ever makes, ends
+//! the watch for good: removing it is how `rm -rf` of the directory
+//! begins, and a watch on a removed directory would never hear of the one
+//! made in its place. So does anything that loses events: the queue
+//! overflowing, the directory renamed.
 //!
 //! What it does not see: a directory above the bus's renamed or mounted
 //! over while a producer runs (the watch follows the directory it was
@@ -64,8 +67,8 @@ pub(crate) struct Sentinel {
 struct State {
     /// `None` once given up.
     watch: Option<(Events, Wd)>,
-    /// `F.lock` named the locked file when last checked, and has not
-    /// changed since.
+    /// `F.lock` named the producer's locked file when last checked (and
+    /// has not changed since, or the watch would be gone).
     lock: bool,
     /// What `F` was when last looked at (`None` inside: no file), if it has
     /// not changed since.
@@ -130,25 +133,22 @@ impl Sentinel {
         let Some((events, wd)) = &state.watch else {
             return;
         };
-        if std::process::id() != self.pid {
-            state.lock = false;
-            state.data = None;
-            // Dropping the child's copy of the descriptor leaves the
-            // parent's watch as it is.
-            state.watch = None;
-            return;
+        // In a child made by fork(2), dropping its copy of the descriptor
+        // leaves the parent's watch as it is.
+        let mut lost = std::process::id() != self.pid;
+        let mut data_changed = false;
+        if !lost {
+            let name = self.paths.file_name().as_bytes();
+            let lock = self.paths.lock().file_name().map(OsStr::as_bytes);
+            events.drain_names(*wd, |event| match event {
+                NameEvent::Changed(changed) if changed == name => data_changed = true,
+                // The bus's own files but its lock: `F.__new__`, `F.shm`,
+                // `F.history`...
+                NameEvent::Changed(changed) if Some(changed) != lock && is_own(name, changed) => {}
+                NameEvent::Changed(_) | NameEvent::Lost => lost = true,
+                NameEvent::Other => {}
+            });
         }
-        let name = self.paths.file_name().as_bytes();
-        let lock = self.paths.lock().file_name().map(OsStr::as_bytes);
-        let (mut lost, mut lock_changed, mut data_changed) = (false, false, false);
-        events.drain_names(*wd, |event| match event {
-            NameEvent::Changed(changed) if changed == name => data_changed = true,
-            NameEvent::Changed(changed) if Some(changed) == lock => lock_changed = true,
-            // The bus's own files: `F.__new__`, `F.shm`, `F.history`...
-            NameEvent::Changed(changed) if is_own(name, changed) => {}
-            NameEvent::Changed(_) | NameEvent::Lost => lost = true,
-            NameEvent::Other => {}
-        });
         if lost {
             log::debug!(
                 "{}: its names are looked at by path from now on",
@@ -161,7 +161,6 @@ impl Sentinel {
             };
             return;
         }
-        state.lock &= !lock_changed;
         if data_changed {
             state.data = None;
         }
@@ -197,11 +196,13 @@ mod tests {
 
     use super::*;
 
-    /// A bus in a fresh directory, with a sentinel on it; `None` on the
+    /// A bus in a fresh directory, with its lock file and a sentinel on it,
+    /// made as a producer makes one (under the lock); `None` on the
     /// portable path, which has none (checked here).
     fn watched() -> Option<(tempfile::TempDir, BusPaths, Sentinel)> {
         let dir = tempfile::tempdir().unwrap();
         let paths = BusPaths::new(dir.path().join("bus"));
+        std::fs::write(paths.lock(), b"").unwrap();
         let sentinel = Sentinel::new(&paths);
         if sys::portable() {
             assert!(sentinel.is_none(), "a sentinel without file events");
@@ -278,7 +279,6 @@ mod tests {
         let Some((_dir, paths, sentinel)) = watched() else {
             return;
         };
-        std::fs::write(paths.lock(), b"").unwrap();
         assert!(!sentinel.unchanged(), "never checked");
         sentinel.checked();
         assert!(sentinel.unchanged());
@@ -289,15 +289,24 @@ mod tests {
         let replacement = beside(&paths, "bus.__new__", b"");
         std::fs::rename(&replacement, paths.lock()).unwrap();
         // Read for F first, as the settling thread does: the lock's news
-        // is kept for the producer.
+        // is not lost on the producer.
         assert_eq!(sentinel.current_file(), id(paths.data()));
         assert!(!sentinel.unchanged(), "replaced");
+        assert_given_up(&paths, &sentinel);
+    }
+
+    /// `rm -rf` of the bus directory removes `F.lock` first; the watch
+    /// would stay on the removed directory, deaf to the one made again.
+    #[test]
+    fn a_lock_file_removed_ends_the_watch() {
+        let Some((_dir, paths, sentinel)) = watched() else {
+            return;
+        };
         sentinel.checked();
+        assert!(sentinel.unchanged());
         std::fs::remove_file(paths.lock()).unwrap();
-        assert!(!sentinel.unchanged(), "removed");
-        sentinel.checked();
-        std::fs::write(paths.lock(), b"").unwrap();
-        assert!(!sentinel.unchanged(), "made again");
+        assert!(!sentinel.unchanged());
+        assert_given_up(&paths, &sentinel);
     }
 
     /// Gives up for good, and from then on every answer is looked up.
