@@ -7,6 +7,11 @@
 //! on an orphaned inode excludes nobody. The open inode's identity never
 //! changes, so it is read once, when the descriptor is opened; only the name
 //! is looked at again.
+//!
+//! A child made by `fork(2)` inherits the descriptor, but a `flock(2)` lock
+//! belongs to the open file description, which parent and child share:
+//! through it the child would take the parent's lock as its own, and its
+//! unlock would release the parent's. A child opens a descriptor of its own.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -21,6 +26,7 @@ use nix::libc;
 use crate::error::{Error, Result, is_gone};
 use crate::files;
 use crate::options::WaitPolicy;
+use crate::sys;
 
 /// A reusable handle on `F.lock`.
 #[derive(Debug)]
@@ -28,6 +34,8 @@ pub(crate) struct BusLock {
     path: PathBuf,
     /// The descriptor between acquisitions, with its inode's (dev, ino).
     idle: Option<(File, Identity)>,
+    /// [`sys::fork_generation`] when the descriptor was opened.
+    opened_in: u64,
     /// How long to retry a held lock without sleeping (see
     /// [`WaitPolicy::eager`]); zero blocks at once.
     eager: Duration,
@@ -74,6 +82,7 @@ impl BusLock {
         BusLock {
             path,
             idle: None,
+            opened_in: 0,
             eager,
         }
     }
@@ -130,13 +139,17 @@ impl BusLock {
         vouch: Option<&dyn Vouch>,
     ) -> Result<LockGuard<'_>> {
         loop {
+            let forks = sys::fork_generation();
             let (mut file, locked, kept) = match self.idle.take() {
-                Some((file, locked)) => (file, locked, true),
-                None => {
+                Some((file, locked)) if self.opened_in == forks => (file, locked, true),
+                // Closing the descriptor a child inherited releases nothing
+                // of its parent's.
+                _ => {
                     let (file, locked) = match self.open() {
                         Err(e) if e.is_gone() && remake()? => self.open()?,
                         opened => opened?,
                     };
+                    self.opened_in = forks;
                     (file, locked, false)
                 }
             };
@@ -341,6 +354,63 @@ mod tests {
             .open(path)
             .unwrap();
         Flock::lock(file, FlockArg::LockExclusive).unwrap()
+    }
+
+    /// A child made by fork(2) inherits the parent's idle descriptor, and
+    /// with it the open file description that flock(2) locks belong to:
+    /// locking through it, the child would share the lock its parent
+    /// holds instead of waiting for it.
+    #[test]
+    fn a_forked_child_waits_for_the_lock_its_parent_holds() {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.lock");
+        let released = dir.path().join("released");
+        let mut lock = lossy_lock(&path);
+        drop(lock.acquire().unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        let (ready_rx, ready_tx) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child runs this test's code only, on the one thread
+        // fork(2) gives it, and leaves with _exit(2), never returning into
+        // the test harness.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                drop(ready_tx);
+                let _ = nix::unistd::read(&ready_rx, &mut [0u8; 1]);
+                let waited = lock.acquire().is_ok() && released.exists();
+                // SAFETY: ends the child at once, as a child of a threaded
+                // process must.
+                unsafe { libc::_exit(if waited { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_rx);
+                let held = lock.acquire().unwrap();
+                nix::unistd::write(&ready_tx, b"x").unwrap();
+                let start = Instant::now();
+                let mut exited = None;
+                while flock_users(meta.dev(), meta.ino()).is_none_or(|u| u.waiting == 0) {
+                    match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
+                        WaitStatus::StillAlive => {}
+                        status => {
+                            exited = Some(status);
+                            break;
+                        }
+                    }
+                    assert!(start.elapsed() < DEADLINE, "the child never waited");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                File::create(&released).unwrap();
+                drop(held);
+                let status = exited.unwrap_or_else(|| waitpid(child, None).unwrap());
+                assert_eq!(
+                    status,
+                    WaitStatus::Exited(child, 0),
+                    "the child took the lock its parent held"
+                );
+            }
+        }
     }
 
     #[test]

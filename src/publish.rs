@@ -359,8 +359,8 @@ impl Producer {
                 drop(held);
                 return self.publish_with(chunk.len(), |file| file.write_all(chunk));
             };
-            // After the doorbell: `is_ours` is a system call. In a child
-            // made by fork(2) the settler inherited has no thread.
+            // In a child made by fork(2) the settler inherited has no
+            // thread.
             let settler = match &mut self.settler {
                 Some(settler) if settler.is_ours() => settler,
                 inherited => {

@@ -57,10 +57,11 @@ use crate::sys::{self, Events, NameEvent, Wd};
 pub(crate) struct Sentinel {
     state: Mutex<State>,
     paths: BusPaths,
-    /// The process that made it. A child made by `fork(2)` shares the
-    /// inotify descriptor, and each event is read once: a child that read
-    /// the queue would hide changes from its parent. It never reads it.
-    pid: u32,
+    /// [`sys::fork_generation`] when it was made. A child made by
+    /// `fork(2)` shares the inotify descriptor, and each event is read
+    /// once: a child that read the queue would hide changes from its
+    /// parent. It never reads it.
+    forks: u64,
 }
 
 #[derive(Debug)]
@@ -89,7 +90,7 @@ impl Sentinel {
                 data: None,
             }),
             paths: paths.clone(),
-            pid: std::process::id(),
+            forks: sys::fork_generation(),
         })
     }
 
@@ -135,7 +136,7 @@ impl Sentinel {
         };
         // In a child made by fork(2), dropping its copy of the descriptor
         // leaves the parent's watch as it is.
-        let mut lost = std::process::id() != self.pid;
+        let mut lost = sys::fork_generation() != self.forks;
         let mut data_changed = false;
         if !lost {
             let name = self.paths.file_name().as_bytes();

@@ -44,9 +44,9 @@ pub(super) struct Settler {
     /// `F`, which errors name.
     data: PathBuf,
     thread: Option<JoinHandle<()>>,
-    /// The process that started the thread: a child made by `fork(2)` has
-    /// no such thread (see [`Settler::is_ours`]).
-    pid: u32,
+    /// [`sys::fork_generation`] when the thread started: a child made by
+    /// `fork(2)` has no such thread (see [`Settler::is_ours`]).
+    forks: u64,
 }
 
 #[derive(Debug)]
@@ -119,7 +119,7 @@ impl Settler {
             shared,
             data,
             thread: Some(thread),
-            pid: std::process::id(),
+            forks: sys::fork_generation(),
         })
     }
 
@@ -128,7 +128,7 @@ impl Settler {
     /// producer starts its own in place of this one, whose drop touches
     /// neither the parent's thread nor its alarm.
     pub(super) fn is_ours(&self) -> bool {
-        self.pid == std::process::id()
+        self.forks == sys::fork_generation()
     }
 
     /// Hands over chunk `seq`, appended to the log while `F` was the file

@@ -2,7 +2,8 @@
 //! rest of the crate asks this module for file events, unnamed staging
 //! files allocated ahead of writing, zero-copy transfers, pipe sizes,
 //! non-blocking writes on a shared output, alarms that a thread sets for
-//! another without waking it, the kind of filesystem a path
+//! another without waking it, whether the process is a child forked since
+//! (`forks.rs`), the kind of filesystem a path
 //! is on and the file attributes that forbid removal, and gets either the
 //! Linux way (`linux.rs`) or an answer that sends it down its portable
 //! path (`portable.rs`): polling, named staging, read/write copies,
@@ -19,6 +20,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
+mod forks;
 #[cfg(target_os = "linux")]
 mod linux;
 mod portable;
@@ -29,6 +31,7 @@ use linux as native;
 #[cfg(not(target_os = "linux"))]
 use portable as native;
 
+pub(crate) use forks::generation as fork_generation;
 pub(crate) use native::{Alarm, Events};
 pub(crate) use shared_map::SharedMap;
 

@@ -1,0 +1,75 @@
+//! Telling, without a system call, whether this process is a child made by
+//! `fork(2)` since something was made: a child shares its parent's open
+//! file descriptions, and a `flock(2)` lock or an inotify queue shared with
+//! the parent is no lock and no queue of the child's own. `getpid(2)`
+//! tells too, but it is a system call, and those are dear on a publish's
+//! path after an idle pause (docs/design/shared-memory-log.md, "Measured").
+//!
+//! A handler registered with `pthread_atfork(3)` counts the forks in the
+//! child. What `fork(2)` of the C library (and so Python's `os.fork`)
+//! makes runs it; a child made by a raw `clone(2)` does not, and is not
+//! told.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::libc;
+
+/// Forks counted in this process's line: each child adds one at birth.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the handler could not be registered: then the process's id
+/// stands for the count (a system call each time).
+static UNCOUNTED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A value that differs in a child made by `fork(2)` from what it was in
+/// the parent before the fork: compare it with the value taken when a
+/// descriptor was opened.
+pub(crate) fn generation() -> u64 {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: pthread_atfork(3) takes three optional handlers; the one
+        // given is a plain function that lives as long as the process and
+        // only adds to an atomic, which a child handler may do.
+        if unsafe { libc::pthread_atfork(None, None, Some(forked)) } != 0 {
+            UNCOUNTED.store(1, Ordering::Relaxed);
+        }
+    });
+    if UNCOUNTED.load(Ordering::Relaxed) != 0 {
+        return u64::from(std::process::id());
+    }
+    FORKS.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count moves in the child, not in the parent.
+    #[test]
+    fn a_child_made_by_fork_has_another_generation() {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+
+        let before = generation();
+        // SAFETY: the child runs this test's code only, on the one thread
+        // fork(2) gives it, and leaves with _exit(2), never returning into
+        // the test harness.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let moved = generation() != before;
+                // SAFETY: ends the child at once, as a child of a threaded
+                // process must.
+                unsafe { libc::_exit(if moved { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+            }
+        }
+        assert_eq!(generation(), before);
+    }
+}
