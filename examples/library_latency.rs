@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .stdout(Stdio::piped())
         .spawn()?;
     let filebus = measure(consumer, n, |msg| producer.publish(msg).map_err(Into::into))?;
-    report("filebus lossy, library path", filebus);
+    report("filebus lossy, library path", filebus)?;
 
     let log = dir.join("tail.log");
     let mut file = std::fs::File::create(&log)?;
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .stdout(Stdio::piped())
         .spawn()?;
     let tail = measure(tail, n, |msg| file.write_all(msg).map_err(Into::into))?;
-    report("tail -F", tail);
+    report("tail -F", tail)?;
     Ok(())
 }
 
@@ -107,15 +107,18 @@ fn measure(
     Ok(times)
 }
 
-fn report(what: &str, mut times: Vec<Duration>) {
+/// Prints the percentiles; an output closed early (`| head -1`) is an
+/// error to return, not a panic.
+fn report(what: &str, mut times: Vec<Duration>) -> std::io::Result<()> {
     times.sort();
     let at = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)].as_secs_f64() * 1e6;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{what}: p10 {:.0} p50 {:.0} p90 {:.0} p99 {:.0} µs ({} messages)",
         at(10),
         at(50),
         at(90),
         at(99),
         times.len()
-    );
+    )
 }
