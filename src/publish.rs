@@ -335,6 +335,7 @@ impl Producer {
         let held = acquire_vouched(&mut self.lock, &self.paths, self.log.sentinel())?;
         let replaces = match self.log.side() {
             Some(side) => side.current_file(&self.paths),
+            // The log is opened below, at the first publication.
             None => shm_log::current_file(self.paths.data()),
         };
         let mut appended = None;
