@@ -236,8 +236,7 @@ mod tests {
         std::fs::write(paths.data(), b"one").unwrap();
         assert_eq!(sentinel.current_file(), id(paths.data()));
         assert!(sentinel.current_file().is_some());
-        let two = beside(&paths, "bus.__new__", b"two");
-        std::fs::rename(&two, paths.data()).unwrap();
+        rename_over_f(&paths, b"two");
         assert_eq!(sentinel.current_file(), id(paths.data()), "renamed over");
         // Touched (both times, as touch(1) sets them): the identity holds
         // the modification time.
@@ -269,8 +268,7 @@ mod tests {
         std::fs::rename(&own, paths.data()).unwrap();
         sentinel.renamed(own_id.unwrap());
         assert_eq!(sentinel.current_file(), own_id);
-        let theirs = beside(&paths, "bus.__new__", b"theirs");
-        std::fs::rename(&theirs, paths.data()).unwrap();
+        rename_over_f(&paths, b"theirs");
         assert_eq!(sentinel.current_file(), id(paths.data()));
         assert_ne!(sentinel.current_file(), own_id);
     }
@@ -310,12 +308,17 @@ mod tests {
         assert_given_up(&paths, &sentinel);
     }
 
+    /// Renames a new file holding `bytes` over `F`, as any producer does.
+    fn rename_over_f(paths: &BusPaths, bytes: &[u8]) {
+        let staged = beside(paths, "bus.__new__", bytes);
+        std::fs::rename(&staged, paths.data()).unwrap();
+    }
+
     /// Gives up for good, and from then on every answer is looked up.
     fn assert_given_up(paths: &BusPaths, sentinel: &Sentinel) {
         sentinel.checked();
         assert!(!sentinel.unchanged(), "still vouching");
-        let next = beside(paths, "bus.__new__", b"next");
-        std::fs::rename(&next, paths.data()).unwrap();
+        rename_over_f(paths, b"next");
         assert_eq!(sentinel.current_file(), id(paths.data()));
         assert!(sentinel.state().watch.is_none());
     }
@@ -378,8 +381,7 @@ mod tests {
         };
         std::fs::write(paths.data(), b"before").unwrap();
         assert_eq!(sentinel.current_file(), id(paths.data()));
-        let after = beside(&paths, "bus.__new__", b"after");
-        std::fs::rename(&after, paths.data()).unwrap();
+        rename_over_f(&paths, b"after");
         // SAFETY: the child runs this test's code only, on the one thread
         // fork(2) gives it, and leaves with _exit(2), never returning into
         // the test harness.

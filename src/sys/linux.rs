@@ -105,24 +105,14 @@ impl Events {
     /// Reads every queued event and tells `each` what it says of the
     /// directory watch `wd`.
     pub(crate) fn drain_names(&self, wd: Wd, mut each: impl FnMut(NameEvent<'_>)) {
-        let mut buf = [0u8; 4096];
-        loop {
-            match nix::unistd::read(self.0.as_fd(), &mut buf) {
-                Ok(n) if n > 0 => {
-                    for_each_event(&buf[..n], |event_wd, flags, name| {
-                        each(name_event(wd, event_wd, flags, name));
-                    });
-                    // As in `drain`: room left for the largest event means
-                    // the queue is empty.
-                    if buf.len() - n >= LARGEST_EVENT {
-                        return;
-                    }
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return,
-                // Anything else: nothing can be vouched for any more.
-                _ => return each(NameEvent::Lost),
-            }
+        let read = self.read_queue(|buf| {
+            for_each_event(buf, |event_wd, flags, name| {
+                each(name_event(wd, event_wd, flags, name));
+            });
+        });
+        // A failed read: nothing can be vouched for any more.
+        if !read {
+            each(NameEvent::Lost);
         }
     }
 
@@ -152,23 +142,32 @@ impl Events {
     /// `interest`.
     pub(crate) fn drain(&self, interest: &Interest<'_>) -> Seen {
         let mut seen = Seen::default();
+        // A failed read leaves the wait to its sleep interval, as ever.
+        self.read_queue(|buf| seen.add(parse_events(buf, interest)));
+        seen
+    }
+
+    /// Reads every queued event, handing `each` the buffers read; whether
+    /// the queue was read to its end (an empty queue is), not cut short
+    /// by a failed read.
+    fn read_queue(&self, mut each: impl FnMut(&[u8])) -> bool {
         // Room for many events at once; the kernel returns whole events.
         let mut buf = [0u8; 4096];
         loop {
             match nix::unistd::read(self.0.as_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
-                    seen.add(parse_events(&buf[..n], interest));
+                    each(&buf[..n]);
                     // The kernel stops only at an event that does not fit:
                     // with room for the largest left over, the read took
                     // all that was queued, and asking again would only
                     // say EAGAIN.
                     if buf.len() - n >= LARGEST_EVENT {
-                        return seen;
+                        return true;
                     }
                 }
                 Err(Errno::EINTR) => {}
-                // EAGAIN: the queue is empty.
-                _ => return seen,
+                Err(Errno::EAGAIN) => return true,
+                _ => return false,
             }
         }
     }
