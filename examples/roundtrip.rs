@@ -3,6 +3,8 @@
 //!
 //! Run with `cargo run --example roundtrip`.
 
+use std::io::Write;
+
 use filebus::{Bus, BusOptions, Mode};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,8 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         producer.finish()
     });
 
+    // Written, not printed: an output closed early (`| head -1`) is an
+    // error to return, where print! panics.
+    let mut out = std::io::stdout().lock();
     for chunk in bus.consumer()? {
-        print!("{}", String::from_utf8_lossy(&chunk?));
+        out.write_all(&chunk?)?;
     }
     producer.join().expect("producer thread panicked")?;
     Ok(())
