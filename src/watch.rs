@@ -66,7 +66,9 @@ const EVENTS_RETRY: Duration = Duration::from_secs(1);
 pub(crate) struct Watcher {
     /// Whether events are wanted: they are set up at the first
     /// [`Watcher::arm`], so that a process that never waits (a lossy
-    /// producer) takes none of the few inotify instances a user may have.
+    /// producer) takes none of the few inotify instances a user may have
+    /// for waiting (a producer of the shared-memory log takes one for its
+    /// [`crate::sentinel::Sentinel`]).
     file_monitoring: bool,
     started: bool,
     inotify: Option<Events>,
