@@ -78,8 +78,10 @@ pub struct Producer {
     /// [`crate::shm_log`]), opened at the first publication.
     log: Log,
     /// With a log: the unnamed file the next chunk is written into, made
-    /// after the previous publication.
-    spare: Option<File>,
+    /// after the previous publication. Not a child's made by `fork(2)`:
+    /// whichever of the two named it `F` first, the other would write its
+    /// chunk into `F` in place.
+    spare: Option<sys::Owned<File>>,
     /// With a log, publishing a stream: the newest chunk, in the log
     /// already, whose rename to `F` is put off (see [`SETTLE_BOUND`]).
     deferred: Option<Deferred>,
@@ -366,7 +368,10 @@ impl Producer {
                 Some(settler) if settler.is_ours() => settler,
                 inherited => {
                     let log = (Arc::clone(writer), sentinel.clone());
-                    let (policy, spare) = (self.options.wait_policy(), self.spare.take());
+                    let (policy, spare) = (
+                        self.options.wait_policy(),
+                        self.spare.take().and_then(sys::Owned::take),
+                    );
                     let started = Settler::start(&self.paths, policy, log, spare, self.preallocate);
                     inherited.insert(started?)
                 }
@@ -433,7 +438,7 @@ impl Producer {
             let Some(side) = self.log.writer(&self.paths, self.producer.shm_log_size) else {
                 // No log to be had: this chunk and the next go through `F`.
                 drop(held);
-                self.spare = Some(spare);
+                self.spare = Some(sys::Owned::new(spare));
                 self.publish_bytes(chunk)?;
                 continue;
             };
@@ -491,7 +496,7 @@ impl Producer {
             }
             let Some(last) = last else {
                 drop(held);
-                self.spare = Some(spare);
+                self.spare = Some(sys::Owned::new(spare));
                 continue;
             };
             if last.in_log && Instant::now() < deadline && self.log.open().is_some() {
@@ -502,7 +507,7 @@ impl Producer {
                     bytes: std::mem::take(&mut newest),
                 });
                 drop(held);
-                self.spare = Some(spare);
+                self.spare = Some(sys::Owned::new(spare));
                 continue;
             }
             let settled = settle(
@@ -556,7 +561,7 @@ impl Producer {
             )
         });
         let Some(settled) = settled else {
-            self.spare = Some(spare);
+            self.spare = Some(sys::Owned::new(spare));
             return Ok(());
         };
         drop(held);
@@ -567,7 +572,7 @@ impl Producer {
     /// The unnamed file the next chunk is written into; `None` where the
     /// filesystem has none (then named staging is used from now on).
     fn spare_file(&mut self) -> Result<Option<File>> {
-        if let Some(file) = self.spare.take() {
+        if let Some(file) = self.spare.take().and_then(sys::Owned::take) {
             return Ok(Some(file));
         }
         let mut unnamed = sys::open_unnamed(self.paths.dir());
@@ -595,7 +600,10 @@ impl Producer {
     fn after_settle(&mut self, settled: Result<()>) -> Result<()> {
         settled?;
         if matches!(self.log, Log::Open(..)) {
-            self.spare = sys::open_unnamed(self.paths.dir()).ok().flatten();
+            self.spare = sys::open_unnamed(self.paths.dir())
+                .ok()
+                .flatten()
+                .map(sys::Owned::new);
         }
         Ok(())
     }
@@ -984,5 +992,50 @@ mod tests {
             "published without waiting for the lock on the file named bus.lock"
         );
         assert_eq!(std::fs::read(paths.data()).unwrap(), b"four");
+    }
+
+    /// A child made by `fork(2)` (Python's multiprocessing) inherits the
+    /// producer's next chunk file, open: an unnamed file that whichever of
+    /// the two publishes first names `F`. The other must neither write its
+    /// chunk into that file (`F` by then, changed in place under its
+    /// readers) nor fail to name it: each publishes through files of its
+    /// own.
+    #[test]
+    fn a_forked_child_and_its_parent_publish_through_files_of_their_own() {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let mut producer = Producer::new(
+            paths.clone(),
+            BusOptions::default(),
+            ProducerOptions::default(),
+        )
+        .unwrap();
+        // The first publication makes the file the next one goes into.
+        producer.publish(b"parent, before").unwrap();
+        // SAFETY: the child runs this test's code only, on the one thread
+        // fork(2) gives it, and leaves with _exit(2), never returning into
+        // the test harness.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let published = producer.publish(b"child").is_ok()
+                    && producer.finish().is_ok()
+                    && std::fs::read(paths.data()).is_ok_and(|f| f == b"child");
+                // SAFETY: ends the child at once, as a child of a threaded
+                // process must.
+                unsafe { nix::libc::_exit(if published { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Exited(child, 0), "the child's chunk");
+                producer.publish(b"parent, after").unwrap();
+                producer.finish().unwrap();
+                assert_eq!(std::fs::read(paths.data()).unwrap(), b"parent, after");
+            }
+        }
     }
 }

@@ -7,6 +7,12 @@
 //! `notify` and `mio` crates' wakers do): the wait ends at once. The byte
 //! is never read, which keeps the pipe readable and makes the stop final:
 //! every later wait ends at once too.
+//!
+//! A child made by `fork(2)` gets a copy of the handle, flag included, but
+//! the very same pipe: a byte its parent wrote would keep the child's polls
+//! readable with its own flag down, and they would spin. So the pipe serves
+//! only the process that made it. In a child, a stop is the flag alone,
+//! which its waits see when they next wake (within the sleep interval).
 
 use std::io::{PipeReader, PipeWriter};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -14,10 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// A handle that stops one [`crate::Producer`], [`crate::Consumer`] or
 /// [`crate::HistoryConsumer`] from any thread, obtained from its `stopper`
-/// method. Clones stop the same one.
+/// method. Clones stop the same one. In a child made by `fork(2)`, a
+/// handle inherited from the parent stops the child's copy only, whose
+/// waits then end within the sleep interval rather than at once.
 ///
 /// Once stopped, the producer or consumer is done for good: a call blocked
 /// in it returns [`Error::Stopped`] within the bound its documentation
@@ -51,6 +60,8 @@ struct Inner {
     stopped: AtomicBool,
     reader: PipeReader,
     writer: PipeWriter,
+    /// [`sys::fork_generation`] when the pipe was made.
+    forks: u64,
 }
 
 impl Stop {
@@ -65,6 +76,7 @@ impl Stop {
                 stopped: AtomicBool::new(false),
                 reader,
                 writer,
+                forks: sys::fork_generation(),
             }),
         })
     }
@@ -73,7 +85,7 @@ impl Stop {
     /// wait it is in. Never blocks; stopping again does nothing.
     pub fn stop(&self) {
         // The flag goes first: a waiter woken by the byte must see it.
-        if !self.inner.stopped.swap(true, Ordering::SeqCst) {
+        if !self.inner.stopped.swap(true, Ordering::SeqCst) && self.pipe_is_ours() {
             // One byte into an empty pipe cannot block or fail short of
             // the reader being closed, which this handle keeps open.
             let _ = nix::unistd::write(&self.inner.writer, &[1]);
@@ -85,8 +97,14 @@ impl Stop {
         self.inner.stopped.load(Ordering::SeqCst)
     }
 
-    /// The descriptor that becomes readable when stopped, for `poll(2)`.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.inner.reader.as_fd()
+    /// The descriptor that becomes readable when stopped, for `poll(2)`;
+    /// none in a child made by `fork(2)` since the handle was made (see
+    /// the module's comment).
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pipe_is_ours().then(|| self.inner.reader.as_fd())
+    }
+
+    fn pipe_is_ours(&self) -> bool {
+        self.inner.forks == sys::fork_generation()
     }
 }

@@ -123,6 +123,10 @@ pub(crate) struct Watcher {
     /// place.
     doorbell: Option<PathBuf>,
     doorbell_watch: Option<Wd>,
+    /// [`sys::fork_generation`] when the queue was made: a child made by
+    /// `fork(2)` shares its parent's, where each event is read once, and
+    /// makes one of its own (see [`Watcher::own_queue`]).
+    forks: u64,
 }
 
 impl Watcher {
@@ -175,6 +179,7 @@ impl Watcher {
             shared: false,
             doorbell: None,
             doorbell_watch: None,
+            forks: sys::fork_generation(),
         }
     }
 
@@ -244,6 +249,26 @@ impl Watcher {
         }
     }
 
+    /// In a child made by `fork(2)`: leaves the parent's queue to the
+    /// parent (closing the child's copy of its descriptor) and starts over,
+    /// so that the next [`Watcher::arm`] makes a queue and watches of the
+    /// child's own. Each event is read once: reading a shared queue, either
+    /// process would hide from the other an event it waits for.
+    fn own_queue(&mut self) {
+        let forks = sys::fork_generation();
+        if self.forks == forks {
+            return;
+        }
+        self.forks = forks;
+        self.started = false;
+        self.inotify = None;
+        self.dir_watch = None;
+        self.file_watch = None;
+        self.doorbell_watch = None;
+        self.entries = false;
+        self.retry_events = None;
+    }
+
     /// Whether the next wait ends on events rather than by polling.
     pub(crate) fn has_events(&self) -> bool {
         self.inotify.is_some()
@@ -273,6 +298,7 @@ impl Watcher {
     /// what came since, which at worst ends the next wait early, so the
     /// queue is not read again.
     pub(crate) fn arm(&mut self) {
+        self.own_queue();
         if !self.started {
             self.start();
         }
@@ -411,6 +437,7 @@ impl Watcher {
     /// deadline). Sleeps end at the deadline, and at once on a stop (but
     /// for polling pauses under a millisecond, which are slept out).
     pub(crate) fn wait(&mut self) -> Result<()> {
+        self.own_queue();
         self.check_stop()?;
         if self
             .deadline
@@ -480,10 +507,10 @@ impl Watcher {
     /// Sleeps one polling pause; a stop ends it, unless it is too short
     /// for `poll(2)`, which counts milliseconds.
     fn pause_polling(&self, pause: Duration) {
-        match &self.stop {
+        match self.stop.as_ref().and_then(Stop::fd) {
             Some(stop) if pause >= Duration::from_millis(1) => {
                 let timeout = PollTimeout::try_from(pause).unwrap_or(PollTimeout::MAX);
-                let _ = poll(&mut [PollFd::new(stop.fd(), PollFlags::POLLIN)], timeout);
+                let _ = poll(&mut [PollFd::new(stop, PollFlags::POLLIN)], timeout);
             }
             _ => std::thread::sleep(pause),
         }
@@ -521,8 +548,8 @@ impl Watcher {
                 return;
             };
             let inotify_fd = PollFd::new(inotify.fd(), PollFlags::POLLIN);
-            let mut fds = match &self.stop {
-                Some(stop) => vec![inotify_fd, PollFd::new(stop.fd(), PollFlags::POLLIN)],
+            let mut fds = match self.stop.as_ref().and_then(Stop::fd) {
+                Some(stop) => vec![inotify_fd, PollFd::new(stop, PollFlags::POLLIN)],
                 None => vec![inotify_fd],
             };
             let polled = poll(&mut fds, timeout);
@@ -666,6 +693,97 @@ mod tests {
     fn publish(paths: &BusPaths) {
         std::fs::write(paths.staging(), b"chunk").unwrap();
         std::fs::rename(paths.staging(), paths.data()).unwrap();
+    }
+
+    /// A child made by `fork(2)` shares its parent's inotify queue, where
+    /// each event is read once: unless the child waits on a queue of its
+    /// own, one of the two sleeps through a publication the other read.
+    #[test]
+    fn a_forked_child_and_its_parent_each_wake_for_a_publication() {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+
+        if !events_available() {
+            return;
+        }
+        let bound = Duration::from_secs(10);
+        let (_dir, paths, mut watcher) = armed(Awaited::Publication);
+        let (ready_rx, ready_tx) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child runs this test's code only, on the one thread
+        // fork(2) gives it, and leaves with _exit(2), never returning into
+        // the test harness.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                drop(ready_rx);
+                watcher.arm();
+                let armed = nix::unistd::write(&ready_tx, b"x").is_ok();
+                let woke = armed && timed_wait(&mut watcher) < bound && paths.data().exists();
+                // SAFETY: ends the child at once, as a child of a threaded
+                // process must.
+                unsafe { nix::libc::_exit(if woke { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_tx);
+                assert_eq!(nix::unistd::read(&ready_rx, &mut [0u8; 1]).unwrap(), 1);
+                publish(&paths);
+                let waited = timed_wait(&mut watcher);
+                let status = waitpid(child, None).unwrap();
+                assert!(waited < bound, "the parent slept through it: {waited:?}");
+                assert_eq!(
+                    status,
+                    WaitStatus::Exited(child, 0),
+                    "the child slept through it"
+                );
+            }
+        }
+    }
+
+    /// A child made by `fork(2)` inherits its parent's stop handle, whose
+    /// pipe stays readable once stopped: a stop in the parent must neither
+    /// end the child's waits nor make them spin.
+    #[test]
+    fn a_stop_in_the_parent_leaves_a_forked_childs_waits_asleep() {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::time::{ClockId, clock_gettime};
+        use nix::unistd::{ForkResult, fork};
+
+        if !events_available() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let interval = Duration::from_secs(1);
+        let mut watcher = Watcher::new(&paths, &options(true, interval), Awaited::Publication);
+        let stop = watcher.stopper().unwrap();
+        watcher.arm();
+        let (stopped_rx, stopped_tx) = nix::unistd::pipe().unwrap();
+        let cpu = || Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap());
+        // SAFETY: the child runs this test's code only, on the one thread
+        // fork(2) gives it, and leaves with _exit(2), never returning into
+        // the test harness.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                drop(stopped_tx);
+                let told = nix::unistd::read(&stopped_rx, &mut [0u8; 1]).is_ok_and(|n| n == 1);
+                watcher.arm();
+                let (start, used) = (Instant::now(), cpu());
+                let waited = watcher.wait().is_ok();
+                // Asleep, a wait of a second takes a few ms of processor
+                // at most; spinning, most of the second.
+                let asleep = cpu() - used < interval / 4 && start.elapsed() >= interval / 2;
+                // SAFETY: ends the child at once, as a child of a threaded
+                // process must.
+                unsafe { nix::libc::_exit(if told && waited && asleep { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                drop(stopped_rx);
+                stop.stop();
+                nix::unistd::write(&stopped_tx, b"x").unwrap();
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Exited(child, 0), "the child's wait");
+                assert!(matches!(watcher.wait(), Err(Error::Stopped)));
+            }
+        }
     }
 
     #[test]

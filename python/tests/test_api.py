@@ -372,3 +372,57 @@ def test_strict_history_consumer_raises_fell_behind(bus_path):
     with pytest.raises(filebus_rs.FellBehindError) as raised:
         bus.history_consumer(start=1, strict=True).recv(timeout=5)
     assert (raised.value.first, raised.value.resume_at) == (1, raised.value.last + 1)
+
+
+def _fork():
+    import multiprocessing
+
+    return multiprocessing.get_context("fork")
+
+
+def test_a_producer_inherited_by_a_forked_child_publishes_beside_its_parent(bus_path):
+    # A producer made before the fork (at import, say, as a preforking
+    # server's workers get it): each process publishes through files of
+    # its own, and F ends with the newest chunk, whole.
+    producer = filebus_rs.Bus(bus_path).producer()
+    producer.publish(b"parent, before")
+
+    def child():
+        for i in range(3):
+            producer.publish(b"child %d" % i)
+        producer.close()
+
+    worker = _fork().Process(target=child)
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    assert bus_path.read_bytes() == b"child 2"
+    producer.publish(b"parent, after")
+    producer.close()
+    assert bus_path.read_bytes() == b"parent, after"
+
+
+def test_closing_a_consumer_leaves_the_forked_childs_copy_asleep(bus_path):
+    # The parent's close stops its consumer; the child's copy waits on,
+    # asleep, until its own timeout.
+    consumer = filebus_rs.Bus(bus_path).consumer()
+    ctx = _fork()
+    closed, results = ctx.Event(), ctx.Queue()
+
+    def child():
+        closed.wait(60)
+        cpu, start = time.process_time(), time.monotonic()
+        got = consumer.recv(timeout=1.0)
+        results.put((got, time.process_time() - cpu, time.monotonic() - start))
+
+    worker = ctx.Process(target=child)
+    worker.start()
+    consumer.close()
+    closed.set()
+    got, cpu, took = results.get(timeout=60)
+    worker.join(60)
+    assert got is None
+    assert took >= 0.9, took
+    # Asleep, a wait of a second takes a few ms of processor; spinning,
+    # most of the second.
+    assert cpu < 0.25, cpu

@@ -45,6 +45,31 @@ pub(crate) fn generation() -> u64 {
     FORKS.load(Ordering::Relaxed)
 }
 
+/// A value that belongs to the process that made it, such as a descriptor
+/// whose open file description a child made by `fork(2)` would share with
+/// its parent: the child gets nothing from it.
+#[derive(Debug)]
+pub(crate) struct Owned<T> {
+    value: T,
+    forks: u64,
+}
+
+impl<T> Owned<T> {
+    pub(crate) fn new(value: T) -> Owned<T> {
+        Owned {
+            value,
+            forks: generation(),
+        }
+    }
+
+    /// The value, or `None` in a child made since it was made (where it is
+    /// dropped: closing a child's copy of a descriptor leaves the parent's
+    /// open file description as it is).
+    pub(crate) fn take(self) -> Option<T> {
+        (self.forks == generation()).then_some(self.value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
