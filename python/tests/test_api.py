@@ -5,6 +5,7 @@ garbage collection, and bad arguments."""
 import asyncio
 import gc
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -94,8 +95,12 @@ def interrupted_after(script, *args):
         [sys.executable, "-c", script, *map(str, args)],
         stdout=subprocess.PIPE,
         text=True,
+        # As from a terminal: a shell runs a background job with SIGINT
+        # ignored, and Python then leaves it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
+        wait_until(lambda: select.select([child.stdout], [], [], 0)[0], "the child's wait")
         assert child.stdout.readline() == "waiting\n"
         # Into its wait, with a sleep interval of a minute: only the signal
         # can end it. (Sent earlier, it would interrupt all the same.)
@@ -103,8 +108,9 @@ def interrupted_after(script, *args):
         assert child.poll() is None, "the wait ended by itself"
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
-        line = child.stdout.readline().split()
-        assert child.wait(timeout=10) == 0, line
+        out, _ = child.communicate(timeout=10)
+        line = out.split()
+        assert child.returncode == 0, line
     finally:
         child.kill()
         child.wait()
