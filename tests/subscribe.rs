@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::procs::collect_stderr;
 use common::*;
-use filebus::{Bus, BusOptions, Error, HistoryOptions, ProducerOptions};
+use filebus::{Bus, BusOptions, Error, HistoryEvent, HistoryOptions, ProducerOptions};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -706,4 +706,54 @@ fn planted_symlinks_are_not_followed() {
             .unwrap()
             .is_file()
     );
+}
+
+/// A subscriber made before `fork(2)` (Python's multiprocessing) stays
+/// its parent's: the child's copy refuses to deliver, as any second
+/// process running the name is refused (two processes advancing one
+/// record would each miss chunks), and its going away leaves the parent
+/// subscribed.
+#[test]
+fn a_subscriber_inherited_by_a_forked_child_stays_the_parents() {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::{ForkResult, fork};
+
+    let s = Scratch::in_memory();
+    let bus = Bus::new(s.bus(), BusOptions::default());
+    let subscribe = || HistoryOptions::default().with_subscribe(Some("kept".into()));
+    let mut consumer = bus.history_consumer(subscribe()).unwrap();
+    // SAFETY: the child runs this test's code only, on the one thread
+    // fork(2) gives it, and leaves with _exit(2), never returning into the
+    // test harness.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let refused = matches!(
+                consumer.recv_timeout(Duration::from_millis(10)),
+                Err(Error::SubscriberRunning { .. })
+            );
+            drop(consumer);
+            // SAFETY: ends the child at once, as a child of a threaded
+            // process must.
+            unsafe { nix::libc::_exit(if refused { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            let status = waitpid(child, None).unwrap();
+            assert_eq!(status, WaitStatus::Exited(child, 0), "the child delivered");
+            assert!(
+                matches!(
+                    bus.history_consumer(subscribe()),
+                    Err(Error::SubscriberRunning { .. })
+                ),
+                "the child's copy released the parent's subscription"
+            );
+            let options = ProducerOptions::default().with_retain(NonZeroU64::new(10));
+            let mut producer = bus.producer_with(options).unwrap();
+            producer.publish(b"for the parent").unwrap();
+            let event = consumer.recv_timeout(DEADLINE).unwrap();
+            assert!(
+                matches!(&event, Some(HistoryEvent::Chunk { data, .. }) if data == b"for the parent"),
+                "{event:?}"
+            );
+        }
+    }
 }

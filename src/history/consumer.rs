@@ -585,6 +585,18 @@ impl HistoryConsumer {
     /// size.
     fn next_event(&mut self, sink: &mut impl Sink) -> Result<HistoryEvent<u64>> {
         self.watcher.check_stop()?;
+        // In a child made by fork(2), the parent runs the subscription: two
+        // processes advancing one record would each miss chunks.
+        if let (Some(subscription), Some((name, _))) = (&self._subscription, &self.subscribe)
+            && !subscription.is_ours()
+        {
+            return Err(Error::SubscriberRunning {
+                name: name.clone(),
+                path: self.paths.data().to_path_buf(),
+                pid: None,
+                removing: false,
+            });
+        }
         loop {
             self.watcher.arm();
             self.settle(None)?;

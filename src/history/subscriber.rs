@@ -241,7 +241,37 @@ fn is_symlink(history: &HistoryDir, name: &str) -> bool {
 /// A running subscription: holds its lock until dropped.
 #[derive(Debug)]
 pub(super) struct Subscription {
-    _lock: Flock<File>,
+    lock: Option<Flock<File>>,
+    /// [`sys::fork_generation`] when it was taken. A child made by
+    /// `fork(2)` shares the lock's open file description, to which a
+    /// `flock(2)` lock belongs: its unlock would release the parent's.
+    forks: u64,
+}
+
+impl Subscription {
+    fn holding(lock: Flock<File>) -> Subscription {
+        Subscription {
+            lock: Some(lock),
+            forks: sys::fork_generation(),
+        }
+    }
+
+    /// Whether this process runs it: not a child made by `fork(2)` since
+    /// it was taken, which shares its lock with the parent that runs it.
+    pub(super) fn is_ours(&self) -> bool {
+        self.forks == sys::fork_generation()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.is_ours() {
+            // A child's copy stays open, unlocked by nobody, until the
+            // child exits: nix's Flock gives up its descriptor only by
+            // unlocking it.
+            std::mem::forget(self.lock.take());
+        }
+    }
 }
 
 /// Where a subscription stands when it starts.
@@ -283,7 +313,7 @@ impl Subscription {
         if let Some(delivered) = record.read()? {
             log::info!("subscriber {name} resumes after chunk {delivered}");
             return Ok(Taken {
-                subscription: Subscription { _lock: lock },
+                subscription: Subscription::holding(lock),
                 record,
                 delivered,
                 resumed: true,
@@ -311,7 +341,7 @@ impl Subscription {
         drop(held);
         log::info!("subscriber {name} registered, starting at chunk {next}");
         Ok(Taken {
-            subscription: Subscription { _lock: lock },
+            subscription: Subscription::holding(lock),
             record,
             delivered,
             resumed: false,
@@ -460,5 +490,35 @@ mod tests {
         drop(Subscription::take(&paths, &options, "a", Start::Newest).unwrap());
         let subscribers = SubscribersDir::open(&history).unwrap().unwrap();
         assert_eq!(subscribers.generation().unwrap(), 2);
+    }
+
+    /// A child made by `fork(2)` shares the subscription's lock, which
+    /// belongs to the open file description: its copy going away must not
+    /// unlock the parent's, or a second process could run the same name.
+    #[test]
+    fn a_forked_child_dropping_its_copy_leaves_the_parent_subscribed() {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+
+        let (_dir, paths) = bus();
+        let options = BusOptions::default();
+        let taken = Subscription::take(&paths, &options, "s", Start::Newest).unwrap();
+        // SAFETY: the child runs this test's code only, on the one thread
+        // fork(2) gives it, and leaves with _exit(2), never returning into
+        // the test harness.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                drop(taken);
+                // SAFETY: ends the child at once, as a child of a threaded
+                // process must.
+                unsafe { nix::libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+                let err = Subscription::take(&paths, &options, "s", Start::Newest).unwrap_err();
+                assert!(matches!(err, Error::SubscriberRunning { .. }), "{err}");
+                drop(taken);
+            }
+        }
     }
 }
