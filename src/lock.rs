@@ -34,8 +34,8 @@ pub(crate) struct BusLock {
     path: PathBuf,
     /// The descriptor between acquisitions, with its inode's (dev, ino).
     idle: Option<(File, Identity)>,
-    /// [`sys::fork_generation`] when the descriptor was opened.
-    opened_in: u64,
+    /// Where the descriptor was opened.
+    opened_in: sys::Origin,
     /// How long to retry a held lock without sleeping (see
     /// [`WaitPolicy::eager`]); zero blocks at once.
     eager: Duration,
@@ -82,7 +82,7 @@ impl BusLock {
         BusLock {
             path,
             idle: None,
-            opened_in: 0,
+            opened_in: sys::Origin::here(),
             eager,
         }
     }
@@ -139,9 +139,8 @@ impl BusLock {
         vouch: Option<&dyn Vouch>,
     ) -> Result<LockGuard<'_>> {
         loop {
-            let forks = sys::fork_generation();
             let (mut file, locked, kept) = match self.idle.take() {
-                Some((file, locked)) if self.opened_in == forks => (file, locked, true),
+                Some((file, locked)) if self.opened_in.is_here() => (file, locked, true),
                 // Closing the descriptor a child inherited releases nothing
                 // of its parent's.
                 _ => {
@@ -149,7 +148,7 @@ impl BusLock {
                         Err(e) if e.is_gone() && remake()? => self.open()?,
                         opened => opened?,
                     };
-                    self.opened_in = forks;
+                    self.opened_in = sys::Origin::here();
                     (file, locked, false)
                 }
             };

@@ -57,11 +57,10 @@ use crate::sys::{self, Events, NameEvent, Wd};
 pub(crate) struct Sentinel {
     state: Mutex<State>,
     paths: BusPaths,
-    /// [`sys::fork_generation`] when it was made. A child made by
-    /// `fork(2)` shares the inotify descriptor, and each event is read
-    /// once: a child that read the queue would hide changes from its
-    /// parent. It never reads it.
-    forks: u64,
+    /// Where it was made. A child made by `fork(2)` shares the inotify
+    /// descriptor, and each event is read once: a child that read the
+    /// queue would hide changes from its parent. It never reads it.
+    origin: sys::Origin,
 }
 
 #[derive(Debug)]
@@ -90,7 +89,7 @@ impl Sentinel {
                 data: None,
             }),
             paths: paths.clone(),
-            forks: sys::fork_generation(),
+            origin: sys::Origin::here(),
         })
     }
 
@@ -136,7 +135,7 @@ impl Sentinel {
         };
         // In a child made by fork(2), dropping its copy of the descriptor
         // leaves the parent's watch as it is.
-        let mut lost = sys::fork_generation() != self.forks;
+        let mut lost = !self.origin.is_here();
         let mut data_changed = false;
         if !lost {
             let name = self.paths.file_name().as_bytes();

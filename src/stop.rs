@@ -60,8 +60,8 @@ struct Inner {
     stopped: AtomicBool,
     reader: PipeReader,
     writer: PipeWriter,
-    /// [`sys::fork_generation`] when the pipe was made.
-    forks: u64,
+    /// Where the pipe was made.
+    origin: sys::Origin,
 }
 
 impl Stop {
@@ -76,7 +76,7 @@ impl Stop {
                 stopped: AtomicBool::new(false),
                 reader,
                 writer,
-                forks: sys::fork_generation(),
+                origin: sys::Origin::here(),
             }),
         })
     }
@@ -105,6 +105,6 @@ impl Stop {
     }
 
     fn pipe_is_ours(&self) -> bool {
-        self.inner.forks == sys::fork_generation()
+        self.inner.origin.is_here()
     }
 }

@@ -123,10 +123,10 @@ pub(crate) struct Watcher {
     /// place.
     doorbell: Option<PathBuf>,
     doorbell_watch: Option<Wd>,
-    /// [`sys::fork_generation`] when the queue was made: a child made by
-    /// `fork(2)` shares its parent's, where each event is read once, and
-    /// makes one of its own (see [`Watcher::own_queue`]).
-    forks: u64,
+    /// Where the queue was made: a child made by `fork(2)` shares its
+    /// parent's, where each event is read once, and makes one of its own
+    /// (see [`Watcher::own_queue`]).
+    origin: sys::Origin,
 }
 
 impl Watcher {
@@ -179,7 +179,7 @@ impl Watcher {
             shared: false,
             doorbell: None,
             doorbell_watch: None,
-            forks: sys::fork_generation(),
+            origin: sys::Origin::here(),
         }
     }
 
@@ -255,11 +255,10 @@ impl Watcher {
     /// child's own. Each event is read once: reading a shared queue, either
     /// process would hide from the other an event it waits for.
     fn own_queue(&mut self) {
-        let forks = sys::fork_generation();
-        if self.forks == forks {
+        if self.origin.is_here() {
             return;
         }
-        self.forks = forks;
+        self.origin = sys::Origin::here();
         self.started = false;
         self.inotify = None;
         self.dir_watch = None;

@@ -242,24 +242,24 @@ fn is_symlink(history: &HistoryDir, name: &str) -> bool {
 #[derive(Debug)]
 pub(super) struct Subscription {
     lock: Option<Flock<File>>,
-    /// [`sys::fork_generation`] when it was taken. A child made by
-    /// `fork(2)` shares the lock's open file description, to which a
-    /// `flock(2)` lock belongs: its unlock would release the parent's.
-    forks: u64,
+    /// Where it was taken. A child made by `fork(2)` shares the lock's
+    /// open file description, to which a `flock(2)` lock belongs: its
+    /// unlock would release the parent's.
+    origin: sys::Origin,
 }
 
 impl Subscription {
     fn holding(lock: Flock<File>) -> Subscription {
         Subscription {
             lock: Some(lock),
-            forks: sys::fork_generation(),
+            origin: sys::Origin::here(),
         }
     }
 
     /// Whether this process runs it: not a child made by `fork(2)` since
     /// it was taken, which shares its lock with the parent that runs it.
     pub(super) fn is_ours(&self) -> bool {
-        self.forks == sys::fork_generation()
+        self.origin.is_here()
     }
 }
 

@@ -44,9 +44,9 @@ pub(super) struct Settler {
     /// `F`, which errors name.
     data: PathBuf,
     thread: Option<JoinHandle<()>>,
-    /// [`sys::fork_generation`] when the thread started: a child made by
-    /// `fork(2)` has no such thread (see [`Settler::is_ours`]).
-    forks: u64,
+    /// Where the thread started: a child made by `fork(2)` has no such
+    /// thread (see [`Settler::is_ours`]).
+    origin: sys::Origin,
 }
 
 #[derive(Debug)]
@@ -119,7 +119,7 @@ impl Settler {
             shared,
             data,
             thread: Some(thread),
-            forks: sys::fork_generation(),
+            origin: sys::Origin::here(),
         })
     }
 
@@ -128,7 +128,7 @@ impl Settler {
     /// producer starts its own in place of this one, whose drop touches
     /// neither the parent's thread nor its alarm.
     pub(super) fn is_ours(&self) -> bool {
-        self.forks == sys::fork_generation()
+        self.origin.is_here()
     }
 
     /// Hands over chunk `seq`, appended to the log while `F` was the file

@@ -27,9 +27,8 @@ extern "C" fn forked() {
 }
 
 /// A value that differs in a child made by `fork(2)` from what it was in
-/// the parent before the fork: compare it with the value taken when a
-/// descriptor was opened.
-pub(crate) fn generation() -> u64 {
+/// the parent before the fork: what an [`Origin`] records and compares.
+fn generation() -> u64 {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
         // SAFETY: pthread_atfork(3) takes three optional handlers; the one
@@ -45,20 +44,37 @@ pub(crate) fn generation() -> u64 {
     FORKS.load(Ordering::Relaxed)
 }
 
+/// The process something was made in, to tell later whether this is still
+/// that process or a child made by `fork(2)` since.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin(u64);
+
+impl Origin {
+    /// This process, now.
+    pub(crate) fn here() -> Origin {
+        Origin(generation())
+    }
+
+    /// Whether this is still the process it names.
+    pub(crate) fn is_here(self) -> bool {
+        self.0 == generation()
+    }
+}
+
 /// A value that belongs to the process that made it, such as a descriptor
 /// whose open file description a child made by `fork(2)` would share with
 /// its parent: the child gets nothing from it.
 #[derive(Debug)]
 pub(crate) struct Owned<T> {
     value: T,
-    forks: u64,
+    origin: Origin,
 }
 
 impl<T> Owned<T> {
     pub(crate) fn new(value: T) -> Owned<T> {
         Owned {
             value,
-            forks: generation(),
+            origin: Origin::here(),
         }
     }
 
@@ -66,7 +82,7 @@ impl<T> Owned<T> {
     /// dropped: closing a child's copy of a descriptor leaves the parent's
     /// open file description as it is).
     pub(crate) fn take(self) -> Option<T> {
-        (self.forks == generation()).then_some(self.value)
+        self.origin.is_here().then_some(self.value)
     }
 }
 

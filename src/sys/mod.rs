@@ -31,7 +31,7 @@ use linux as native;
 #[cfg(not(target_os = "linux"))]
 use portable as native;
 
-pub(crate) use forks::{Owned, generation as fork_generation};
+pub(crate) use forks::{Origin, Owned};
 pub(crate) use native::{Alarm, Events};
 pub(crate) use shared_map::SharedMap;
 
