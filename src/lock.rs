@@ -362,7 +362,6 @@ mod tests {
     #[test]
     fn a_forked_child_waits_for_the_lock_its_parent_holds() {
         use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-        use nix::unistd::{ForkResult, fork};
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bus.lock");
@@ -371,45 +370,33 @@ mod tests {
         drop(lock.acquire().unwrap());
         let meta = std::fs::metadata(&path).unwrap();
         let (ready_rx, ready_tx) = nix::unistd::pipe().unwrap();
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                drop(ready_tx);
-                let _ = nix::unistd::read(&ready_rx, &mut [0u8; 1]);
-                let waited = lock.acquire().is_ok() && released.exists();
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { libc::_exit(if waited { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                drop(ready_rx);
-                let held = lock.acquire().unwrap();
-                nix::unistd::write(&ready_tx, b"x").unwrap();
-                let start = Instant::now();
-                let mut exited = None;
-                while flock_users(meta.dev(), meta.ino()).is_none_or(|u| u.waiting == 0) {
-                    match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
-                        WaitStatus::StillAlive => {}
-                        status => {
-                            exited = Some(status);
-                            break;
-                        }
-                    }
-                    assert!(start.elapsed() < DEADLINE, "the child never waited");
-                    std::thread::sleep(Duration::from_millis(1));
+        let child = sys::fork_child(|| {
+            let _ = nix::unistd::read(&ready_rx, &mut [0u8; 1]);
+            lock.acquire().is_ok() && released.exists()
+        });
+        let held = lock.acquire().unwrap();
+        nix::unistd::write(&ready_tx, b"x").unwrap();
+        let start = Instant::now();
+        let mut exited = None;
+        while flock_users(meta.dev(), meta.ino()).is_none_or(|u| u.waiting == 0) {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
+                WaitStatus::StillAlive => {}
+                status => {
+                    exited = Some(status);
+                    break;
                 }
-                File::create(&released).unwrap();
-                drop(held);
-                let status = exited.unwrap_or_else(|| waitpid(child, None).unwrap());
-                assert_eq!(
-                    status,
-                    WaitStatus::Exited(child, 0),
-                    "the child took the lock its parent held"
-                );
             }
+            assert!(start.elapsed() < DEADLINE, "the child never waited");
+            std::thread::sleep(Duration::from_millis(1));
         }
+        File::create(&released).unwrap();
+        drop(held);
+        let status = exited.unwrap_or_else(|| waitpid(child, None).unwrap());
+        assert_eq!(
+            status,
+            WaitStatus::Exited(child, 0),
+            "the child took the lock its parent held"
+        );
     }
 
     #[test]

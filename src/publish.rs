@@ -1003,7 +1003,6 @@ mod tests {
     #[test]
     fn a_forked_child_and_its_parent_publish_through_files_of_their_own() {
         use nix::sys::wait::{WaitStatus, waitpid};
-        use nix::unistd::{ForkResult, fork};
 
         let dir = tempfile::tempdir_in("/dev/shm")
             .or_else(|_| tempfile::tempdir())
@@ -1017,25 +1016,18 @@ mod tests {
         .unwrap();
         // The first publication makes the file the next one goes into.
         producer.publish(b"parent, before").unwrap();
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                let published = producer.publish(b"child").is_ok()
-                    && producer.finish().is_ok()
-                    && std::fs::read(paths.data()).is_ok_and(|f| f == b"child");
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { nix::libc::_exit(if published { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                let status = waitpid(child, None).unwrap();
-                assert_eq!(status, WaitStatus::Exited(child, 0), "the child's chunk");
-                producer.publish(b"parent, after").unwrap();
-                producer.finish().unwrap();
-                assert_eq!(std::fs::read(paths.data()).unwrap(), b"parent, after");
-            }
-        }
+        let mut producer = Some(producer);
+        let child = sys::fork_child(|| {
+            let mut producer = producer.take().expect("the producer");
+            producer.publish(b"child").is_ok()
+                && producer.finish().is_ok()
+                && std::fs::read(paths.data()).is_ok_and(|f| f == b"child")
+        });
+        let mut producer = producer.expect("the parent's producer");
+        let status = waitpid(child, None).unwrap();
+        assert_eq!(status, WaitStatus::Exited(child, 0), "the child's chunk");
+        producer.publish(b"parent, after").unwrap();
+        producer.finish().unwrap();
+        assert_eq!(std::fs::read(paths.data()).unwrap(), b"parent, after");
     }
 }

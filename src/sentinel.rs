@@ -373,7 +373,6 @@ mod tests {
     #[test]
     fn a_forked_child_leaves_the_queue_to_its_parent() {
         use nix::sys::wait::{WaitStatus, waitpid};
-        use nix::unistd::{ForkResult, fork};
 
         let Some((_dir, paths, sentinel)) = watched() else {
             return;
@@ -381,20 +380,8 @@ mod tests {
         std::fs::write(paths.data(), b"before").unwrap();
         assert_eq!(sentinel.current_file(), id(paths.data()));
         rename_over_f(&paths, b"after");
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                let right = sentinel.current_file() == id(paths.data());
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { nix::libc::_exit(if right { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
-            }
-        }
+        let child = sys::fork_child(|| sentinel.current_file() == id(paths.data()));
+        assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
         assert_eq!(
             sentinel.current_file(),
             id(paths.data()),

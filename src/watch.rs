@@ -700,7 +700,6 @@ mod tests {
     #[test]
     fn a_forked_child_and_its_parent_each_wake_for_a_publication() {
         use nix::sys::wait::{WaitStatus, waitpid};
-        use nix::unistd::{ForkResult, fork};
 
         if !events_available() {
             return;
@@ -708,33 +707,21 @@ mod tests {
         let bound = Duration::from_secs(10);
         let (_dir, paths, mut watcher) = armed(Awaited::Publication);
         let (ready_rx, ready_tx) = nix::unistd::pipe().unwrap();
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                drop(ready_rx);
-                watcher.arm();
-                let armed = nix::unistd::write(&ready_tx, b"x").is_ok();
-                let woke = armed && timed_wait(&mut watcher) < bound && paths.data().exists();
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { nix::libc::_exit(if woke { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                drop(ready_tx);
-                assert_eq!(nix::unistd::read(&ready_rx, &mut [0u8; 1]).unwrap(), 1);
-                publish(&paths);
-                let waited = timed_wait(&mut watcher);
-                let status = waitpid(child, None).unwrap();
-                assert!(waited < bound, "the parent slept through it: {waited:?}");
-                assert_eq!(
-                    status,
-                    WaitStatus::Exited(child, 0),
-                    "the child slept through it"
-                );
-            }
-        }
+        let child = sys::fork_child(|| {
+            watcher.arm();
+            let armed = nix::unistd::write(&ready_tx, b"x").is_ok();
+            armed && timed_wait(&mut watcher) < bound && paths.data().exists()
+        });
+        assert_eq!(nix::unistd::read(&ready_rx, &mut [0u8; 1]).unwrap(), 1);
+        publish(&paths);
+        let waited = timed_wait(&mut watcher);
+        let status = waitpid(child, None).unwrap();
+        assert!(waited < bound, "the parent slept through it: {waited:?}");
+        assert_eq!(
+            status,
+            WaitStatus::Exited(child, 0),
+            "the child slept through it"
+        );
     }
 
     /// A child made by `fork(2)` inherits its parent's stop handle, whose
@@ -744,7 +731,6 @@ mod tests {
     fn a_stop_in_the_parent_leaves_a_forked_childs_waits_asleep() {
         use nix::sys::wait::{WaitStatus, waitpid};
         use nix::time::{ClockId, clock_gettime};
-        use nix::unistd::{ForkResult, fork};
 
         if !events_available() {
             return;
@@ -757,32 +743,21 @@ mod tests {
         watcher.arm();
         let (stopped_rx, stopped_tx) = nix::unistd::pipe().unwrap();
         let cpu = || Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap());
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                drop(stopped_tx);
-                let told = nix::unistd::read(&stopped_rx, &mut [0u8; 1]).is_ok_and(|n| n == 1);
-                watcher.arm();
-                let (start, used) = (Instant::now(), cpu());
-                let waited = watcher.wait().is_ok();
-                // Asleep, a wait of a second takes a few ms of processor
-                // at most; spinning, most of the second.
-                let asleep = cpu() - used < interval / 4 && start.elapsed() >= interval / 2;
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { nix::libc::_exit(if told && waited && asleep { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                drop(stopped_rx);
-                stop.stop();
-                nix::unistd::write(&stopped_tx, b"x").unwrap();
-                let status = waitpid(child, None).unwrap();
-                assert_eq!(status, WaitStatus::Exited(child, 0), "the child's wait");
-                assert!(matches!(watcher.wait(), Err(Error::Stopped)));
-            }
-        }
+        let child = sys::fork_child(|| {
+            let told = nix::unistd::read(&stopped_rx, &mut [0u8; 1]).is_ok_and(|n| n == 1);
+            watcher.arm();
+            let (start, used) = (Instant::now(), cpu());
+            let waited = watcher.wait().is_ok();
+            // Asleep, a wait of a second takes a few ms of processor at
+            // most; spinning, most of the second.
+            let asleep = cpu() - used < interval / 4 && start.elapsed() >= interval / 2;
+            told && waited && asleep
+        });
+        stop.stop();
+        nix::unistd::write(&stopped_tx, b"x").unwrap();
+        let status = waitpid(child, None).unwrap();
+        assert_eq!(status, WaitStatus::Exited(child, 0), "the child's wait");
+        assert!(matches!(watcher.wait(), Err(Error::Stopped)));
     }
 
     #[test]

@@ -498,27 +498,18 @@ mod tests {
     #[test]
     fn a_forked_child_dropping_its_copy_leaves_the_parent_subscribed() {
         use nix::sys::wait::{WaitStatus, waitpid};
-        use nix::unistd::{ForkResult, fork};
 
         let (_dir, paths) = bus();
         let options = BusOptions::default();
         let taken = Subscription::take(&paths, &options, "s", Start::Newest).unwrap();
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                drop(taken);
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { nix::libc::_exit(0) }
-            }
-            ForkResult::Parent { child } => {
-                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
-                let err = Subscription::take(&paths, &options, "s", Start::Newest).unwrap_err();
-                assert!(matches!(err, Error::SubscriberRunning { .. }), "{err}");
-                drop(taken);
-            }
-        }
+        // The parent's stays held until the end of the test.
+        let mut taken = Some(taken);
+        let child = sys::fork_child(|| {
+            drop(taken.take());
+            true
+        });
+        assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+        let err = Subscription::take(&paths, &options, "s", Start::Newest).unwrap_err();
+        assert!(matches!(err, Error::SubscriberRunning { .. }), "{err}");
     }
 }

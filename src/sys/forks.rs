@@ -86,6 +86,25 @@ impl<T> Owned<T> {
     }
 }
 
+/// For tests: runs `child` in a child made by `fork(2)`, which exits 0 if
+/// it returned true and 1 otherwise (a panic too), never returning into the
+/// test harness; the parent gets the child's process id.
+#[cfg(test)]
+pub(crate) fn fork_child(child: impl FnOnce() -> bool) -> nix::unistd::Pid {
+    use nix::unistd::{ForkResult, fork};
+    // SAFETY: the child runs `child` only, on the one thread fork(2) gives
+    // it, and leaves with _exit(2).
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let passed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+            // SAFETY: ends the child at once, as a child of a threaded
+            // process must.
+            unsafe { libc::_exit(if passed.unwrap_or(false) { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => child,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,23 +113,10 @@ mod tests {
     #[test]
     fn a_child_made_by_fork_has_another_generation() {
         use nix::sys::wait::{WaitStatus, waitpid};
-        use nix::unistd::{ForkResult, fork};
 
         let before = generation();
-        // SAFETY: the child runs this test's code only, on the one thread
-        // fork(2) gives it, and leaves with _exit(2), never returning into
-        // the test harness.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Child => {
-                let moved = generation() != before;
-                // SAFETY: ends the child at once, as a child of a threaded
-                // process must.
-                unsafe { libc::_exit(if moved { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
-            }
-        }
+        let child = fork_child(|| generation() != before);
+        assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
         assert_eq!(generation(), before);
     }
 }

@@ -31,6 +31,8 @@ use linux as native;
 #[cfg(not(target_os = "linux"))]
 use portable as native;
 
+#[cfg(test)]
+pub(crate) use forks::fork_child;
 pub(crate) use forks::{Origin, Owned};
 pub(crate) use native::{Alarm, Events};
 pub(crate) use shared_map::SharedMap;
