@@ -931,6 +931,22 @@ mod tests {
         assert!(!paths.staging().exists());
     }
 
+    /// A producer at its defaults on a bus in memory where there is one
+    /// (where the shared-memory log is used), in a fresh directory.
+    fn producer_in_memory() -> (tempfile::TempDir, BusPaths, Producer) {
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let paths = BusPaths::new(dir.path().join("bus"));
+        let producer = Producer::new(
+            paths.clone(),
+            BusOptions::default(),
+            ProducerOptions::default(),
+        )
+        .unwrap();
+        (dir, paths, producer)
+    }
+
     /// A producer keeps its lock file open between publishes, and through
     /// the shared-memory log its sentinel vouches that `F.lock` still names
     /// it: once that name is replaced, the next publish must wait for
@@ -943,13 +959,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         use std::sync::atomic::{AtomicBool, Ordering};
 
-        let dir = tempfile::tempdir_in("/dev/shm")
-            .or_else(|_| tempfile::tempdir())
-            .unwrap();
-        let paths = BusPaths::new(dir.path().join("bus"));
-        let options = BusOptions::default();
-        let mut producer =
-            Producer::new(paths.clone(), options, ProducerOptions::default()).unwrap();
+        let (dir, paths, mut producer) = producer_in_memory();
         // The first opens the log; the second looks the lock up by path
         // once more, which the sentinel vouches for from then on. Once the
         // settling thread put the last in `F` it has nothing to rename, so
@@ -1004,16 +1014,7 @@ mod tests {
     fn a_forked_child_and_its_parent_publish_through_files_of_their_own() {
         use nix::sys::wait::{WaitStatus, waitpid};
 
-        let dir = tempfile::tempdir_in("/dev/shm")
-            .or_else(|_| tempfile::tempdir())
-            .unwrap();
-        let paths = BusPaths::new(dir.path().join("bus"));
-        let mut producer = Producer::new(
-            paths.clone(),
-            BusOptions::default(),
-            ProducerOptions::default(),
-        )
-        .unwrap();
+        let (_dir, paths, mut producer) = producer_in_memory();
         // The first publication makes the file the next one goes into.
         producer.publish(b"parent, before").unwrap();
         let mut producer = Some(producer);
