@@ -681,9 +681,15 @@ mod tests {
     }
 
     fn armed(awaited: Awaited) -> (tempfile::TempDir, BusPaths, Watcher) {
+        armed_with(awaited, Duration::from_secs(60))
+    }
+
+    /// [`armed`], with waits that last `interval` unless something ends
+    /// them.
+    fn armed_with(awaited: Awaited, interval: Duration) -> (tempfile::TempDir, BusPaths, Watcher) {
         let dir = tempfile::tempdir().unwrap();
         let paths = BusPaths::new(dir.path().join("bus"));
-        let mut watcher = Watcher::new(&paths, &options(true, Duration::from_secs(60)), awaited);
+        let mut watcher = Watcher::new(&paths, &options(true, interval), awaited);
         watcher.arm();
         assert!(watcher.has_events(), "no inotify here");
         (dir, paths, watcher)
@@ -735,12 +741,9 @@ mod tests {
         if !events_available() {
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let paths = BusPaths::new(dir.path().join("bus"));
         let interval = Duration::from_secs(1);
-        let mut watcher = Watcher::new(&paths, &options(true, interval), Awaited::Publication);
+        let (_dir, _paths, mut watcher) = armed_with(Awaited::Publication, interval);
         let stop = watcher.stopper().unwrap();
-        watcher.arm();
         let (stopped_rx, stopped_tx) = nix::unistd::pipe().unwrap();
         let cpu = || Duration::from(clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap());
         let child = sys::fork_child(|| {
@@ -806,12 +809,8 @@ mod tests {
         if !events_available() {
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let paths = BusPaths::new(dir.path().join("bus"));
         let interval = Duration::from_millis(300);
-        let mut watcher = Watcher::new(&paths, &options(true, interval), Awaited::Publication);
-        watcher.arm();
-        assert!(watcher.has_events(), "no inotify here");
+        let (dir, paths, mut watcher) = armed_with(Awaited::Publication, interval);
         std::fs::write(dir.path().join("other.__new__"), b"x").unwrap();
         std::fs::rename(dir.path().join("other.__new__"), dir.path().join("other")).unwrap();
         // poll(2) counts whole milliseconds, so the interval may end a
@@ -831,11 +830,8 @@ mod tests {
         if !events_available() {
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let paths = BusPaths::new(dir.path().join("bus"));
         let interval = Duration::from_secs(5);
-        let mut watcher = Watcher::new(&paths, &options(true, interval), Awaited::Publication);
-        watcher.arm();
+        let (_dir, paths, mut watcher) = armed_with(Awaited::Publication, interval);
         publish(&paths);
         assert!(
             timed_wait(&mut watcher) < interval / 2,
