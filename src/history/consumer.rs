@@ -340,7 +340,7 @@ pub struct HistoryConsumer {
     ended: Option<u64>,
     /// The durable subscription this consumer runs, if any: its lock is
     /// held for as long as the consumer lives.
-    _subscription: Option<Subscription>,
+    subscription: Option<Subscription>,
     /// Its name, to register it again in a history that replaced the one
     /// it was registered in, and the options to do that with.
     subscribe: Option<(String, BusOptions)>,
@@ -406,7 +406,7 @@ impl HistoryConsumer {
             report: Report::default(),
             progress: Progress::new("delivered"),
             ended: None,
-            _subscription: subscription,
+            subscription,
             subscribe: history.subscribe.map(|name| (name, options.clone())),
         };
         // Look now, so that "the first chunk published after it started"
@@ -587,7 +587,7 @@ impl HistoryConsumer {
         self.watcher.check_stop()?;
         // In a child made by fork(2), the parent runs the subscription: two
         // processes advancing one record would each miss chunks.
-        if let (Some(subscription), Some((name, _))) = (&self._subscription, &self.subscribe)
+        if let (Some(subscription), Some((name, _))) = (&self.subscription, &self.subscribe)
             && !subscription.is_ours()
         {
             return Err(Error::SubscriberRunning {
@@ -801,7 +801,7 @@ impl HistoryConsumer {
                             let taken =
                                 Subscription::take(&self.paths, options, name, Start::Oldest)?;
                             self.position = Some(taken.record);
-                            self._subscription = Some(taken.subscription);
+                            self.subscription = Some(taken.subscription);
                         }
                     }
                     None => return Ok(Step::Wait),
