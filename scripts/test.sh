@@ -92,5 +92,8 @@ scripts/wheel.sh
 # end to end (about a minute, most of it the Python original's start-ups and
 # sleeps); it asserts nothing about timings.
 scripts/bench.sh --smoke
+# ... and the fan-out rounds script's, at 1 MiB (the design note's figures).
+target/bench/venv/bin/python scripts/fanout-rounds.py --mib 1 --rounds 1 --runs 1 --dir target/bench \
+    target/debug/filebus >/dev/null
 # Promise 9: each fuzz target for a bounded time (FUZZ_SECONDS, default 60).
 scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -85,6 +85,11 @@ pub struct Producer {
     /// With a log, publishing a stream: the newest chunk, in the log
     /// already, whose rename to `F` is put off (see [`SETTLE_BOUND`]).
     deferred: Option<Deferred>,
+    /// With a log, publishing a stream: when the doorbell last rang, and
+    /// whether records committed since wait for the next ring (see
+    /// [`RING_INTERVAL`]).
+    last_ring: Option<Instant>,
+    ring_owed: bool,
     /// With a log, publishing through [`Producer::publish`] without
     /// retained history: the thread that renames the newest chunk to `F`
     /// in its stead, started at the first chunk it puts off.
@@ -109,6 +114,18 @@ pub const SETTLE_BOUND: Duration = Duration::from_millis(1);
 /// hold the lock for a few µs and to wake readers at least once per
 /// 64 KiB.
 const BATCH_BYTES: usize = 64 << 10;
+
+/// How often, at most, a producer publishing a stream rings the log's
+/// doorbell while its input keeps whole batches ready: a batch committed
+/// within this long of the last ring waits for the next one, which comes
+/// with the first batch after this long or as soon as the input pauses,
+/// ends or fails. Each ring wakes every waiting reader, and the producer
+/// pays for each watch on the log (a queued inotify event); a stream that
+/// outruns its readers thus wakes each of them about once per interval
+/// instead of once per batch, which is what leaves 32 readers' wake-ups
+/// off the producer's processor. Chunks that the input hands over no
+/// faster than the producer takes them are rung for at once.
+const RING_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A chunk in the log whose rename to `F` was put off.
 #[derive(Debug)]
@@ -231,6 +248,8 @@ impl Producer {
             },
             spare: None,
             deferred: None,
+            last_ring: None,
+            ring_owed: false,
             settler: None,
             progress: Progress::new("published"),
             paths,
@@ -417,8 +436,14 @@ impl Producer {
     ) -> Result<()> {
         let mut newest = Vec::new();
         loop {
-            let chunk = if self.deferred.is_some() {
-                chunker.next_chunk_or(&mut || self.settle_by_deadline(input), Error::Input)?
+            let chunk = if self.deferred.is_some() || self.ring_owed {
+                chunker.next_chunk_or(
+                    &mut || {
+                        self.ring_owed_doorbell();
+                        self.settle_by_deadline(input)
+                    },
+                    Error::Input,
+                )?
             } else {
                 chunker.next_chunk().map_err(Error::Input)?
             };
@@ -447,7 +472,7 @@ impl Producer {
                 Some(deferred) => deferred.deadline,
                 None => Instant::now() + SETTLE_BOUND,
             };
-            let (mut batch, mut last, mut failed) = (0, None, None);
+            let (mut batch, mut last, mut failed, mut full) = (0, None, None, false);
             loop {
                 match writer.append(chunk, replaces) {
                     Ok(appended) => {
@@ -468,6 +493,7 @@ impl Producer {
                 }
                 batch += chunk.len();
                 if batch >= BATCH_BYTES {
+                    full = true;
                     break;
                 }
                 match chunker.next_chunk_or(&mut || Err(None), |e| Some(Error::Input(e))) {
@@ -479,8 +505,17 @@ impl Producer {
                     }
                 }
             }
-            if let Err(e) = writer.ring_doorbell() {
-                failed.get_or_insert(e);
+            // A full batch means more input may be ready: its ring may
+            // wait for the next batch's, within the interval.
+            let recently = self
+                .last_ring
+                .is_some_and(|rung| rung.elapsed() < RING_INTERVAL);
+            self.ring_owed = full && recently && failed.is_none();
+            if !self.ring_owed {
+                self.last_ring = Some(Instant::now());
+                if let Err(e) = writer.ring_doorbell() {
+                    failed.get_or_insert(e);
+                }
             }
             // The newest chunk, kept for `F`, is read back from the log;
             // a log damaged under the lock (by someone else) leaves `F` to
@@ -522,6 +557,21 @@ impl Producer {
             drop(held);
             drop(spare);
             self.after_settle(settled)?;
+        }
+    }
+
+    /// Rings the doorbell for records a stream's batches committed without
+    /// it (see [`RING_INTERVAL`]): before waiting for input, and once the
+    /// stream has stopped, however it stopped. Without the lock, which a
+    /// ring does not need: it wakes readers, who read up to `commit`.
+    pub(crate) fn ring_owed_doorbell(&mut self) {
+        if !std::mem::take(&mut self.ring_owed) {
+            return;
+        }
+        self.last_ring = Some(Instant::now());
+        let rung = self.log.open().map(|writer| writer.ring_doorbell());
+        if let Some(Err(e)) = rung {
+            self.log.leave(&self.paths, &e);
         }
     }
 

@@ -45,7 +45,9 @@ impl Producer {
             let source = ReadAhead::new(source, READ_AHEAD.max(block_size.min(MAX_READ_AHEAD)));
             let mut chunker = Chunker::new(source, chunking, block_size);
             let published = self.publish_through_log(&mut chunker, input.as_fd());
-            // The last chunk read reaches `F` whatever stopped the stream.
+            // The last chunk read reaches the log's readers and `F`
+            // whatever stopped the stream.
+            self.ring_owed_doorbell();
             let settled = self.settle_deferred();
             return published.and(settled);
         }

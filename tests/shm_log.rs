@@ -437,6 +437,49 @@ fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
     assert_eq!(std::fs::read_to_string(&bus).as_ref().ok(), chunks.last());
 }
 
+/// A burst of whole batches (64 KiB each) rings the log's doorbell at most
+/// once a millisecond, and the rings it owes are rung before the producer
+/// waits for more input: the doorbell word (docs/PROTOCOL.md: it holds the
+/// `commit` of its last ring) catches up with `commit` while the input
+/// stays open, and the consumer has every chunk.
+#[test]
+fn a_burst_of_whole_batches_rings_for_its_last_records_before_the_producer_waits() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let (mut producer, mut stdin) = our_producer(&bus, &["--block-size", "4096"]);
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    let out = s.path("out");
+    let (consumer, said) = our_consumer(&bus, &out);
+    wait_for_end(&out, &record("first", 0));
+    // 896 chunks of 4 KiB: 56 whole batches, the last one whole too.
+    let chunks: Vec<String> = (0..896).map(|i| format!("{i:04095}\n")).collect();
+    let burst = chunks.concat();
+    send(&mut stdin, &burst);
+    wait_for_end(&out, &chunks[chunks.len() - 1]);
+    if log_on() {
+        let word = |log: &File, offset: u64| {
+            let mut bytes = [0; 8];
+            std::os::unix::fs::FileExt::read_exact_at(log, &mut bytes, offset).unwrap();
+            u64::from_ne_bytes(bytes)
+        };
+        let log = File::open(shm(&bus)).unwrap();
+        wait_until("the doorbell rung for the last commit", || {
+            word(&log, 192) == word(&log, 128)
+        });
+    }
+    stop(consumer, "consumer");
+    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    if log_on() {
+        assert_eq!(got, record("first", 0) + &burst);
+    } else {
+        assert!(got.ends_with(&chunks[chunks.len() - 1]));
+    }
+    check_log_use(&said, &bus);
+    drop(stdin);
+    common::assert_success(&mut producer, "producer");
+}
+
 /// A program publishing through the API: a consumer of the log gets every
 /// chunk at once, `F` gets the newest soon after (the producer's own thread
 /// renames it, within `SETTLE_BOUND` of the oldest not yet there) and
