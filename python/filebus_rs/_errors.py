@@ -33,6 +33,11 @@ class FileError(Error, OSError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    # Pickling (multiprocessing sends a worker's exception back so) makes
+    # the exception again from what its constructor took.
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.args[0], self.errno, self.filename))
+
 
 class ArgumentError(Error, ValueError):
     """An argument has a value that cannot work (a block size of 0, a
@@ -50,6 +55,9 @@ class FellBehindError(Error):
         self.last = last
         self.resume_at = resume_at
 
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.args[0], self.first, self.last, self.resume_at))
+
 
 class SubscriberRunningError(Error):
     """The durable subscription ``name`` is run by another process (its
@@ -60,6 +68,9 @@ class SubscriberRunningError(Error):
         self.name = name
         self.pid = pid
 
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.args[0], self.name, self.pid))
+
 
 class NoSubscriberError(Error, LookupError):
     """``Bus.unsubscribe`` was asked for a subscription the bus lacks."""
@@ -67,6 +78,9 @@ class NoSubscriberError(Error, LookupError):
     def __init__(self, message: str, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.args[0], self.name))
 
 
 class ClosedError(Error):

@@ -14,7 +14,7 @@ _Bytes = Union[bytes, bytearray]
 class Bus:
     def __new__(
         cls,
-        path: Union[str, os.PathLike[str]],
+        path: Union[str, bytes, os.PathLike[str], os.PathLike[bytes]],
         lossless: bool = False,
         block_size: int = 4096,
         sleep_interval: float = 0.1,
@@ -33,7 +33,7 @@ class Bus:
     def history_consumer(
         self,
         start: Union[Literal["oldest", "newest"], int] = "oldest",
-        position_file: Optional[Union[str, os.PathLike[str]]] = None,
+        position_file: Optional[Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]] = None,
         subscribe: Optional[str] = None,
         strict: bool = False,
     ) -> HistoryConsumer: ...

@@ -2,14 +2,16 @@
 //! consumer made from it shares, checked once here so that a wrong value
 //! fails where it was written rather than at the first publish.
 
+use std::ffi::OsStr;
 use std::num::NonZeroU64;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use filebus::{BusOptions, HistoryOptions, Mode, ProducerOptions, Start};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
 
 use crate::consumer::Consumer;
 use crate::errors;
@@ -20,7 +22,7 @@ use crate::producer::Producer;
 /// producers and consumers made from it do.
 ///
 /// Args:
-///     path: the data file (str or os.PathLike), as the command's
+///     path: the data file (str, bytes or os.PathLike), as the command's
 ///         ``--filename``.
 ///     lossless: back pressure (``--lossless``): each chunk goes to exactly
 ///         one consumer, producers wait for it to be taken, and closing a
@@ -44,12 +46,13 @@ impl Bus {
     #[pyo3(signature = (path, lossless = false, block_size = 4096, sleep_interval = 0.1, file_monitoring = true))]
     fn new(
         py: Python<'_>,
-        path: PathBuf,
+        path: Bound<'_, PyAny>,
         lossless: bool,
         block_size: i64,
         sleep_interval: f64,
         file_monitoring: bool,
     ) -> PyResult<Self> {
+        let path = fs_path(&path)?;
         if path.as_os_str().is_empty() {
             return Err(errors::argument(py, "path must not be empty".into()));
         }
@@ -175,11 +178,12 @@ impl Bus {
         &self,
         py: Python<'_>,
         start: Option<Bound<'_, PyAny>>,
-        position_file: Option<PathBuf>,
+        position_file: Option<Bound<'_, PyAny>>,
         subscribe: Option<String>,
         strict: bool,
     ) -> PyResult<HistoryConsumer> {
         let start = parse_start(py, start)?;
+        let position_file = position_file.as_ref().map(fs_path).transpose()?;
         let options = HistoryOptions::default()
             .with_start(start)
             .with_position_file(position_file)
@@ -229,4 +233,15 @@ fn parse_start(py: Python<'_>, start: Option<Bound<'_, PyAny>>) -> PyResult<Star
         "start must be a str or an int, not {}",
         start.get_type().name()?
     )))
+}
+
+/// A path argument as Python's own file functions take one: a `str`, a
+/// `bytes` (the file name's bytes as they are) or an `os.PathLike` of
+/// either, through `os.fspath`, whose `TypeError` names what is expected.
+fn fs_path(path: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    let path = path.py().import("os")?.call_method1("fspath", (path,))?;
+    match path.cast::<PyBytes>() {
+        Ok(bytes) => Ok(PathBuf::from(OsStr::from_bytes(bytes.as_bytes()))),
+        Err(_) => path.extract(),
+    }
 }

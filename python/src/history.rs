@@ -99,6 +99,10 @@ impl HistoryConsumer {
 
     /// The next event as a Python object, or `None` when `timeout` passed.
     fn next_event(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Option<Py<PyAny>>> {
+        // Closed is closed, as for a `Consumer`, even after the end.
+        if self.inner.is_closed() {
+            return Err(errors::closed(py, "history consumer"));
+        }
         if let Some(&seq) = self.ended.get() {
             return Ok(Some(Py::new(py, End { seq })?.into_any()));
         }

@@ -2,6 +2,8 @@
 //! threads (one publish at a time), as a context manager whose normal exit
 //! ends a lossless stream.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyType;
@@ -29,6 +31,11 @@ pub(crate) struct Producer {
     lossless: bool,
     /// Whether a publish may wait for other processes (see `publish_all`).
     may_wait: bool,
+    /// The library producer's `last_seq` after its last publish (0: none,
+    /// sequence numbers start at 1), kept here so that reading it never
+    /// waits for another thread's publish, which may wait for as long as
+    /// a subscriber holds it back.
+    last_seq: AtomicU64,
 }
 
 impl Producer {
@@ -42,12 +49,20 @@ impl Producer {
             .stopper()
             .map_err(|error| errors::from_library(py, error, "producer"))?;
         let may_wait = lossless || producer.options().retain.is_some();
+        let last_seq = AtomicU64::new(producer.last_seq().unwrap_or(0));
         Ok(Producer {
             inner: Shared::new(producer, stop),
             block_size,
             lossless,
             may_wait,
+            last_seq,
         })
+    }
+
+    fn note_last_seq(&self, producer: &filebus::Producer) {
+        if let Some(seq) = producer.last_seq() {
+            self.last_seq.store(seq, Ordering::Release);
+        }
     }
 
     /// Publishes each of `chunks` without the GIL, in order, none torn. A
@@ -62,7 +77,9 @@ impl Producer {
     ) -> PyResult<()> {
         let publish = |producer: &mut filebus::Producer| {
             for chunk in chunks {
-                producer.publish(chunk)?;
+                let published = producer.publish(chunk);
+                self.note_last_seq(producer);
+                published?;
             }
             Ok(())
         };
@@ -100,10 +117,12 @@ impl Producer {
         Ok(data.len())
     }
 
-    /// With ``retain``: the sequence number of the chunk published last.
+    /// With ``retain``: the sequence number of the chunk published last
+    /// (the end chunk, once ``close()`` published one). Never waits for
+    /// another thread's ``publish``.
     #[getter]
     fn last_seq(&self) -> Option<u64> {
-        self.inner.with(|producer| producer.last_seq()).flatten()
+        Some(self.last_seq.load(Ordering::Acquire)).filter(|&seq| seq > 0)
     }
 
     /// Whether ``close()`` was called.
@@ -123,8 +142,9 @@ impl Producer {
         if !end_stream {
             self.inner.stop();
         }
-        // A publish in progress finishes (or, stopped, gives up) first.
-        let Some(producer) = py.detach(|| self.inner.take()) else {
+        // A publish in progress finishes (or, stopped, gives up) first;
+        // Ctrl-C meanwhile stops it and closes without ending the stream.
+        let Some(producer) = wait::take_interruptible(py, &self.inner)? else {
             return Ok(());
         };
         if !end_stream {
@@ -143,7 +163,11 @@ impl Producer {
             Err(error) => return Err(errors::from_library(py, error, "producer")),
         };
         let ending = Shared::new(producer, stop);
-        let finish = |producer: &mut filebus::Producer| producer.publish(&[]);
+        let finish = |producer: &mut filebus::Producer| {
+            let published = producer.publish(&[]);
+            self.note_last_seq(producer);
+            published
+        };
         wait::interruptible(py, &ending, "producer", finish)
     }
 

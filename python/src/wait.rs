@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use filebus::Stop;
+use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
 use crate::errors;
@@ -109,57 +110,98 @@ pub(crate) fn sliced<T: Send, R: Send>(
 /// subscriber), on a thread of its own, while this thread, without the GIL
 /// but for a moment every [`SLICE`], lets Python run its signal handlers.
 /// A handler that raised (Ctrl-C's `KeyboardInterrupt`) stops `shared`, so
-/// that the call gives up having published nothing, and its exception is
-/// returned: the object is closed from then on, as after `close()` from
-/// another thread. `what` names the object in errors.
+/// that the call gives up, and closes it once the call returned: the object
+/// is closed from then on, as after `close(end_stream=False)` from another
+/// thread. The handler's exception is returned if the call gave up. If the
+/// call had finished all the same (the chunk was published just before the
+/// stop), its answer is returned and a `KeyboardInterrupt` is raised again
+/// just after: never for a chunk that went out. `what` names the object in
+/// errors.
 pub(crate) fn interruptible<T: Send, R: Send>(
     py: Python<'_>,
     shared: &Shared<T>,
     what: &str,
     call: impl FnOnce(&mut T) -> filebus::Result<R> + Send,
 ) -> PyResult<R> {
+    let (answer, signal) = on_own_thread(py, || shared.with(call), || shared.stop());
+    if let Some(signal) = signal {
+        // Closed without ending the stream, as a producer that died.
+        drop(shared.take());
+        return match answer {
+            Some(Some(Ok(value))) if signal.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                // The same Ctrl-C, once the call has returned.
+                py.import("_thread")?.call_method0("interrupt_main")?;
+                Ok(value)
+            }
+            _ => Err(signal),
+        };
+    }
+    match answer.flatten() {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(error)) => Err(errors::from_library(py, error, what)),
+        None => Err(errors::closed(py, what)),
+    }
+}
+
+/// Takes the object out of `shared` as [`Shared::take`] does, waiting for a
+/// call in progress on another thread as long as it takes, but letting
+/// Python run its signal handlers every [`SLICE`]: a handler that raised
+/// (Ctrl-C) stops `shared`, so that the call in progress gives up, and its
+/// exception is returned once the object is closed.
+pub(crate) fn take_interruptible<T: Send>(
+    py: Python<'_>,
+    shared: &Shared<T>,
+) -> PyResult<Option<T>> {
+    match on_own_thread(py, || shared.take(), || shared.stop()) {
+        (_, Some(signal)) => Err(signal),
+        (taken, None) => Ok(taken.flatten()),
+    }
+}
+
+/// Runs `call` on a thread of its own and waits for its answer without the
+/// GIL, taking it back every [`SLICE`] to let Python run its signal
+/// handlers. When one raised, `interrupt` is called (it must make `call`
+/// return soon) and the answer is still waited for: both are returned.
+/// `None` for the answer: `call` panicked (the scope passes the panic on).
+fn on_own_thread<R: Send>(
+    py: Python<'_>,
+    call: impl FnOnce() -> R + Send,
+    interrupt: impl FnOnce(),
+) -> (Option<R>, Option<PyErr>) {
     let (done, mut result) = mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             // The receiver waits for this answer whatever happens.
-            let _ = done.send(shared.with(call));
+            let _ = done.send(call());
         });
-        let answer = loop {
+        loop {
             // The receiver goes along into the wait and back: it is not
             // to be shared between threads.
             let (received, back) = py.detach(move || (result.recv_timeout(SLICE), result));
             result = back;
             match received {
-                Ok(answer) => break answer,
+                Ok(answer) => return (Some(answer), None),
                 Err(RecvTimeoutError::Timeout) => {}
-                // The call panicked; the scope passes the panic on.
-                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Disconnected) => return (None, None),
             }
             if let Err(signal) = py.check_signals() {
-                shared.stop();
-                // Stopped, the call returns within a slice of its waits.
-                let _ = py.detach(move || result.recv());
-                return Err(signal);
+                interrupt();
+                return (py.detach(move || result.recv()).ok(), Some(signal));
             }
-        };
-        match answer {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(errors::from_library(py, error, what)),
-            None => Err(errors::closed(py, what)),
         }
     })
 }
 
-/// A timeout in seconds from Python, checked: `None` waits for ever.
+/// A timeout in seconds from Python, checked: `None` waits for ever, and so
+/// does a timeout too long to represent (infinity among them), as one too
+/// far to reach does; negative and NaN are refused.
 pub(crate) fn timeout(py: Python<'_>, seconds: Option<f64>) -> PyResult<Option<Duration>> {
-    seconds
-        .map(|seconds| {
-            Duration::try_from_secs_f64(seconds).map_err(|_| {
-                errors::argument(
-                    py,
-                    format!("timeout must be a number of seconds >= 0 or None, got {seconds}"),
-                )
-            })
-        })
-        .transpose()
+    match seconds {
+        None => Ok(None),
+        Some(seconds) if seconds.is_nan() || seconds < 0.0 => Err(errors::argument(
+            py,
+            format!("timeout must be a number of seconds >= 0 or None, got {seconds}"),
+        )),
+        Some(seconds) => Ok(Duration::try_from_secs_f64(seconds).ok()),
+    }
 }

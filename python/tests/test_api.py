@@ -146,6 +146,10 @@ CTRL_C_PRODUCER = textwrap.dedent(
             producer.close()            # the end marker waits too
     except KeyboardInterrupt:
         print("interrupted", time.monotonic(), flush=True)
+        # Closed, as after close(end_stream=False): it says so, and
+        # closing it again does nothing.
+        assert producer.closed
+        producer.close()
         try:
             producer.publish(b"third")
         except filebus_rs.ClosedError:
@@ -155,6 +159,72 @@ CTRL_C_PRODUCER = textwrap.dedent(
     sys.exit(1)
     """
 )
+
+CTRL_C_CLOSE_BEHIND_A_PUBLISH = textwrap.dedent(
+    """
+    import sys, threading, time
+    import filebus_rs
+    bus = filebus_rs.Bus(sys.argv[1], lossless=True, sleep_interval=60)
+    producer = bus.producer()
+    producer.publish(b"first")          # nobody takes it
+    waiting = threading.Thread(target=producer.publish, args=(b"second",), daemon=True)
+    waiting.start()
+    # The other thread's publish waits for a consumer, holding the producer.
+    time.sleep(0.3)
+    assert waiting.is_alive()
+    print("waiting", flush=True)
+    try:
+        producer.close()                # waits for that publish
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+        assert producer.closed
+        sys.exit(0)
+    print("returned", flush=True)
+    sys.exit(1)
+    """
+)
+
+
+def test_ctrl_c_interrupts_a_close_waiting_for_another_threads_publish(bus_path):
+    took = interrupted_after(CTRL_C_CLOSE_BEHIND_A_PUBLISH, bus_path)
+    report(f"Ctrl-C in a close() behind another thread's publish: KeyboardInterrupt after {took * 1000:.1f} ms")
+    assert took < 1.0
+    # The waiting publish gave up and the stream was not ended.
+    assert bus_path.read_bytes() == b"first"
+
+
+LAST_SEQ_BESIDE_A_WAITING_PUBLISH = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import filebus_rs
+    bus = filebus_rs.Bus(sys.argv[1])
+    bus.history_consumer(subscribe="slow").close()    # subscribed, reads nothing
+    producer = bus.producer(retain=2)
+    # The third chunk would prune the first, which the subscriber still
+    # needs: that publish waits.
+    publishing = threading.Thread(
+        target=lambda: [producer.publish(b"%d" % i) for i in range(3)], daemon=True
+    )
+    publishing.start()
+    deadline = time.monotonic() + 30
+    while producer.last_seq != 2:
+        assert time.monotonic() < deadline, "the first two chunks were not published"
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert publishing.is_alive()
+    print("last_seq", producer.last_seq, flush=True)
+    os._exit(0)
+    """
+)
+
+
+def test_last_seq_never_waits_for_another_threads_publish(bus_path):
+    child = subprocess.run(
+        [sys.executable, "-c", LAST_SEQ_BESIDE_A_WAITING_PUBLISH, str(bus_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "last_seq 2\n"
 
 
 @pytest.mark.parametrize("way", ["publish", "close"])
@@ -354,6 +424,53 @@ def test_bad_arguments_raise_clear_exceptions(bus_path, call, exception):
     assert message and "\n" not in message
     if issubclass(exception, filebus_rs.Error):
         assert isinstance(raised.value, filebus_rs.Error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        filebus_rs.FileError("cannot open x: denied", 13, "/x"),
+        filebus_rs.FileError("not a regular file"),
+        filebus_rs.FellBehindError("fell behind", 1, 5, 6),
+        filebus_rs.SubscriberRunningError("running", "audit", 42),
+        filebus_rs.SubscriberRunningError("running", "audit", None),
+        filebus_rs.NoSubscriberError("no such subscription", "audit"),
+        filebus_rs.ArgumentError("bad"),
+        filebus_rs.ClosedError("closed"),
+    ],
+)
+def test_exceptions_survive_pickling_as_multiprocessing_sends_them(error):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    for name in ("errno", "strerror", "filename", "first", "last", "resume_at", "name", "pid"):
+        assert getattr(again, name, None) == getattr(error, name, None), name
+
+
+def test_timeouts_too_long_to_represent_wait_for_ever_and_bytes_paths_work(tmp_path):
+    bus = filebus_rs.Bus(os.fsencode(tmp_path) + b"/bus\xff")
+    assert bus.path == tmp_path / os.fsdecode(b"bus\xff")
+    producer = bus.producer()
+    consumer = bus.consumer()
+    producer.publish(b"one")
+    assert consumer.recv(float("inf")) == b"one"
+    producer.publish(b"two")
+    assert consumer.recv(1e300) == b"two"
+    producer.close()  # F gets the last chunk at once
+    assert (tmp_path / os.fsdecode(b"bus\xff")).read_bytes() == b"two"
+
+
+def test_a_closed_history_consumer_raises_closed_even_after_the_end(bus_path):
+    bus = filebus_rs.Bus(bus_path)
+    with bus.producer(retain=5) as producer:
+        producer.publish(b"one")
+    consumer = bus.history_consumer(start=1)
+    assert consumer.recv(timeout=30).data == b"one"
+    assert isinstance(consumer.recv(timeout=30), filebus_rs.End)
+    consumer.close()
+    with pytest.raises(filebus_rs.ClosedError):
+        consumer.recv(timeout=0)
 
 
 def test_bus_file_errors_are_os_errors_of_the_hierarchy(tmp_path):
