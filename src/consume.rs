@@ -339,7 +339,12 @@ impl Consumer {
                 if self.log.pending() {
                     continue;
                 }
+                // A log that appeared since holds chunks published before
+                // this one: they go first.
                 self.log.recheck(&mut self.watcher);
+                if self.log.pending() {
+                    continue;
+                }
                 // The chunk this one replaced is closed only after this one
                 // went out: its last close frees its storage, which on ext4
                 // costs a few hundred µs (see docs/latency-profile.md).

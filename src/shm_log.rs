@@ -496,6 +496,14 @@ impl LogReader {
         Ok(Some(reader))
     }
 
+    /// Starts this reader at the log's first record (position 0, sequence
+    /// number 1, where a producer starts a log it makes): one lapped since
+    /// skips to the newest and counts what it skipped.
+    fn rewind(&mut self) {
+        self.cursor = 0;
+        self.expected = Some(1);
+    }
+
     /// Whether `m` describes the log file this reader mapped.
     pub(crate) fn is(&self, m: &Metadata) -> bool {
         self.id == (m.dev(), m.ino())
@@ -782,8 +790,14 @@ impl LogFollower {
         }
     }
 
-    /// Attaches to the bus's log, or to its replacement: one `lstat`.
-    fn attach(&mut self, watcher: &mut Watcher) {
+    /// Attaches to the bus's log, or to its replacement: one `lstat`. A
+    /// `newcomer` (at its first look) starts at the latest value; a reader
+    /// that was following the bus already when this log appeared (made, or
+    /// put in place of another, since) starts at its first record: every
+    /// record of it came after what this reader knew, and it has delivered
+    /// none of them, since it attaches before it delivers an `F` that the
+    /// log did not.
+    fn attach(&mut self, watcher: &mut Watcher, newcomer: bool) {
         let meta = match std::fs::symlink_metadata(&self.path) {
             Ok(meta) => meta,
             Err(_) => {
@@ -805,8 +819,11 @@ impl LogFollower {
         // is newer than what `F` names: a newcomer starts with it.
         let f_now = current_file(&self.data).unwrap_or_default();
         match LogReader::attach(&self.path, trusted, |replaces| replaces == f_now) {
-            Ok(Some(reader)) => {
+            Ok(Some(mut reader)) => {
                 log::debug!("reading {}", self.path.display());
+                if !newcomer {
+                    reader.rewind();
+                }
                 self.reader = Some(reader);
                 self.replaces = None;
                 self.delivered = None;
@@ -846,7 +863,7 @@ impl LogFollower {
             return Ok(None);
         }
         if !std::mem::replace(&mut self.tried, true) {
-            self.attach(watcher);
+            self.attach(watcher, true);
         }
         let say_skipped = |skipped: u64| {
             if skipped > 0 {
@@ -918,7 +935,7 @@ impl LogFollower {
     /// log then, and not at every look at `F`.
     pub(crate) fn recheck(&mut self, watcher: &mut Watcher) {
         if self.wanted {
-            self.attach(watcher);
+            self.attach(watcher, false);
         }
     }
 

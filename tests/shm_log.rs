@@ -196,6 +196,64 @@ fn a_python_producer_beside_ours_loses_nothing_for_a_log_reader() {
     wait_exit(&mut python, "python producer");
 }
 
+/// A consumer that was waiting before the log existed (an empty bus, or one
+/// the Python original published on) gets every chunk of the first burst
+/// of ours, which makes the log: it found none at its first look, so the
+/// log it finds later holds nothing older than what it knew. It used to
+/// start after the log's last record, as a newcomer does, and deliver the
+/// burst's last chunk alone.
+#[test]
+fn a_consumer_waiting_before_the_log_was_made_gets_every_chunk_of_the_first_burst() {
+    for python_first in [false, true] {
+        let s = Scratch::in_memory();
+        let bus = s.bus();
+        let mut expected = String::new();
+        if python_first {
+            let cmd = on_bus(python_peer(), &bus, &[], "producer", &[]);
+            let mut python = start(cmd, Stdio::piped(), Stdio::null(), "python producer");
+            send(python.stdin.as_mut().unwrap(), &record("python", 0));
+            drop(python.stdin.take());
+            wait_exit(&mut python, "python producer");
+            expected.push_str(&record("python", 0));
+        }
+        let out = s.path("out");
+        let (consumer, said) = our_consumer(&bus, &out);
+        wait_until("the consumer waiting", || {
+            said.lock().unwrap().contains("info: waiting for")
+        });
+        assert!(!shm(&bus).exists());
+        // Ten chunks at once: the producer reads them in one read and
+        // appends them in one batch, before `F` is renamed.
+        let burst: String = (1..=10).map(|i| record("ours", i)).collect();
+        let mut producer = start(
+            // One record (32 bytes) a chunk.
+            on_bus(
+                common::ours(),
+                &bus,
+                &[],
+                "producer",
+                &["--block-size", "32"],
+            ),
+            Stdio::piped(),
+            Stdio::null(),
+            "producer",
+        );
+        send(producer.stdin.as_mut().unwrap(), &burst);
+        drop(producer.stdin.take());
+        common::assert_success(&mut producer, "producer");
+        let last = record("ours", 10);
+        wait_for_end(&out, &last);
+        stop(consumer, "consumer");
+        let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+        if log_on() {
+            assert_eq!(got, expected + &burst, "python first: {python_first}");
+        } else {
+            assert!(got.starts_with(&expected) && got.ends_with(&last), "{got}");
+        }
+        check_log_use(&said, &bus);
+    }
+}
+
 #[test]
 fn a_consumer_of_another_user_reads_the_log_with_read_permission_only() {
     if !is_root() {
