@@ -8,6 +8,7 @@
 //! The flags are converted into the library's options here and checked by
 //! the library, so that a combination it refuses is a usage error.
 
+use std::io::Write;
 use std::num::{IntErrorKind, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -401,8 +402,13 @@ fn words(text: &str) -> String {
 
 /// Prints `message` and a hint at `command --help`, and exits 2.
 fn usage_error(message: &str, command: &str) -> ! {
-    eprintln!("filebus: {message}");
-    eprintln!("Try '{command} --help' for more information.");
+    // Not eprintln!, which panics when standard error cannot be written:
+    // the status must still say "usage error". (The fuzz target compiles
+    // this file alone, without the binary's logger::stderr_line.)
+    let _ = write!(
+        std::io::stderr().lock(),
+        "filebus: {message}\nTry '{command} --help' for more information.\n"
+    );
     std::process::exit(2)
 }
 

@@ -33,7 +33,7 @@ pub fn run(what: Generate) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("filebus: {e}");
+            crate::logger::stderr_line(format_args!("filebus: {e}"));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,18 @@
 //! `-v` diagnostics: a minimal `log` backend writing one line per record to
-//! standard error, which is all the binary needs.
+//! standard error, which is all the binary needs; and [`stderr_line`], which
+//! the binary's other lines on standard error go through.
+
+use std::fmt;
+use std::io::{self, Write};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Writes `line` to standard error. `eprintln!` would panic when that
+/// fails (`2>/dev/full`, a pipe whose reader has left): the line is lost
+/// either way, and the exit status must still tell what happened.
+pub fn stderr_line(line: fmt::Arguments) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
 
 struct Stderr;
 
@@ -19,11 +30,11 @@ impl Log for Stderr {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!(
+            stderr_line(format_args!(
                 "filebus[{}]: {level}: {}",
                 std::process::id(),
                 record.args()
-            );
+            ));
         }
     }
 

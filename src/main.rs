@@ -1,6 +1,10 @@
 //! The `filebus` command: argument parsing and the wiring of standard input
 //! and output to the library. The protocol itself lives in the library.
 
+// eprintln! and print! panic when the stream cannot be written, which would
+// turn any status into 101: lines go through logger::stderr_line instead.
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 mod cli;
 mod generate;
 mod logger;
@@ -24,7 +28,9 @@ fn main() -> ExitCode {
     logger::init(cli.verbose);
     install_signal_handlers();
     if let Some(closed) = closed_own_stream(&cli.command) {
-        eprintln!("filebus: {closed} was closed when filebus started; the bus was not touched");
+        logger::stderr_line(format_args!(
+            "filebus: {closed} was closed when filebus started; the bus was not touched"
+        ));
         return ExitCode::FAILURE;
     }
     let bus = Bus::new(filename, cli.bus_options());
@@ -45,7 +51,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("filebus: {e}");
+            logger::stderr_line(format_args!("filebus: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -96,9 +102,10 @@ fn consume_history(bus: &Bus, options: HistoryOptions) -> filebus::Result<()> {
         match consumer.deliver(&mut output)? {
             HistoryEvent::Chunk { seq, data } => log::debug!("delivered chunk {seq}: {data} bytes"),
             HistoryEvent::Unsequenced(size) => log::debug!("delivered {size} bytes"),
-            HistoryEvent::Lost(loss) => {
-                eprintln!("filebus: {loss}; resuming at {}", loss.resume_at)
-            }
+            HistoryEvent::Lost(loss) => logger::stderr_line(format_args!(
+                "filebus: {loss}; resuming at {}",
+                loss.resume_at
+            )),
             HistoryEvent::End { seq } => {
                 log::info!("end of stream at chunk {seq}");
                 return Ok(());

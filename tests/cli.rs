@@ -463,3 +463,48 @@ fn a_wait_is_said_once_with_v() {
     let err = stderr_while_waiting(&lossless, &global, ("producer", &[]), b"x", &said);
     assert_eq!(count(&err, &said), 1, "{err}");
 }
+
+/// Standard error that cannot be written (`2>/dev/full`, or a pipe whose
+/// reader has left) loses its lines, never the exit status: 2 for a usage
+/// error, 1 for a runtime error, 0 for a `-v` producer whose work is done.
+#[test]
+fn an_unwritable_stderr_leaves_the_exit_status_alone() {
+    use std::process::Stdio;
+    let s = Scratch::new();
+    let input = s.path("input");
+    std::fs::write(&input, "line\n").unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let code = |mut cmd: std::process::Command, stderr: Stdio, what: &str| {
+        let mut child = cmd
+            .stdin(std::fs::File::open(&input).unwrap())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let status = common::wait_exit(&mut child, what);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert!(!out.contains("panicked"), "{what}: {out}");
+        status.code()
+    };
+    let mut usage = common::ours();
+    usage.arg("--bogus");
+    assert_eq!(code(usage, full().into(), "usage error"), Some(2));
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut usage = common::ours();
+    usage.arg("--bogus");
+    assert_eq!(code(usage, writer.into(), "usage error, pipe"), Some(2));
+    let directory = s.path("directory");
+    std::fs::create_dir(&directory).unwrap();
+    let runtime = on_bus(common::ours(), &directory, &[], "consumer", &[]);
+    assert_eq!(code(runtime, full().into(), "runtime error"), Some(1));
+    let producer = on_bus(common::ours(), &s.bus(), &["-v"], "producer", &[]);
+    assert_eq!(code(producer, full().into(), "-v producer"), Some(0));
+    assert_eq!(std::fs::read(s.bus()).unwrap(), b"line\n");
+}
