@@ -3,8 +3,10 @@
 //! cannot drift from the options the command really accepts. Packagers run
 //! them at build time; nothing here touches a bus.
 
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Subcommand, ValueEnum};
@@ -191,10 +193,43 @@ fn write_pages(dir: &Path) -> Result<(), String> {
         pages.push((man.get_filename(), page));
     }
     for (name, page) in pages {
-        let path = dir.join(name);
-        std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_page(dir, &name, &page)?;
     }
     Ok(())
+}
+
+/// Writes `page` as `dir/name`. DIR may be shared (a sticky, world-writable
+/// directory), where someone else can plant `name` as a symbolic link or a
+/// hard link to a file of ours: the page goes into a new file, which
+/// `O_EXCL` creates without following any link, and is renamed over `name`,
+/// which replaces whatever entry is there instead of writing through it.
+fn write_page(dir: &Path, name: &str, page: &[u8]) -> Result<(), String> {
+    let path = dir.join(name);
+    let failed = |e: io::Error| format!("{}: {e}", path.display());
+    let (temporary, mut file) = new_file(dir, name).map_err(failed)?;
+    let written = file
+        .write_all(page)
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(failed(e));
+    }
+    Ok(())
+}
+
+/// A new file `.NAME.SUFFIX` in `dir`. The suffix is random, so that no one
+/// can block the write by planting the name beforehand.
+fn new_file(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+    let mut attempts = 0;
+    loop {
+        // Each RandomState has fresh keys, so each hash of nothing differs.
+        let suffix = RandomState::new().build_hasher().finish();
+        let temporary = dir.join(format!(".{name}.{suffix:016x}"));
+        match File::create_new(&temporary) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+            created => return created.map(|file| (temporary, file)),
+        }
+    }
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), String> {

@@ -157,6 +157,34 @@ fn man_dir_writes_one_page_per_command() {
     assert!(man.contains("dir") && !man.contains("filename"), "{man}");
 }
 
+/// DIR may be shared (a sticky, world-writable directory): a symbolic link
+/// or a hard link that someone planted under a page's name is replaced by
+/// the page, never written through.
+#[test]
+fn man_dir_replaces_planted_links() {
+    let s = Scratch::new();
+    let dir = s.path("man1");
+    fs::create_dir(&dir).unwrap();
+    let (symlinked, hard_linked) = (s.path("victim-of-symlink"), s.path("victim-of-link"));
+    fs::write(&symlinked, "precious\n").unwrap();
+    fs::write(&hard_linked, "precious too\n").unwrap();
+    std::os::unix::fs::symlink(&symlinked, dir.join("filebus.1")).unwrap();
+    fs::hard_link(&hard_linked, dir.join("filebus-producer.1")).unwrap();
+    filebus(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(&symlinked).unwrap(), "precious\n");
+    assert_eq!(fs::read_to_string(&hard_linked).unwrap(), "precious too\n");
+    for name in ["filebus.1", "filebus-producer.1"] {
+        let page = dir.join(name);
+        assert!(fs::symlink_metadata(&page).unwrap().is_file(), "{name}");
+        assert!(
+            fs::read_to_string(&page).unwrap().contains(".TH "),
+            "{name} is not a manual page"
+        );
+    }
+    // No temporary file is left beside the pages.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 7);
+}
+
 /// The SYNOPSIS of every page that uses a bus shows `--filename` as
 /// required (it is, but clap knows it only as an optional global option),
 /// and the pages of `status` and `unsubscribe` leave out the options that
