@@ -13,7 +13,7 @@ use std::num::{IntErrorKind, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{
     ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
@@ -28,7 +28,17 @@ use filebus::{BusOptions, Chunking, HistoryOptions, Mode, ProducerOptions, Start
 /// consumers copy the bus to their standard output and may join or leave at
 /// any time. FILE always holds one chunk, replaced by atomic rename.
 #[derive(Debug, Parser)]
-#[command(name = "filebus", version, max_term_width = 100)]
+// As argparse in filebus 0.3.5, which existing scripts were written for:
+// a long option may be cut to a prefix no other option shares, and a
+// repeated option takes its last value. (Both settings reach every
+// subcommand.)
+#[command(
+    name = "filebus",
+    version,
+    max_term_width = 100,
+    infer_long_args = true,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -392,7 +402,52 @@ fn exit_usage(e: clap::Error) -> ! {
             command = names.join(" ");
         }
     }
+    if let Some(ambiguous) = ambiguity(&e, &command) {
+        message = ambiguous;
+    }
     usage_error(&message, &command)
+}
+
+/// A prefix of several long options, as `command` (`filebus producer`)
+/// reads them, named with all of them. clap calls it an unexpected argument
+/// and suggests one option, as if the prefix were wrong rather than short.
+fn ambiguity(e: &clap::Error, command: &str) -> Option<String> {
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let prefix = arg.strip_prefix("--")?.split('=').next()?;
+    let mut cli = Cli::definition();
+    // Builds the subcommands too, giving each its copies of the global
+    // options, which its prefixes may match.
+    cli.build();
+    let cmd = command
+        .split_whitespace()
+        .skip(1)
+        .try_fold(&cli, |cmd, name| cmd.find_subcommand(name))?;
+    // The options clap's inference looks at: each one's long name, or else
+    // its first alias with that prefix.
+    let candidates: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|option| {
+            let long = option.get_long().filter(|long| long.starts_with(prefix));
+            let alias = || {
+                option
+                    .get_all_aliases()?
+                    .into_iter()
+                    .find(|alias| alias.starts_with(prefix))
+            };
+            long.or_else(alias).map(|name| format!("--{name}"))
+        })
+        .collect();
+    (candidates.len() > 1).then(|| {
+        format!(
+            "ambiguous option: {arg} could match {}",
+            candidates.join(", ")
+        )
+    })
 }
 
 /// `text` on one line.

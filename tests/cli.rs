@@ -97,6 +97,77 @@ fn global_options_are_accepted_after_the_subcommand() {
     assert_eq!(std::fs::read(&bus).unwrap(), b"gh");
 }
 
+/// As with argparse in filebus 0.3.5, a long option may be shortened to a
+/// prefix that no other option of its command has, before the subcommand or
+/// after it (a prefix of several is a usage error naming them, see
+/// `usage_errors_are_one_line_and_a_hint`).
+#[test]
+fn long_options_may_be_abbreviated() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    filebus()
+        .arg("--file")
+        .arg(&bus)
+        .args(["--block", "3", "producer", "--blocking"])
+        .write_stdin("abcdefgh")
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+    // Cut into blocks of 3, the last chunk published is the remainder.
+    assert_eq!(std::fs::read(&bus).unwrap(), b"gh");
+    // Lossless: the consumer delivers the line and exits at the end marker.
+    let lossless = s.path("lossless");
+    let cmd = on_bus(common::ours(), &lossless, &["--back"], "producer", &[]);
+    let mut producer = start(
+        cmd,
+        std::process::Stdio::piped(),
+        std::process::Stdio::null(),
+        "producer",
+    );
+    std::io::Write::write_all(&mut producer.stdin.take().unwrap(), b"line\n").unwrap();
+    filebus()
+        .arg("--file")
+        .arg(&lossless)
+        .args(["--back", "consumer"])
+        .timeout(common::DEADLINE)
+        .assert()
+        .success()
+        .stdout("line\n");
+    common::assert_success(&mut producer, "producer");
+}
+
+/// As with argparse in filebus 0.3.5, an option given twice takes its last
+/// value, and a flag given twice is set.
+#[test]
+fn a_repeated_option_takes_its_last_value() {
+    let s = Scratch::new();
+    let (first, last) = (s.path("first"), s.path("last"));
+    filebus()
+        .arg("--filename")
+        .arg(&first)
+        .arg("--filename")
+        .arg(&last)
+        .args(["--block-size", "100", "--block-size", "3", "producer"])
+        .args(["--blocking-read", "--blocking-read"])
+        .write_stdin("abcdefgh")
+        .timeout(common::DEADLINE)
+        .assert()
+        .success();
+    assert!(!first.exists(), "the first --filename was used");
+    assert_eq!(std::fs::read(&last).unwrap(), b"gh");
+    // An end marker: a lossless consumer exits 0 at once (a lossy one
+    // would wait for the next chunk).
+    std::fs::write(&last, "").unwrap();
+    filebus()
+        .arg("--filename")
+        .arg(&last)
+        .args(["--lossless", "--lossless", "consumer"])
+        .timeout(common::DEADLINE)
+        .assert()
+        .success()
+        .stdout("");
+}
+
 /// A producer publishing one byte on `bus`.
 fn one_shot_producer(bus: &std::path::Path) -> Command {
     let mut cmd = Command::from_std(on_bus(common::ours(), bus, &[], "producer", &[]));
@@ -248,7 +319,7 @@ fn usage_stderr(args: &[&str]) -> String {
 /// one line with a hint, not clap's paragraph with a usage line.
 #[test]
 fn usage_errors_are_one_line_and_a_hint() {
-    let cases: [(&[&str], &str, &str); 7] = [
+    let cases: [(&[&str], &str, &str); 9] = [
         (&["producer"], "--filename", "filebus --help"),
         (
             &["--filename", "x", "producer", "--bogus"],
@@ -256,8 +327,18 @@ fn usage_errors_are_one_line_and_a_hint() {
             "filebus producer --help",
         ),
         (
-            &["--filename", "x", "producer", "--line"],
+            &["--filename", "x", "producer", "--lnes"],
             "'--lines'",
+            "filebus producer --help",
+        ),
+        (
+            &["--filename", "x", "--b", "3", "producer"],
+            "ambiguous option: --b could match --back-pressure, --block-size",
+            "filebus --help",
+        ),
+        (
+            &["--filename", "x", "producer", "--block", "3"],
+            "ambiguous option: --block could match --blocking-read, --block-size",
             "filebus producer --help",
         ),
         (
