@@ -248,6 +248,40 @@ fn numbering_continues_across_producers_and_restarts() {
     assert_eq!((entry.dev(), entry.ino()), (data.dev(), data.ino()));
 }
 
+/// An entry numbered far ahead of the others (made by hand, or planted by
+/// someone who may write `FILE.history/`) makes the numbers between missing:
+/// pruning skips them by listing the directory instead of removing each
+/// missing number under the lock (a billion of them took the producer
+/// for ever at full CPU).
+#[test]
+fn pruning_skips_a_gap_of_a_trillion_numbers() {
+    let s = Scratch::new();
+    let mut producer = retaining(&s.bus(), 3);
+    producer.publish(&chunk(1)).unwrap();
+    producer.publish(&chunk(2)).unwrap();
+    drop(producer);
+    let far = 1_000_000_000_000u64;
+    std::fs::write(s.paths().history().join(format!("{far:020}")), b"far").unwrap();
+    let bus = s.bus();
+    let (done, published) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut producer = retaining(&bus, 3);
+        let result = producer.publish(&chunk(3)).map(|()| producer.last_seq());
+        let _ = done.send(result);
+    });
+    let last = published
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the publish after the gap returned")
+        .unwrap();
+    assert_eq!(last, Some(far + 1));
+    let mut names: Vec<String> = std::fs::read_dir(s.paths().history())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [format!("{far:020}"), format!("{:020}", far + 1)]);
+}
+
 #[test]
 fn restart_with_a_position_file_neither_loses_nor_repeats() {
     let s = Scratch::new();

@@ -174,13 +174,15 @@ impl HistoryDir {
         }
     }
 
-    pub(super) fn remove(&self, seq: u64) -> Result<()> {
+    /// Removes entry `seq`; `false` when there was none.
+    pub(super) fn remove(&self, seq: u64) -> Result<bool> {
         match unlinkat(
             &self.fd,
             entry_name(seq).as_str(),
             UnlinkatFlags::NoRemoveDir,
         ) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(errno_io("remove", &self.entry_path(seq))(e)),
         }
     }

@@ -147,9 +147,22 @@ impl Retention {
             return Ok(());
         }
         let newest = next - 1;
-        while self.oldest.saturating_add(self.keep) <= newest && self.oldest <= self.prunable {
-            dir.remove(self.oldest)?;
-            self.oldest += 1;
+        let Some(cutoff) = newest.checked_sub(self.keep).map(|c| c.min(self.prunable)) else {
+            return Ok(());
+        };
+        while self.oldest <= cutoff {
+            if dir.remove(self.oldest)? {
+                self.oldest += 1;
+                continue;
+            }
+            // Not there: the next entry may be far ahead (one made by hand
+            // or planted, numbered a billion on): the listing says where,
+            // rather than a removal of each number in between, under the
+            // lock.
+            self.oldest = match dir.scan(self.oldest)?.first_after {
+                Some(seq) => seq.min(cutoff + 1),
+                None => cutoff + 1,
+            };
         }
         Ok(())
     }
