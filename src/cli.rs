@@ -405,6 +405,15 @@ fn exit_usage(e: clap::Error) -> ! {
     if let Some(ambiguous) = ambiguity(&e, &command) {
         message = ambiguous;
     }
+    // clap says "a value is required ... but none was supplied" of an
+    // empty one (`--filename ''`), as if it were missing.
+    if e.kind() == ErrorKind::InvalidValue
+        && let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue)
+        && value.is_empty()
+        && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
+    {
+        message = format!("the value of {arg} must not be empty");
+    }
     usage_error(&message, &command)
 }
 
@@ -569,6 +578,8 @@ fn parse_start(s: &str) -> Result<Start, String> {
 fn parse_untether(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(0.0) => Ok(Duration::ZERO),
+        // 0 is allowed here, unlike in other intervals: the message says so.
+        Ok(secs) if secs.is_nan() || secs < 0.0 => Err("must be 0 (never wait) or more".into()),
         _ => parse_interval(s),
     }
 }
@@ -608,7 +619,14 @@ mod tests {
     fn untether_after_takes_zero_and_fractions() {
         assert_eq!(parse_untether("0"), Ok(Duration::ZERO));
         assert_eq!(parse_untether("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_untether("-1").is_err());
+        assert_eq!(
+            parse_untether("-1"),
+            Err("must be 0 (never wait) or more".into())
+        );
+        assert_eq!(
+            parse_untether("nan"),
+            Err("must be 0 (never wait) or more".into())
+        );
         assert!(parse_untether("soon").is_err());
     }
 

@@ -319,8 +319,26 @@ fn usage_stderr(args: &[&str]) -> String {
 /// one line with a hint, not clap's paragraph with a usage line.
 #[test]
 fn usage_errors_are_one_line_and_a_hint() {
-    let cases: [(&[&str], &str, &str); 9] = [
+    let cases: [(&[&str], &str, &str); 11] = [
         (&["producer"], "--filename", "filebus --help"),
+        (
+            &["--filename", "", "consumer"],
+            "the value of --filename <FILE> must not be empty",
+            "filebus --help",
+        ),
+        (
+            &[
+                "--filename",
+                "x",
+                "producer",
+                "--retain",
+                "3",
+                "--untether-after",
+                "nan",
+            ],
+            "must be 0 (never wait) or more",
+            "filebus --help",
+        ),
         (
             &["--filename", "x", "producer", "--bogus"],
             "'--bogus'",
