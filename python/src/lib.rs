@@ -28,5 +28,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<history::Chunk>()?;
     m.add_class::<history::Loss>()?;
     m.add_class::<history::End>()?;
+    wait::watch_exit(m)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! threads (one publish at a time), as a context manager whose normal exit
 //! ends a lossless stream.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;
@@ -26,7 +27,8 @@ use crate::wait::{self, Shared};
 /// short for a whole one.
 #[pyclass(module = "filebus_rs", frozen)]
 pub(crate) struct Producer {
-    inner: Shared<filebus::Producer>,
+    /// Shared with the thread a waiting call runs on (see `wait`).
+    inner: Arc<Shared<filebus::Producer>>,
     block_size: usize,
     lossless: bool,
     /// Whether a publish may wait for other processes (see `publish_all`).
@@ -35,7 +37,7 @@ pub(crate) struct Producer {
     /// sequence numbers start at 1), kept here so that reading it never
     /// waits for another thread's publish, which may wait for as long as
     /// a subscriber holds it back.
-    last_seq: AtomicU64,
+    last_seq: Arc<AtomicU64>,
 }
 
 impl Producer {
@@ -49,9 +51,9 @@ impl Producer {
             .stopper()
             .map_err(|error| errors::from_library(py, error, "producer"))?;
         let may_wait = lossless || producer.options().retain.is_some();
-        let last_seq = AtomicU64::new(producer.last_seq().unwrap_or(0));
+        let last_seq = Arc::new(AtomicU64::new(producer.last_seq().unwrap_or(0)));
         Ok(Producer {
-            inner: Shared::new(producer, stop),
+            inner: Arc::new(Shared::new(producer, stop)),
             block_size,
             lossless,
             may_wait,
@@ -59,29 +61,29 @@ impl Producer {
         })
     }
 
-    fn note_last_seq(&self, producer: &filebus::Producer) {
-        if let Some(seq) = producer.last_seq() {
-            self.last_seq.store(seq, Ordering::Release);
-        }
-    }
-
-    /// Publishes each of `chunks` without the GIL, in order, none torn. A
-    /// producer that may wait for others (lossless, or held back by
-    /// subscribers with `retain`) publishes on a thread of its own, so that
-    /// Ctrl-C ends the wait; a plain lossy one never waits but for the bus
-    /// lock, and spares the thread.
-    fn publish_all<'a>(
+    /// Publishes `data` without the GIL: whole, or in consecutive chunks of
+    /// at most `block` bytes, in order, none torn. A producer that may wait
+    /// for others (lossless, or held back by subscribers with `retain`)
+    /// publishes on a thread of its own, so that Ctrl-C ends the wait; a
+    /// plain lossy one never waits but for the bus lock, and spares the
+    /// thread.
+    fn publish_all(
         &self,
         py: Python<'_>,
-        chunks: impl Iterator<Item = &'a [u8]> + Send,
+        data: PyBackedBytes,
+        block: Option<usize>,
     ) -> PyResult<()> {
-        let publish = |producer: &mut filebus::Producer| {
-            for chunk in chunks {
+        let last_seq = Arc::clone(&self.last_seq);
+        let publish = move |producer: &mut filebus::Producer| {
+            let mut publish_one = |chunk: &[u8]| {
                 let published = producer.publish(chunk);
-                self.note_last_seq(producer);
-                published?;
+                note_last_seq(&last_seq, producer);
+                published
+            };
+            match block {
+                None => publish_one(&data),
+                Some(block) => data.chunks(block).try_for_each(publish_one),
             }
-            Ok(())
         };
         if self.may_wait {
             return wait::interruptible(py, &self.inner, "producer", publish);
@@ -105,7 +107,7 @@ impl Producer {
                 "an empty chunk would end a lossless stream; close() the producer to end it".into(),
             ));
         }
-        self.publish_all(py, std::iter::once(&*data))
+        self.publish_all(py, data, None)
     }
 
     /// Publishes ``data`` as consecutive chunks of at most the bus's
@@ -113,8 +115,9 @@ impl Producer {
     /// returns its length; nothing for empty data. For file-like use
     /// (``shutil.copyfileobj(src, producer)``).
     fn write(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<usize> {
-        self.publish_all(py, data.chunks(self.block_size))?;
-        Ok(data.len())
+        let len = data.len();
+        self.publish_all(py, data, Some(self.block_size))?;
+        Ok(len)
     }
 
     /// With ``retain``: the sequence number of the chunk published last
@@ -162,10 +165,11 @@ impl Producer {
             Ok(stop) => stop,
             Err(error) => return Err(errors::from_library(py, error, "producer")),
         };
-        let ending = Shared::new(producer, stop);
-        let finish = |producer: &mut filebus::Producer| {
+        let ending = Arc::new(Shared::new(producer, stop));
+        let last_seq = Arc::clone(&self.last_seq);
+        let finish = move |producer: &mut filebus::Producer| {
             let published = producer.publish(&[]);
-            self.note_last_seq(producer);
+            note_last_seq(&last_seq, producer);
             published
         };
         wait::interruptible(py, &ending, "producer", finish)
@@ -185,5 +189,11 @@ impl Producer {
     ) -> PyResult<bool> {
         self.close(py, exc_type.is_none())?;
         Ok(false)
+    }
+}
+
+fn note_last_seq(last_seq: &AtomicU64, producer: &filebus::Producer) {
+    if let Some(seq) = producer.last_seq() {
+        last_seq.store(seq, Ordering::Release);
     }
 }

@@ -6,8 +6,9 @@
 //! library's timed receive gives up a slice having taken nothing, so
 //! slicing a wait changes nothing on the bus.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use filebus::Stop;
@@ -15,6 +16,41 @@ use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 
 use crate::errors;
+
+/// Set once the interpreter runs its exit handlers (`atexit`), before it
+/// ends the threads that take the GIL back: see [`detached`].
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Registers the exit handler that sets [`EXITING`].
+pub(crate) fn watch_exit(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    #[pyfunction]
+    fn interpreter_exiting() {
+        EXITING.store(true, Ordering::SeqCst);
+    }
+    let handler = wrap_pyfunction!(interpreter_exiting, module)?;
+    module
+        .py()
+        .import("atexit")?
+        .call_method1("register", (handler,))?;
+    Ok(())
+}
+
+/// Runs `wait` without the GIL and takes the GIL back, unless the
+/// interpreter is exiting: then this thread (a daemon thread, since Python
+/// has waited for the others by then) waits for the process to end. Python
+/// (3.13 and older) ends a thread that takes the GIL back while it
+/// finalizes with `pthread_exit`, whose unwinding the Rust frames above
+/// this one (PyO3's panic trap) catch, which aborts the whole process
+/// ("FATAL: exception not rethrown").
+fn detached<T: Send>(py: Python<'_>, wait: impl FnOnce() -> T + Send) -> T {
+    py.detach(|| {
+        let waited = wait();
+        while EXITING.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        waited
+    })
+}
 
 /// The longest a blocking call goes without letting Python see a signal:
 /// Ctrl-C ends a wait within about this time (the issue asks for 100 ms).
@@ -92,7 +128,7 @@ pub(crate) fn sliced<T: Send, R: Send>(
             Some(deadline) => SLICE.min(deadline.saturating_duration_since(Instant::now())),
             None => SLICE,
         };
-        match py.detach(|| shared.with(|inner| step(inner, slice))) {
+        match detached(py, || shared.with(|inner| step(inner, slice))) {
             Some(Ok(received)) => return Ok(Some(received)),
             Some(Err(filebus::Error::TimedOut)) => {}
             Some(Err(error)) => return Err(errors::from_library(py, error, what)),
@@ -117,13 +153,14 @@ pub(crate) fn sliced<T: Send, R: Send>(
 /// stop), its answer is returned and a `KeyboardInterrupt` is raised again
 /// just after: never for a chunk that went out. `what` names the object in
 /// errors.
-pub(crate) fn interruptible<T: Send, R: Send>(
+pub(crate) fn interruptible<T: Send + 'static, R: Send + 'static>(
     py: Python<'_>,
-    shared: &Shared<T>,
+    shared: &Arc<Shared<T>>,
     what: &str,
-    call: impl FnOnce(&mut T) -> filebus::Result<R> + Send,
+    call: impl FnOnce(&mut T) -> filebus::Result<R> + Send + 'static,
 ) -> PyResult<R> {
-    let (answer, signal) = on_own_thread(py, || shared.with(call), || shared.stop());
+    let on_thread = Arc::clone(shared);
+    let (answer, signal) = on_own_thread(py, move || on_thread.with(call), || shared.stop());
     if let Some(signal) = signal {
         // Closed without ending the stream, as a producer that died.
         drop(shared.take());
@@ -148,11 +185,12 @@ pub(crate) fn interruptible<T: Send, R: Send>(
 /// Python run its signal handlers every [`SLICE`]: a handler that raised
 /// (Ctrl-C) stops `shared`, so that the call in progress gives up, and its
 /// exception is returned once the object is closed.
-pub(crate) fn take_interruptible<T: Send>(
+pub(crate) fn take_interruptible<T: Send + 'static>(
     py: Python<'_>,
-    shared: &Shared<T>,
+    shared: &Arc<Shared<T>>,
 ) -> PyResult<Option<T>> {
-    match on_own_thread(py, || shared.take(), || shared.stop()) {
+    let on_thread = Arc::clone(shared);
+    match on_own_thread(py, move || on_thread.take(), || shared.stop()) {
         (_, Some(signal)) => Err(signal),
         (taken, None) => Ok(taken.flatten()),
     }
@@ -161,35 +199,52 @@ pub(crate) fn take_interruptible<T: Send>(
 /// Runs `call` on a thread of its own and waits for its answer without the
 /// GIL, taking it back every [`SLICE`] to let Python run its signal
 /// handlers. When one raised, `interrupt` is called (it must make `call`
-/// return soon) and the answer is still waited for: both are returned.
-/// `None` for the answer: `call` panicked (the scope passes the panic on).
-fn on_own_thread<R: Send>(
+/// return soon) and the answer is still waited for: both are returned. A
+/// panic of `call` is passed on.
+///
+/// Not a scoped thread: a daemon thread waiting here when the interpreter
+/// exits is ended by Python (3.13 and older) with `pthread_exit` as it
+/// takes the GIL back, and the scope's catching of that unwinding aborted
+/// the whole process ("FATAL: exception not rethrown"). A thread of its
+/// own, owning what it uses, lets the unwinding pass and finishes the call.
+fn on_own_thread<R: Send + 'static, C: FnOnce() -> R + Send + 'static>(
     py: Python<'_>,
-    call: impl FnOnce() -> R + Send,
+    call: C,
     interrupt: impl FnOnce(),
 ) -> (Option<R>, Option<PyErr>) {
     let (done, mut result) = mpsc::channel();
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
+    // The call goes to the thread once it exists: where none can be made
+    // (out of memory or threads), it runs here, without Ctrl-C.
+    let (hand_over, handed) = mpsc::channel::<C>();
+    let spawned = std::thread::Builder::new().spawn(move || {
+        if let Ok(call) = handed.recv() {
             // The receiver waits for this answer whatever happens.
             let _ = done.send(call());
-        });
-        loop {
-            // The receiver goes along into the wait and back: it is not
-            // to be shared between threads.
-            let (received, back) = py.detach(move || (result.recv_timeout(SLICE), result));
-            result = back;
-            match received {
-                Ok(answer) => return (Some(answer), None),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return (None, None),
-            }
-            if let Err(signal) = py.check_signals() {
-                interrupt();
-                return (py.detach(move || result.recv()).ok(), Some(signal));
-            }
         }
-    })
+    });
+    let Ok(thread) = spawned else {
+        return (Some(detached(py, call)), None);
+    };
+    // The thread waits for it (it ends only after receiving).
+    let _ = hand_over.send(call);
+    loop {
+        // The receiver goes along into the wait and back: it is not
+        // to be shared between threads.
+        let (received, back) = detached(py, move || (result.recv_timeout(SLICE), result));
+        result = back;
+        match received {
+            Ok(answer) => return (Some(answer), None),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => match thread.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => return (None, None),
+            },
+        }
+        if let Err(signal) = py.check_signals() {
+            interrupt();
+            return (detached(py, move || result.recv()).ok(), Some(signal));
+        }
+    }
 }
 
 /// A timeout in seconds from Python, checked: `None` waits for ever, and so

@@ -218,6 +218,34 @@ LAST_SEQ_BESIDE_A_WAITING_PUBLISH = textwrap.dedent(
 )
 
 
+DAEMON_PUBLISHING_AT_EXIT = textwrap.dedent(
+    """
+    import sys, threading, time
+    import filebus_rs
+    producer = filebus_rs.Bus(sys.argv[1], lossless=True).producer()
+    producer.publish(b"first")          # nobody takes it
+    waiting = threading.Thread(target=producer.publish, args=(b"second",), daemon=True)
+    waiting.start()
+    time.sleep(0.2)
+    assert waiting.is_alive()
+    print("exiting", flush=True)
+    """
+)
+
+
+def test_the_interpreter_exits_cleanly_with_a_daemon_thread_waiting_in_publish(bus_path):
+    # Python ends such a thread as it takes the GIL back; the process used
+    # to abort ("FATAL: exception not rethrown", SIGABRT) every time.
+    for k in range(3):
+        bus = bus_path.with_name(f"bus{k}")
+        child = subprocess.run(
+            [sys.executable, "-c", DAEMON_PUBLISHING_AT_EXIT, str(bus)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert (child.returncode, child.stdout) == (0, "exiting\n"), child.stderr
+        assert bus.read_bytes() == b"first"
+
+
 def test_last_seq_never_waits_for_another_threads_publish(bus_path):
     child = subprocess.run(
         [sys.executable, "-c", LAST_SEQ_BESIDE_A_WAITING_PUBLISH, str(bus_path)],
