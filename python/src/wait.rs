@@ -202,11 +202,9 @@ pub(crate) fn take_interruptible<T: Send + 'static>(
 /// return soon) and the answer is still waited for: both are returned. A
 /// panic of `call` is passed on.
 ///
-/// Not a scoped thread: a daemon thread waiting here when the interpreter
-/// exits is ended by Python (3.13 and older) with `pthread_exit` as it
-/// takes the GIL back, and the scope's catching of that unwinding aborted
-/// the whole process ("FATAL: exception not rethrown"). A thread of its
-/// own, owning what it uses, lets the unwinding pass and finishes the call.
+/// The thread owns what it uses (not a scoped thread borrowing from this
+/// frame): at interpreter exit this caller may never come back from its
+/// wait (see [`detached`]), and the call finishes on its own.
 fn on_own_thread<R: Send + 'static, C: FnOnce() -> R + Send + 'static>(
     py: Python<'_>,
     call: C,
