@@ -141,8 +141,7 @@ impl Bus {
             })
             .transpose()?;
         let options = ProducerOptions::default().with_retain(retain);
-        let producer = py
-            .detach(|| self.bus.producer_with(options))
+        let producer = crate::wait::detached(py, || self.bus.producer_with(options))
             .map_err(|error| errors::from_library(py, error, "producer"))?;
         Producer::new(py, producer, self.block_size, self.lossless())
     }
@@ -189,8 +188,7 @@ impl Bus {
             .with_position_file(position_file)
             .with_subscribe(subscribe)
             .with_strict(strict);
-        let consumer = py
-            .detach(|| self.bus.history_consumer(options))
+        let consumer = crate::wait::detached(py, || self.bus.history_consumer(options))
             .map_err(|error| errors::from_library(py, error, "history consumer"))?;
         HistoryConsumer::new(py, consumer)
     }
@@ -199,7 +197,7 @@ impl Bus {
     /// for it. Raises ``SubscriberRunningError`` while a process runs it and
     /// ``NoSubscriberError`` when the bus has no such subscription.
     fn unsubscribe(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        py.detach(|| self.bus.unsubscribe(name))
+        crate::wait::detached(py, || self.bus.unsubscribe(name))
             .map_err(|error| errors::from_library(py, error, "bus"))
     }
 }

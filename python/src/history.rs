@@ -195,7 +195,7 @@ impl HistoryConsumer {
     /// Closing again does nothing.
     fn close(&self, py: Python<'_>) {
         self.inner.stop();
-        drop(py.detach(|| self.inner.take()));
+        drop(crate::wait::detached(py, || self.inner.take()));
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

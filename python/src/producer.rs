@@ -88,7 +88,7 @@ impl Producer {
         if self.may_wait {
             return wait::interruptible(py, &self.inner, "producer", publish);
         }
-        py.detach(|| self.inner.with(publish))
+        crate::wait::detached(py, || self.inner.with(publish))
             .unwrap_or(Err(filebus::Error::Stopped))
             .map_err(|error| errors::from_library(py, error, "producer"))
     }
@@ -154,8 +154,7 @@ impl Producer {
             return Ok(());
         }
         if !self.may_wait {
-            return py
-                .detach(|| producer.finish())
+            return crate::wait::detached(py, || producer.finish())
                 .map_err(|error| errors::from_library(py, error, "producer"));
         }
         // The end marker (what `finish` publishes where there is one) may

@@ -6,7 +6,7 @@
 //! library's timed receive gives up a slice having taken nothing, so
 //! slicing a wait changes nothing on the bus.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,11 +21,22 @@ use crate::errors;
 /// ends the threads that take the GIL back: see [`detached`].
 static EXITING: AtomicBool = AtomicBool::new(false);
 
+/// How many threads are on their way back to the GIL from [`detached`],
+/// past their look at [`EXITING`].
+static RETURNING: AtomicUsize = AtomicUsize::new(0);
+
 /// Registers the exit handler that sets [`EXITING`].
 pub(crate) fn watch_exit(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    /// Marks the exit, then lets the threads already on their way back to
+    /// the GIL have it, before Python may end them for taking it.
     #[pyfunction]
-    fn interpreter_exiting() {
+    fn interpreter_exiting(py: Python<'_>) {
         EXITING.store(true, Ordering::SeqCst);
+        py.detach(|| {
+            while RETURNING.load(Ordering::SeqCst) > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
     }
     let handler = wrap_pyfunction!(interpreter_exiting, module)?;
     module
@@ -42,14 +53,22 @@ pub(crate) fn watch_exit(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// finalizes with `pthread_exit`, whose unwinding the Rust frames above
 /// this one (PyO3's panic trap) catch, which aborts the whole process
 /// ("FATAL: exception not rethrown").
-fn detached<T: Send>(py: Python<'_>, wait: impl FnOnce() -> T + Send) -> T {
-    py.detach(|| {
+pub(crate) fn detached<T: Send>(py: Python<'_>, wait: impl FnOnce() -> T + Send) -> T {
+    let waited = py.detach(|| {
         let waited = wait();
-        while EXITING.load(Ordering::SeqCst) {
-            std::thread::park();
+        // Counted before the look, so that the exit handler either is seen
+        // here or sees this thread and waits for it to be back.
+        RETURNING.fetch_add(1, Ordering::SeqCst);
+        if EXITING.load(Ordering::SeqCst) {
+            RETURNING.fetch_sub(1, Ordering::SeqCst);
+            loop {
+                std::thread::park();
+            }
         }
         waited
-    })
+    });
+    RETURNING.fetch_sub(1, Ordering::SeqCst);
+    waited
 }
 
 /// The longest a blocking call goes without letting Python see a signal:

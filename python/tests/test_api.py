@@ -167,7 +167,13 @@ CTRL_C_CLOSE_BEHIND_A_PUBLISH = textwrap.dedent(
     bus = filebus_rs.Bus(sys.argv[1], lossless=True, sleep_interval=60)
     producer = bus.producer()
     producer.publish(b"first")          # nobody takes it
-    waiting = threading.Thread(target=producer.publish, args=(b"second",), daemon=True)
+    outcome = []
+    def publish():
+        try:
+            producer.publish(b"second")
+        except filebus_rs.ClosedError:
+            outcome.append("closed")
+    waiting = threading.Thread(target=publish, daemon=True)
     waiting.start()
     # The other thread's publish waits for a consumer, holding the producer.
     time.sleep(0.3)
@@ -178,6 +184,9 @@ CTRL_C_CLOSE_BEHIND_A_PUBLISH = textwrap.dedent(
     except KeyboardInterrupt:
         print("interrupted", time.monotonic(), flush=True)
         assert producer.closed
+        # That publish gave up.
+        waiting.join(10)
+        assert outcome == ["closed"], outcome
         sys.exit(0)
     print("returned", flush=True)
     sys.exit(1)
