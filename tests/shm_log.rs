@@ -452,6 +452,40 @@ fn producers_killed_while_appending_leave_a_log_the_next_ones_use() {
     common::assert_success(&mut producer, "producer");
 }
 
+/// Our producer on `bus` (4 KiB blocks) reading a pipe, with a first chunk
+/// published, and our consumer into `out`, which has it.
+fn streaming_to_a_consumer(
+    bus: &Path,
+    out: &Path,
+) -> (Child, ChildStdin, Child, Arc<Mutex<String>>) {
+    let (producer, mut stdin) = our_producer(bus, &["--block-size", "4096"]);
+    send(&mut stdin, &record("first", 0));
+    wait_until("the first chunk", || bus.exists());
+    let (consumer, said) = our_consumer(bus, out);
+    wait_for_end(out, &record("first", 0));
+    (producer, stdin, consumer, said)
+}
+
+/// Stops the consumer of [`streaming_to_a_consumer`] and checks that it got
+/// the first chunk and then every one of `chunks` through the log, or with
+/// the log off the last of them at least.
+fn check_burst_delivered(
+    consumer: Child,
+    said: &Mutex<String>,
+    bus: &Path,
+    out: &Path,
+    chunks: &[String],
+) {
+    stop(consumer, "consumer");
+    let got = String::from_utf8(std::fs::read(out).unwrap()).unwrap();
+    if log_on() {
+        assert_eq!(got, record("first", 0) + &chunks.concat());
+    } else {
+        assert!(got.ends_with(&chunks[chunks.len() - 1]));
+    }
+    check_log_use(said, bus);
+}
+
 /// A stream through the log renames `F` once per burst at most every
 /// millisecond (docs/PROTOCOL.md, "Settling `F`"): whatever `F` names
 /// meanwhile is one whole chunk of the stream, and the burst's last chunk
@@ -459,13 +493,8 @@ fn producers_killed_while_appending_leave_a_log_the_next_ones_use() {
 #[test]
 fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
     let s = Scratch::in_memory();
-    let bus = s.bus();
-    let (mut producer, mut stdin) = our_producer(&bus, &["--block-size", "4096"]);
-    send(&mut stdin, &record("first", 0));
-    wait_until("the first chunk", || bus.exists());
-    let out = s.path("out");
-    let (consumer, said) = our_consumer(&bus, &out);
-    wait_for_end(&out, &record("first", 0));
+    let (bus, out) = (s.bus(), s.path("out"));
+    let (mut producer, mut stdin, consumer, said) = streaming_to_a_consumer(&bus, &out);
     // 900 chunks: the default log holds them all (and more), so that even
     // a consumer slower than the producer for the whole burst gets every
     // one.
@@ -482,14 +511,7 @@ fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
     let seen = sampler.join().unwrap();
     let whole = |f: &String| *f == record("first", 0) || chunks.contains(f);
     assert!(seen.iter().all(whole), "F named something not a chunk");
-    stop(consumer, "consumer");
-    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
-    if log_on() {
-        assert_eq!(got, record("first", 0) + &burst);
-    } else {
-        assert!(got.ends_with(&chunks[chunks.len() - 1]));
-    }
-    check_log_use(&said, &bus);
+    check_burst_delivered(consumer, &said, &bus, &out, &chunks);
     drop(stdin);
     common::assert_success(&mut producer, "producer");
     assert_eq!(std::fs::read_to_string(&bus).as_ref().ok(), chunks.last());
@@ -503,13 +525,8 @@ fn a_burst_leaves_its_last_chunk_in_f_while_the_input_stays_open() {
 #[test]
 fn a_burst_of_whole_batches_rings_for_its_last_records_before_the_producer_waits() {
     let s = Scratch::in_memory();
-    let bus = s.bus();
-    let (mut producer, mut stdin) = our_producer(&bus, &["--block-size", "4096"]);
-    send(&mut stdin, &record("first", 0));
-    wait_until("the first chunk", || bus.exists());
-    let out = s.path("out");
-    let (consumer, said) = our_consumer(&bus, &out);
-    wait_for_end(&out, &record("first", 0));
+    let (bus, out) = (s.bus(), s.path("out"));
+    let (mut producer, mut stdin, consumer, said) = streaming_to_a_consumer(&bus, &out);
     // 896 chunks of 4 KiB: 56 whole batches, the last one whole too.
     let chunks: Vec<String> = (0..896).map(|i| format!("{i:04095}\n")).collect();
     let burst = chunks.concat();
@@ -526,14 +543,7 @@ fn a_burst_of_whole_batches_rings_for_its_last_records_before_the_producer_waits
             word(&log, 192) == word(&log, 128)
         });
     }
-    stop(consumer, "consumer");
-    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
-    if log_on() {
-        assert_eq!(got, record("first", 0) + &burst);
-    } else {
-        assert!(got.ends_with(&chunks[chunks.len() - 1]));
-    }
-    check_log_use(&said, &bus);
+    check_burst_delivered(consumer, &said, &bus, &out, &chunks);
     drop(stdin);
     common::assert_success(&mut producer, "producer");
 }
