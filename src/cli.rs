@@ -202,11 +202,13 @@ pub enum Generate {
     },
 }
 
-/// A parsed command line: a bus command with its data file, or a
-/// description of the command itself.
+/// A parsed command line: a bus command with its data file, a
+/// description of the command itself, or a request for help or the
+/// version (clap's text, for standard output).
 pub enum Parsed {
     Bus(Cli, PathBuf),
     Generate(Generate),
+    Help(clap::Error),
 }
 
 /// The history consumer's options.
@@ -326,9 +328,13 @@ impl Cli {
     /// Parses the process arguments; on a usage error prints it with a hint
     /// and exits with status 2.
     pub fn parse_or_exit() -> Parsed {
-        let matches = Cli::definition()
-            .try_get_matches()
-            .unwrap_or_else(|e| exit_usage(e));
+        let matches = match Cli::definition().try_get_matches() {
+            Ok(matches) => matches,
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                return Parsed::Help(e);
+            }
+            Err(e) => exit_usage(e),
+        };
         if let Some((name, sub)) = matches.subcommand() {
             foreign_options(name, sub);
             if Generate::has_subcommand(name) {
@@ -378,10 +384,10 @@ pub fn applies(sub: &str, arg: &clap::Arg) -> bool {
 }
 
 /// Prints a usage error as docs/guide.md says, one line and a hint,
-/// and exits 2. Help and version go out as clap writes them, with status
-/// 0, and so does the help that `filebus` alone prints, with status 2.
+/// and exits 2. The help that `filebus` alone prints goes out as clap
+/// writes it, with status 2.
 fn exit_usage(e: clap::Error) -> ! {
-    if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         e.exit()
     }
     // clap's text: "error: ..." (continued on indented lines), paragraphs

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let (cli, filename) = match Cli::parse_or_exit() {
         Parsed::Bus(cli, filename) => (cli, filename),
         Parsed::Generate(what) => return generate::run(what),
+        Parsed::Help(text) => return help(&text),
     };
     logger::init(cli.verbose);
     install_signal_handlers();
@@ -127,6 +128,30 @@ fn status(bus: &Bus, json: bool, position_files: &[std::path::PathBuf]) -> fileb
         write!(out, "{status}")
     };
     written.map_err(filebus::Error::Output)
+}
+
+/// Prints `--help` or `--version` (clap's `text`), and says so when it
+/// cannot, as `man` does: clap would report success either way. The
+/// signal handlers come first, so that a reader gone ends filebus with
+/// SIGPIPE, quietly, as it ends a consumer or `status`.
+fn help(text: &clap::Error) -> ExitCode {
+    use std::io::Write;
+    if stdio::was_closed(1) {
+        logger::stderr_line(format_args!(
+            "filebus: standard output was closed when filebus started"
+        ));
+        return ExitCode::FAILURE;
+    }
+    install_signal_handlers();
+    match text.print().and_then(|()| io::stdout().flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            logger::stderr_line(format_args!(
+                "filebus: cannot write to standard output: {e}"
+            ));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn clear_nonblocking(fd: &impl AsFd) {

@@ -607,3 +607,73 @@ fn an_unwritable_stderr_leaves_the_exit_status_alone() {
     assert_eq!(code(producer, full().into(), "-v producer"), Some(0));
     assert_eq!(std::fs::read(s.bus()).unwrap(), b"line\n");
 }
+
+/// Help and version are output like any other: when standard output cannot
+/// take them (`> /dev/full`), one line says so and the status is 1, as for
+/// `man` and `status`; when its reader is gone, SIGPIPE ends filebus
+/// quietly, as it ends a consumer or `status`, and `cat`.
+#[test]
+fn help_and_version_that_cannot_be_written_are_not_a_success() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let asks: [&[&str]; 5] = [
+        &["--help"],
+        &["--version"],
+        &["producer", "--help"],
+        &["help", "consumer"],
+        &["status", "-h"],
+    ];
+    for args in asks {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = common::ours()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?} > /dev/full");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "filebus: cannot write to standard output: No space left on device (os error 28)\n",
+            "{args:?} > /dev/full"
+        );
+        // The reader leaves before filebus starts, so that every write
+        // meets it gone.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = common::ours()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(nix::libc::SIGPIPE),
+            "{args:?} | (gone): {}",
+            out.status
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+        // `>&-`: the /dev/null the runtime puts in its place takes
+        // anything, which is no reason to report success.
+        let mut cmd = common::ours();
+        cmd.args(args).stdin(Stdio::null());
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::libc::close(1);
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?} >&-");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "filebus: standard output was closed when filebus started\n",
+            "{args:?} >&-"
+        );
+    }
+}
