@@ -177,14 +177,20 @@ pub(crate) fn is_gone(errno: Option<i32>) -> bool {
     matches!(errno, Some(nix::libc::ENOENT | nix::libc::ESTALE))
 }
 
+/// [`kind_of`] a regular file.
+pub(crate) const REGULAR_FILE: &str = "regular file";
+
+/// [`kind_of`] a directory.
+pub(crate) const DIRECTORY: &str = "directory";
+
 /// What kind of file the type bits of `mode` (`st_mode`) say, in words.
 pub(crate) fn kind_of(mode: u32) -> &'static str {
     use nix::libc::{S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
     // mode_t is 16 bits on some systems.
     match mode as nix::libc::mode_t & S_IFMT {
-        S_IFREG => "regular file",
+        S_IFREG => REGULAR_FILE,
         S_IFLNK => "symbolic link",
-        S_IFDIR => "directory",
+        S_IFDIR => DIRECTORY,
         S_IFIFO => "FIFO",
         S_IFSOCK => "socket",
         _ => "device",

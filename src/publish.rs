@@ -908,7 +908,7 @@ where
             // same refusal as every other role gives it.
             Some(nix::libc::EISDIR) => Error::NotRegularFile {
                 path: paths.data().to_path_buf(),
-                kind: "directory",
+                kind: crate::error::DIRECTORY,
             },
             _ => Error::io("rename", name)(e),
         })

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{DIRECTORY, Error, REGULAR_FILE, Result, kind_of};
 use crate::history::{position_of, retained_range, subscriptions};
 use crate::lock::flock_users;
 use crate::paths::BusPaths;
@@ -33,6 +33,20 @@ pub struct FileState {
     /// How long ago it was last modified (zero if its time is in the future).
     #[serde(rename = "age_seconds", serialize_with = "seconds")]
     pub age: Duration,
+    /// What it is: `"regular file"`, the only kind that holds a chunk, or
+    /// `"directory"`, `"symbolic link"` (never followed), `"FIFO"`,
+    /// `"socket"` or `"device"`, which a neighbour put in its place.
+    pub kind: &'static str,
+}
+
+impl FileState {
+    fn is_regular(&self) -> bool {
+        self.kind == REGULAR_FILE
+    }
+
+    fn is_directory(&self) -> bool {
+        self.kind == DIRECTORY
+    }
 }
 
 /// A process holding or waiting for the bus lock.
@@ -118,9 +132,12 @@ pub struct Status {
     pub subscribers: Vec<SubscriberState>,
 }
 
+/// What is at `path`, found by `lstat`: nothing there is opened (a FIFO
+/// would block, a device could be read forever) or followed.
 fn file_state(path: &Path) -> Result<Option<FileState>> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => Ok(Some(FileState {
+            kind: kind_of(meta.mode()),
             size: meta.size(),
             age: meta
                 .modified()
@@ -311,6 +328,19 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "bus      {}", self.path.display())?;
         match &self.data {
+            // What a producer does to it: a rename replaces anything but a
+            // directory.
+            Some(d) if d.is_directory() => writeln!(
+                f,
+                "data     a directory, not a regular file: producers and consumers refuse \
+                 the bus until it is removed"
+            )?,
+            Some(d) if !d.is_regular() => writeln!(
+                f,
+                "data     a {}, not a regular file: consumers refuse it until a producer \
+                 replaces it",
+                d.kind
+            )?,
             Some(d) if d.size == 0 => writeln!(
                 f,
                 "data     end-of-stream marker, written {} ago",
@@ -344,6 +374,19 @@ impl fmt::Display for Status {
             }
         }
         match &self.staging {
+            // A producer removes what is there, which fails on a directory.
+            Some(s) if s.is_directory() => writeln!(
+                f,
+                "staging  {}.__new__ is a directory, not a regular file: producers cannot \
+                 publish until it is removed",
+                self.path.display()
+            )?,
+            Some(s) if !s.is_regular() => writeln!(
+                f,
+                "staging  {}.__new__ is a {}, not a regular file: the next producer removes it",
+                self.path.display(),
+                s.kind
+            )?,
             Some(s) => writeln!(
                 f,
                 "staging  leftover {}.__new__ ({} bytes, {} old): a producer died mid-publish; \

@@ -567,3 +567,76 @@ fn a_position_file_that_holds_no_number_is_named_whatever_it_holds() {
         );
     }
 }
+
+/// `F` that is no chunk (what a consumer refuses) is named for what it is,
+/// not as a chunk of its size or an end marker: without opening it (a FIFO
+/// would block) and without following a link (it could lead to one). It is
+/// a state of the bus, described with status 0 as a stale staging file is.
+#[test]
+fn a_data_file_that_is_not_a_regular_file_is_named_for_what_it_is() {
+    let s = Scratch::new();
+    let directory = s.path("directory");
+    std::fs::create_dir(&directory).unwrap();
+    let fifo = s.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let link = s.path("link");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let socket = s.path("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let cases = [
+        (
+            directory.as_path(),
+            "directory",
+            "producers and consumers refuse the bus until it is removed",
+        ),
+        (
+            &fifo,
+            "FIFO",
+            "consumers refuse it until a producer replaces it",
+        ),
+        (
+            &link,
+            "symbolic link",
+            "consumers refuse it until a producer replaces it",
+        ),
+        (
+            &socket,
+            "socket",
+            "consumers refuse it until a producer replaces it",
+        ),
+        (
+            Path::new("/dev/zero"),
+            "device",
+            "consumers refuse it until a producer replaces it",
+        ),
+    ];
+    for (bus, kind, then) in cases {
+        let text = status(bus, &[]);
+        assert!(
+            text.contains(&format!(
+                "\ndata     a {kind}, not a regular file: {then}\n"
+            )),
+            "{}: {text}",
+            bus.display()
+        );
+        let doc: serde_json::Value = serde_json::from_str(&status(bus, &["--json"])).unwrap();
+        assert_eq!(doc["data"]["kind"], kind, "{doc}");
+    }
+    // A staging file that is no staged chunk either.
+    let stale = s.path("stale");
+    std::fs::create_dir(BusPaths::new(&stale).staging()).unwrap();
+    let text = status(&stale, &[]);
+    assert!(
+        text.contains(&format!(
+            "\nstaging  {}.__new__ is a directory, not a regular file: \
+             producers cannot publish until it is removed\n",
+            stale.display()
+        )),
+        "{text}"
+    );
+    let regular = s.bus();
+    std::fs::write(&regular, b"chunk").unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&status(&regular, &["--json"])).unwrap();
+    assert_eq!(doc["data"]["kind"], "regular file", "{doc}");
+    assert!(status(&regular, &[]).contains("\ndata     5 bytes, written "));
+}
