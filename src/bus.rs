@@ -12,7 +12,10 @@ use crate::publish::Producer;
 use crate::status::Status;
 
 /// A bus on one data file. Creating it touches nothing on disk; producers
-/// and consumers made from it do.
+/// and consumers made from it do. Every call that uses the bus fails with
+/// [`crate::Error::NameTooLong`] when the data file's name leaves no room
+/// in its directory for the names beside it (`F.lock`, `F.__new__`,
+/// `F.history`).
 ///
 /// ```
 /// use filebus::{Bus, BusOptions, Mode};
@@ -75,12 +78,14 @@ impl Bus {
     /// retain history in lossless mode.
     pub fn producer_with(&self, options: ProducerOptions) -> Result<Producer> {
         options.check(&self.options)?;
+        self.paths.check_name_length()?;
         Producer::new(self.paths.clone(), self.options.clone(), options)
     }
 
     /// A consumer on this bus. It waits for the data file (and its
     /// directory) to appear.
     pub fn consumer(&self) -> Result<Consumer> {
+        self.paths.check_name_length()?;
         Ok(Consumer::new(self.paths.clone(), self.options.clone()))
     }
 
@@ -122,6 +127,7 @@ impl Bus {
     /// ```
     pub fn history_consumer(&self, history: HistoryOptions) -> Result<HistoryConsumer> {
         history.check(&self.options)?;
+        self.paths.check_name_length()?;
         HistoryConsumer::new(self.paths.clone(), self.options.clone(), history)
     }
 
@@ -149,6 +155,7 @@ impl Bus {
     /// ```
     pub fn unsubscribe(&self, name: &str) -> Result<()> {
         check_subscriber_name(name)?;
+        self.paths.check_name_length()?;
         unsubscribe(&self.paths, name)
     }
 
@@ -157,6 +164,7 @@ impl Bus {
     /// staging file, the retained history and how far behind each of the
     /// given position files is. Takes no lock and changes nothing.
     pub fn status(&self, position_files: &[PathBuf]) -> Result<Status> {
+        self.paths.check_name_length()?;
         Status::collect(&self.paths, position_files)
     }
 }

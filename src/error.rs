@@ -58,6 +58,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The data file's name leaves no room for the names beside it
+    /// (`F.lock`, `F.__new__`, `F.history`) within the longest name its
+    /// directory takes: no producer could ever publish on the bus.
+    #[error(
+        "{}: name too long for a bus: {len} bytes, at most {max} (its directory takes \
+         names of up to {} bytes, and FILE.__new__ adds {})",
+        path.display(),
+        max + suffix,
+        suffix
+    )]
+    NameTooLong {
+        /// The data file.
+        path: PathBuf,
+        /// The length of its name, in bytes.
+        len: usize,
+        /// The longest name it may have there.
+        max: usize,
+        /// The length of the longest suffix of the names beside it.
+        suffix: usize,
+    },
     /// Options that cannot work together were combined.
     #[error("{0}")]
     Incompatible(&'static str),

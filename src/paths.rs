@@ -5,6 +5,22 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// The suffixes of the names beside `F` that a bus cannot do without. The
+/// shared-memory log's `F.shm` and `F.shm.__new__` are longer, but a
+/// producer that cannot make them publishes through `F` alone, as
+/// filebus 0.3.5, whose names are these, always does.
+const LOCK: &str = ".lock";
+const STAGING: &str = ".__new__";
+const HISTORY: &str = ".history";
+const SUFFIXES: [&str; 3] = [LOCK, STAGING, HISTORY];
+
+/// The longest name a directory is taken to allow where it cannot be
+/// asked, not existing yet: the limit of every common filesystem.
+const DEFAULT_NAME_MAX: usize = 255;
+
 /// The files that make up one bus, all derived from the data file path `F`.
 #[derive(Debug, Clone)]
 pub struct BusPaths {
@@ -34,9 +50,9 @@ impl BusPaths {
             .map(OsStr::to_os_string)
             .unwrap_or_default();
         BusPaths {
-            lock: with_suffix(".lock"),
-            new: with_suffix(".__new__"),
-            history: with_suffix(".history"),
+            lock: with_suffix(LOCK),
+            new: with_suffix(STAGING),
+            history: with_suffix(HISTORY),
             data,
             dir,
             name,
@@ -73,6 +89,24 @@ impl BusPaths {
     pub fn file_name(&self) -> &OsStr {
         &self.name
     }
+
+    /// Refuses `F` when a name beside it would be longer than its
+    /// directory takes: `F.lock` and `F.__new__` could never be made, and
+    /// a consumer would wait forever for a chunk.
+    pub(crate) fn check_name_length(&self) -> Result<()> {
+        let name_max = sys::name_max(&self.dir).unwrap_or(DEFAULT_NAME_MAX);
+        let suffix = SUFFIXES.iter().map(|s| s.len()).max().unwrap_or(0);
+        let len = self.name.len();
+        if len + suffix <= name_max {
+            return Ok(());
+        }
+        Err(Error::NameTooLong {
+            path: self.data.clone(),
+            len,
+            max: name_max.saturating_sub(suffix),
+            suffix,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +121,26 @@ mod tests {
         assert_eq!(p.history(), Path::new("/tmp/x/bus.history"));
         assert_eq!(p.dir(), Path::new("/tmp/x"));
         assert_eq!(p.file_name(), "bus");
+    }
+
+    #[test]
+    fn a_name_fits_while_its_longest_companion_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let name_max = sys::name_max(dir.path()).unwrap();
+        let fits = dir.path().join("n".repeat(name_max - STAGING.len()));
+        assert!(BusPaths::new(&fits).check_name_length().is_ok());
+        let over = dir.path().join("n".repeat(name_max - STAGING.len() + 1));
+        let refused = BusPaths::new(&over).check_name_length().unwrap_err();
+        assert!(
+            refused.to_string().contains(&format!(
+                ": name too long for a bus: {} bytes, at most {} (",
+                name_max - STAGING.len() + 1,
+                name_max - STAGING.len()
+            )),
+            "{refused}"
+        );
+        let missing = dir.path().join("later").join("n".repeat(248));
+        assert!(BusPaths::new(&missing).check_name_length().is_err());
     }
 
     #[test]

@@ -677,3 +677,74 @@ fn help_and_version_that_cannot_be_written_are_not_a_success() {
         );
     }
 }
+
+/// FILE whose companions (`FILE.lock`, `FILE.__new__`, `FILE.history`)
+/// would have names longer than its directory takes (NAME_MAX): no
+/// producer can ever publish on it, so every role refuses it at once with
+/// one line, where a consumer used to wait forever. A directory not made
+/// yet, which consumers wait for, is taken to allow 255 bytes. At the
+/// boundary, where `FILE.__new__` and `FILE.history` are exactly NAME_MAX
+/// long, the bus works in every mode.
+#[test]
+fn a_name_too_long_for_its_companions_is_refused_by_every_role() {
+    let s = Scratch::new();
+    let name_max = nix::sys::statvfs::statvfs(s.dir.path()).unwrap().name_max() as usize;
+    let longest = ".__new__".len();
+    let roles: [(&[&str], &str, &[&str]); 9] = [
+        (&[], "producer", &[]),
+        (&["--lossless"], "producer", &[]),
+        (&[], "producer", &["--retain", "5"]),
+        (&[], "consumer", &[]),
+        (&["--lossless"], "consumer", &[]),
+        (&[], "consumer", &["--history"]),
+        (&[], "consumer", &["--history", "--subscribe", "s"]),
+        (&[], "status", &[]),
+        (&[], "unsubscribe", &["s"]),
+    ];
+    let over = [
+        s.path(&"o".repeat(name_max - longest + 1)),
+        s.path("later").join("o".repeat(255 - longest + 1)),
+    ];
+    for bus in &over {
+        for (global, role, sub) in roles {
+            let mut cmd = Command::from_std(on_bus(common::ours(), bus, global, role, sub));
+            cmd.write_stdin("x\n");
+            runtime_error(&mut cmd, bus, "name too long for a bus");
+        }
+    }
+    assert_eq!(std::fs::read_dir(s.dir.path()).unwrap().count(), 0);
+
+    let bus = s.path(&"b".repeat(name_max - longest));
+    let paths = filebus::BusPaths::new(&bus);
+    let run = |global: &[&str], role: &str, sub: &[&str], input: &str| {
+        Command::from_std(on_bus(common::ours(), &bus, global, role, sub))
+            .write_stdin(input)
+            .timeout(common::DEADLINE)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone()
+    };
+    let lossless = std::thread::scope(|scope| {
+        let consumer = scope.spawn(|| run(&["--lossless"], "consumer", &[], ""));
+        run(&["--lossless"], "producer", &[], "lossless\n");
+        consumer.join().unwrap()
+    });
+    assert_eq!(lossless, b"lossless\n");
+    run(&[], "producer", &[], "lossy\n");
+    assert_eq!(std::fs::read(&bus).unwrap(), b"lossy\n");
+    run(&[], "producer", &["--retain", "5"], "history\n");
+    assert_eq!(
+        run(&[], "consumer", &["--history", "--from", "oldest"], ""),
+        b"history\n"
+    );
+    assert_eq!(
+        paths.history().file_name().unwrap().len(),
+        name_max,
+        "{}",
+        paths.history().display()
+    );
+    assert!(paths.history().is_dir());
+    run(&[], "status", &[], "");
+}

@@ -47,12 +47,11 @@ pub(crate) fn from_library(py: Python<'_>, error: filebus::Error, what: &str) ->
         // What stands in the way of a directory is what `mkdir -p` would
         // have met: Python's errno for it, as OSError subclasses carry.
         filebus::Error::NotDirectory { path, .. } => {
-            let errno = py
-                .import("errno")
-                .and_then(|errno| errno.getattr("ENOTDIR"))
-                .and_then(|code| code.extract::<i32>())
-                .ok();
-            raise(py, "FileError", (message, errno, path))
+            raise(py, "FileError", (message, errno(py, "ENOTDIR"), path))
+        }
+        // What making `F.lock` or `F.__new__` would have met.
+        filebus::Error::NameTooLong { path, .. } => {
+            raise(py, "FileError", (message, errno(py, "ENAMETOOLONG"), path))
         }
         filebus::Error::Unsettled { path, source } => {
             raise(py, "FileError", (message, source.raw_os_error(), path))
@@ -79,4 +78,12 @@ pub(crate) fn from_library(py: Python<'_>, error: filebus::Error, what: &str) ->
         filebus::Error::Stopped => closed(py, what),
         _ => raise(py, "Error", (message,)),
     }
+}
+
+/// The number Python's `errno` module gives `name`.
+fn errno(py: Python<'_>, name: &str) -> Option<i32> {
+    py.import("errno")
+        .and_then(|errno| errno.getattr(name))
+        .and_then(|code| code.extract::<i32>())
+        .ok()
 }

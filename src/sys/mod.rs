@@ -318,6 +318,14 @@ pub(crate) fn filesystem_magic(path: &Path) -> Option<u32> {
     native::filesystem_magic(path)
 }
 
+/// The longest file name, in bytes, that the directory `dir` takes
+/// (`statvfs(3)`'s `f_namemax`, POSIX's `NAME_MAX`); `None` where it cannot
+/// be asked (no such directory yet) or does not say (0).
+pub(crate) fn name_max(dir: &Path) -> Option<usize> {
+    let fs = nix::sys::statvfs::statvfs(dir).ok()?;
+    usize::try_from(fs.name_max()).ok().filter(|&max| max > 0)
+}
+
 /// What unlink(2) asks of a file or a directory besides permission bits:
 /// the sticky bit and the owner, and the attributes that forbid removal
 /// even to root; with what else one stat tells, so that it is the only
