@@ -23,7 +23,11 @@ use cli::{Cli, Command, Parsed};
 fn main() -> ExitCode {
     let (cli, filename) = match Cli::parse_or_exit() {
         Parsed::Bus(cli, filename) => (cli, filename),
-        Parsed::Generate(what) => return generate::run(what),
+        Parsed::Generate(what) => {
+            // `filebus man | head` ends quietly, as `cat` would.
+            install_signal_handlers();
+            return generate::run(what);
+        }
         Parsed::Help(text) => return help(&text),
     };
     logger::init(cli.verbose);

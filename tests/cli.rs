@@ -608,20 +608,23 @@ fn an_unwritable_stderr_leaves_the_exit_status_alone() {
     assert_eq!(std::fs::read(s.bus()).unwrap(), b"line\n");
 }
 
-/// Help and version are output like any other: when standard output cannot
-/// take them (`> /dev/full`), one line says so and the status is 1, as for
-/// `man` and `status`; when its reader is gone, SIGPIPE ends filebus
-/// quietly, as it ends a consumer or `status`, and `cat`.
+/// Help, version, the manual page and the completion scripts are output
+/// like any other: when standard output cannot take them (`> /dev/full`),
+/// one line says so and the status is 1, as for `status`; when its reader
+/// is gone (`filebus man | head`), SIGPIPE ends filebus quietly, as it ends
+/// a consumer or `status`, and `cat`.
 #[test]
-fn help_and_version_that_cannot_be_written_are_not_a_success() {
+fn printed_text_that_cannot_be_written_is_not_a_success() {
     use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
-    let asks: [&[&str]; 5] = [
+    let asks: [&[&str]; 7] = [
         &["--help"],
         &["--version"],
         &["producer", "--help"],
         &["help", "consumer"],
         &["status", "-h"],
+        &["man"],
+        &["completions", "bash"],
     ];
     for args in asks {
         let full = std::fs::OpenOptions::new()
