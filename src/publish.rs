@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::BorrowedFd;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -723,12 +722,9 @@ impl Producer {
                 }
                 let _held = acquire(&mut self.lock, &self.paths)?;
                 let Some(retention) = &mut self.retention else {
-                    return stage_and_rename(&self.paths, staging, |_| Ok(()));
+                    return stage_and_rename(&self.paths, staging, None);
                 };
-                stage_and_rename(&self.paths, staging, |staged| {
-                    self.last_seq = Some(retention.link(staged)?);
-                    Ok(())
-                })?;
+                stage_and_rename(&self.paths, staging, Some((retention, &mut self.last_seq)))?;
                 retention.prune()
             }
             // `F` is checked before arming: an isolated chunk finds it gone
@@ -740,7 +736,7 @@ impl Producer {
                 if !exists(&self.paths)? {
                     let held = acquire(&mut self.lock, &self.paths)?;
                     if !exists(&self.paths)? {
-                        let published = stage_and_rename(&self.paths, staging, |_| Ok(()));
+                        let published = stage_and_rename(&self.paths, staging, None);
                         drop(held);
                         self.watcher.arm();
                         self.armed = true;
@@ -842,14 +838,7 @@ fn settle(
         side.writer.settle(seq, id);
         settled = side.sentinel.map(|sentinel| (sentinel, id));
     }
-    let staging = Staging::<WrittenAlready>::Unnamed(file);
-    match retention {
-        None => stage_and_rename(paths, staging, |_| Ok(())),
-        Some((retention, last_seq)) => stage_and_rename(paths, staging, |staged| {
-            *last_seq = Some(retention.link(staged)?);
-            Ok(())
-        }),
-    }?;
+    stage_and_rename(paths, Staging::<WrittenAlready>::Unnamed(file), retention)?;
     if let Some((sentinel, id)) = settled {
         sentinel.renamed(id);
     }
@@ -883,12 +872,13 @@ fn settle_if_newest(
     ))
 }
 
-/// Makes `F.__new__` hold the chunk, hands it to `before_rename` and
-/// renames it to `F`. Must be called with the bus lock held.
+/// Makes `F.__new__` hold the chunk, links it into the history with
+/// `retention` (its number goes to the `Option` beside it once the chunk is
+/// `F`) and renames it to `F`. Must be called with the bus lock held.
 fn stage_and_rename<F>(
     paths: &BusPaths,
     staging: Staging<F>,
-    before_rename: impl FnOnce(&Path) -> Result<()>,
+    mut retention: Option<(&mut Retention, &mut Option<u64>)>,
 ) -> Result<()>
 where
     F: FnOnce(&mut File) -> io::Result<()>,
@@ -902,22 +892,47 @@ where
             written
         }),
     };
-    let renamed = staged.and_then(|()| before_rename(name)).and_then(|()| {
-        std::fs::rename(name, paths.data()).map_err(|e| match e.raw_os_error() {
-            // A neighbour made a directory where the chunk belongs: the
-            // same refusal as every other role gives it.
-            Some(nix::libc::EISDIR) => Error::NotRegularFile {
-                path: paths.data().to_path_buf(),
-                kind: crate::error::DIRECTORY,
-            },
-            _ => Error::io("rename", name)(e),
-        })
-    });
-    if renamed.is_err() {
-        // Leave no partial chunk behind; `F` still names the previous one.
+    // Leaves no partial chunk behind; `F` still names the previous one.
+    let discard = |e| {
         let _ = std::fs::remove_file(name);
+        Err(e)
+    };
+    if let Err(e) = staged {
+        return discard(e);
     }
-    renamed
+    let linked = match &mut retention {
+        Some((retention, _)) => retention.link(name).map(Some),
+        None => Ok(None),
+    };
+    let seq = match linked {
+        Ok(seq) => seq,
+        Err(e) => return discard(e),
+    };
+    let renamed = std::fs::rename(name, paths.data()).map_err(|e| match e.raw_os_error() {
+        // A neighbour made a directory where the chunk belongs: the same
+        // refusal as every other role gives it.
+        Some(nix::libc::EISDIR) => Error::NotRegularFile {
+            path: paths.data().to_path_buf(),
+            kind: crate::error::DIRECTORY,
+        },
+        _ => Error::io("rename", name)(e),
+    });
+    match (renamed, retention, seq) {
+        (Ok(()), Some((_, last_seq)), seq) => {
+            *last_seq = seq;
+            Ok(())
+        }
+        (Ok(()), None, _) => Ok(()),
+        // The entry goes first: history consumers deliver no entry that
+        // `F.__new__` still names, and so never this one. One that cannot
+        // be withdrawn keeps `F.__new__` with it, as after a producer killed
+        // here, until the next publication.
+        (Err(e), Some((retention, _)), Some(seq)) => match retention.withdraw(seq) {
+            true => discard(e),
+            false => Err(e),
+        },
+        (Err(e), ..) => discard(e),
+    }
 }
 
 /// Gives the unnamed `file` the name `F.__new__`. Like [`create_staging`],
@@ -945,7 +960,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, paths.staging()).unwrap();
-        stage_and_rename(&paths, staging, |_| Ok(())).unwrap();
+        stage_and_rename(&paths, staging, None).unwrap();
         assert_eq!(std::fs::read(paths.data()).unwrap(), b"chunk");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(paths.staging()).is_err());
@@ -976,7 +991,7 @@ mod tests {
         let paths = BusPaths::new(dir.path().join("bus"));
         std::fs::write(paths.data(), b"previous").unwrap();
         let failing = Staging::<WrittenAlready>::Named(|_| Err(io::ErrorKind::StorageFull.into()));
-        assert!(stage_and_rename(&paths, failing, |_| Ok(())).is_err());
+        assert!(stage_and_rename(&paths, failing, None).is_err());
         assert_eq!(std::fs::read(paths.data()).unwrap(), b"previous");
         assert!(!paths.staging().exists());
     }

@@ -787,12 +787,14 @@ fn resuming_consumer_does_not_repeat_the_unsequenced_chunk_in_f() {
     let (first, event) = next_event(first);
     assert_eq!(event, Some(HistoryEvent::Unsequenced(b"plain".to_vec())));
     drop(first);
-    let second = plain_bus.history_consumer(options()).unwrap();
+    let mut second = plain_bus.history_consumer(options()).unwrap();
     // Chunk 2 linked but not renamed to F yet: had the resumed consumer
     // taken the chunk in F as new, it would deliver it first.
     let staging = s.paths().staging().to_path_buf();
     std::fs::write(&staging, b"two").unwrap();
     std::fs::hard_link(&staging, s.paths().history().join(format!("{:020}", 2))).unwrap();
+    assert!(matches!(second.try_recv(), Err(filebus::Error::TimedOut)));
+    std::fs::rename(&staging, &bus).unwrap();
     let (second, event) = next_event(second);
     assert_eq!(
         event,
@@ -801,9 +803,118 @@ fn resuming_consumer_does_not_repeat_the_unsequenced_chunk_in_f() {
             data: b"two".to_vec()
         })
     );
-    std::fs::rename(&staging, &bus).unwrap();
     retained.finish().unwrap();
     let (_, event) = next_event(second);
     assert_eq!(event, Some(HistoryEvent::End { seq: 3 }));
     assert_eq!(std::fs::read_to_string(s.path("position")).unwrap(), "3\n");
+}
+
+/// The history's entry names, oldest first.
+fn entries(s: &Scratch) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(s.paths().history())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A publication whose rename to `F` fails (a directory made there) fails
+/// with one line and exit 1, and leaves no entry behind: history consumers
+/// never get a chunk that never became `F`, the history stays one unbroken
+/// range, and the next chunk takes the number.
+#[test]
+fn publication_that_fails_to_become_f_leaves_no_entry() {
+    let s = Scratch::new();
+    let bus = s.bus();
+    let mut retained = retaining(&bus, 10);
+    retained.publish(b"one\n").unwrap();
+    std::fs::remove_file(&bus).unwrap();
+    std::fs::create_dir(&bus).unwrap();
+    let input = s.path("input");
+    std::fs::write(&input, b"failed\n").unwrap();
+    let mut failing = history_producer(&bus, &[], &["--retain", "10"], &input);
+    let status = wait_exit(&mut failing, "producer that cannot rename over a directory");
+    let err = stderr_of(&mut failing);
+    assert_eq!(status.code(), Some(1), "{status}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert_eq!(entries(&s), [format!("{:020}", 1)]);
+    assert!(retained.publish(b"failed too\n").is_err());
+    assert_eq!(entries(&s), [format!("{:020}", 1)]);
+    assert!(!s.paths().staging().exists());
+
+    std::fs::remove_dir(&bus).unwrap();
+    retained.publish(b"two\n").unwrap();
+    retained.finish().unwrap();
+    let oldest = HistoryOptions::default().with_start(Start::Oldest);
+    let events: Vec<_> = Bus::new(&bus, BusOptions::default())
+        .history_consumer(oldest)
+        .unwrap()
+        .collect::<filebus::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        events,
+        [
+            HistoryEvent::Chunk {
+                seq: 1,
+                data: b"one\n".to_vec()
+            },
+            HistoryEvent::Chunk {
+                seq: 2,
+                data: b"two\n".to_vec()
+            },
+            HistoryEvent::End { seq: 3 },
+        ]
+    );
+}
+
+/// An entry that `F.__new__` still names is not published yet: its rename
+/// to `F` may fail, and the producer then removes the entry (before
+/// `F.__new__`). A history consumer, which reads without the lock, waits
+/// for such an entry instead of delivering it, never delivers one so
+/// withdrawn, and delivers the chunk that takes its number next.
+#[test]
+fn entry_not_yet_renamed_to_f_is_awaited_and_a_withdrawn_one_never_delivered() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let consumer = Bus::new(&bus, BusOptions::default())
+        .history_consumer(HistoryOptions::default())
+        .unwrap();
+    let mut retained = retaining(&bus, 10);
+    retained.publish(b"one").unwrap();
+    let (mut consumer, event) = next_event(consumer);
+    assert_eq!(
+        event,
+        Some(HistoryEvent::Chunk {
+            seq: 1,
+            data: b"one".to_vec()
+        })
+    );
+    // Chunk 2 half published, as under a producer's lock: staged and linked
+    // as entry 2; then its rename fails, and it is withdrawn.
+    let staging = s.paths().staging().to_path_buf();
+    let entry = s.paths().history().join(format!("{:020}", 2));
+    std::fs::write(&staging, b"withdrawn").unwrap();
+    std::fs::hard_link(&staging, &entry).unwrap();
+    assert!(
+        matches!(consumer.try_recv(), Err(filebus::Error::TimedOut)),
+        "an entry not yet renamed to F was delivered"
+    );
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::remove_file(&staging).unwrap();
+    assert!(matches!(consumer.try_recv(), Err(filebus::Error::TimedOut)));
+    retained.publish(b"two").unwrap();
+    retained.finish().unwrap();
+    let rest: Vec<_> = consumer.collect::<filebus::Result<_>>().unwrap();
+    assert_eq!(
+        rest,
+        [
+            HistoryEvent::Chunk {
+                seq: 2,
+                data: b"two".to_vec()
+            },
+            HistoryEvent::End { seq: 3 },
+        ]
+    );
 }

@@ -295,3 +295,100 @@ fn lossless_consumer_delivers_nothing_from_an_append_only_directory_or_an_immuta
         |_, bus| chattr("-i", bus),
     );
 }
+
+/// A retaining producer whose rename over `F` is refused (a sticky
+/// directory, `F` another user's) fails with one line and exit 1 and
+/// leaves no entry behind. A history consumer that comes after delivers the
+/// chunk published without retention in `F` in its place, after chunk 1,
+/// never the chunk that did not become `F` (nor the older chunk after it).
+#[test]
+fn retaining_producer_refused_the_rename_in_a_sticky_directory_leaves_no_entry() {
+    if !is_root() {
+        eprintln!("SKIPPED sticky directory: files of another user need root");
+        return;
+    }
+    let scratch = Scratch::in_memory();
+    mode(scratch.dir.path(), 0o755);
+    let dir = scratch.path("bus.d");
+    std::fs::create_dir(&dir).unwrap();
+    mode(&dir, 0o1777);
+    let bus = dir.join("bus");
+    let history = dir.join("bus.history");
+    let retain = filebus::ProducerOptions::default().with_retain(std::num::NonZeroU64::new(10));
+    let mut retained = Bus::new(&bus, BusOptions::default())
+        .producer_with(retain)
+        .unwrap();
+    retained.publish(b"one\n").unwrap();
+    // The history may be written by all, `F` only by its owner.
+    mode(&history, 0o777);
+    let mut plain = Bus::new(&bus, BusOptions::default()).producer().unwrap();
+    plain.publish(b"plain\n").unwrap();
+    drop(plain);
+    let entries = || {
+        let mut names: Vec<_> = std::fs::read_dir(&history)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(entries(), [format!("{:020}", 1)]);
+
+    let input = scratch.path("input");
+    std::fs::write(&input, b"failed\n").unwrap();
+    let mut cmd = on_bus(
+        Command::new(binary_copy(scratch.dir.path())),
+        &bus,
+        &[],
+        "producer",
+        &["--retain", "10"],
+    );
+    cmd.stdin(File::open(&input).unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    as_nobody(&mut cmd);
+    let mut failing = spawn_copy(&mut cmd);
+    let status = wait_exit(&mut failing, "producer refused the rename");
+    let err = stderr_of(&mut failing);
+    eprintln!("refused: {err}");
+    assert_eq!(status.code(), Some(1), "{status}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains("rename"), "{err}");
+    assert_eq!(
+        entries(),
+        [format!("{:020}", 1)],
+        "an entry was left behind"
+    );
+    assert_eq!(std::fs::read(&bus).unwrap(), b"plain\n");
+
+    let out = scratch.path("out");
+    let mut cmd = on_bus(
+        ours(),
+        &bus,
+        &[],
+        "consumer",
+        &["--history", "--from", "oldest"],
+    );
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(Stdio::piped());
+    let mut reader = cmd.spawn().unwrap();
+    wait_until("the chunk in F", || {
+        String::from_utf8(std::fs::read(&out).unwrap())
+            .unwrap()
+            .contains("plain\n")
+    });
+    retained.publish(b"two\n").unwrap();
+    retained.finish().unwrap();
+    assert_success(&mut reader, "history consumer");
+    assert_eq!(
+        String::from_utf8(std::fs::read(&out).unwrap()).unwrap(),
+        "one\nplain\ntwo\n"
+    );
+    let warned = stderr_of(&mut reader);
+    assert_eq!(warned.lines().count(), 1, "{warned}");
+    assert!(
+        warned.contains("unsequenced chunk") && warned.contains("after chunk 1 "),
+        "{warned}"
+    );
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::dir::HistoryDir;
 use super::position::PositionFile;
 use super::subscriber::Subscription;
-use crate::error::{Error, Loss, Result};
+use crate::error::{Error, Loss, Result, is_gone};
 use crate::files::{open_regular, stat_regular};
 use crate::options::{BusOptions, HistoryOptions, Start};
 use crate::output::Output;
@@ -110,6 +110,17 @@ impl Chunk {
 /// Anything but a regular file there is an error, as for lossy consumers.
 fn stat_data(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
     Ok(stat_regular(paths.data())?.map(|meta| (meta.dev(), meta.ino())))
+}
+
+/// Whether `F.__new__` names the file `id`: an entry it still names is
+/// linked into the history but not yet renamed to `F`, and is removed again
+/// if that rename fails.
+fn is_staged(paths: &BusPaths, id: (u64, u64)) -> Result<bool> {
+    match paths.staging().symlink_metadata() {
+        Ok(meta) => Ok((meta.dev(), meta.ino()) == id),
+        Err(e) if is_gone(e.raw_os_error()) => Ok(false),
+        Err(e) => Err(Error::io("stat", paths.staging())(e)),
+    }
 }
 
 /// Looks at `F` for a chunk published without retention.
@@ -752,26 +763,31 @@ impl HistoryConsumer {
         if let Some((file, meta)) = dir.open_entry(seq)? {
             let chunk = Chunk::new(file, &meta);
             // A second name means the entry is `F`, or still being published
-            // (linked, not renamed to `F` yet, under the producer's lock):
-            // then an unsequenced chunk in `F` now came before it.
+            // (linked, not renamed to `F` yet, under the producer's lock).
             let mut is_data = false;
             if meta.nlink() > 1 {
                 is_data = stat_data(&self.paths)? == Some(chunk.id);
-                if !is_data
-                    && let InF::Unsequenced(earlier) = look_at_data(&self.paths, &mut self.seen)?
-                {
-                    // Unless the entry was renamed to `F` and replaced by
-                    // that chunk meanwhile, which leaves it one name, or
-                    // that chunk is the previous entry, being replaced by
-                    // this one.
-                    let still_pending = chunk
-                        .file
-                        .metadata()
-                        .map_err(Error::io("stat", &dir.entry_path(seq)))?
-                        .nlink()
-                        > 1;
-                    if still_pending && !dir.precedes(seq, earlier.id)? {
-                        return Ok(Step::Unsequenced(earlier));
+                if !is_data {
+                    // `F` first: a chunk seen there while the entry is still
+                    // staged afterwards was there before the entry's rename.
+                    let in_f = look_at_data(&self.paths, &mut self.seen)?;
+                    if is_staged(&self.paths, chunk.id)? {
+                        // Not published yet: its rename may still fail and
+                        // the entry be withdrawn. An unsequenced chunk in
+                        // `F` came before it, unless it is the previous
+                        // entry, being replaced by this one.
+                        return Ok(match in_f {
+                            InF::Unsequenced(earlier) if !dir.precedes(seq, earlier.id)? => {
+                                Step::Unsequenced(earlier)
+                            }
+                            InF::Replaced => Step::Again,
+                            _ => Step::Wait,
+                        });
+                    }
+                    // No longer staged: renamed to `F`, or withdrawn, which
+                    // removes the entry before `F.__new__`.
+                    if dir.id_of(seq)? != Some(chunk.id) {
+                        return Ok(Step::Again);
                     }
                 }
             }

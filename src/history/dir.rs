@@ -104,13 +104,19 @@ impl HistoryDir {
     }
 
     pub(super) fn has(&self, seq: u64) -> Result<bool> {
+        Ok(self.id_of(seq)?.is_some())
+    }
+
+    /// The device and inode numbers of entry `seq`, or `None` when it does
+    /// not exist.
+    pub(super) fn id_of(&self, seq: u64) -> Result<Option<(u64, u64)>> {
         match fstatat(
             &self.fd,
             entry_name(seq).as_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
-            Ok(_) => Ok(true),
-            Err(e) if is_gone(Some(e as i32)) => Ok(false),
+            Ok(st) => Ok(Some(sys::file_id(&st))),
+            Err(e) if is_gone(Some(e as i32)) => Ok(None),
             Err(e) => Err(errno_io("stat", &self.entry_path(seq))(e)),
         }
     }
@@ -120,15 +126,8 @@ impl HistoryDir {
     /// there no other numbered chunk (see [`look_at_data`]).
     pub(super) fn precedes(&self, next: u64, id: (u64, u64)) -> Result<bool> {
         for seq in next.saturating_sub(2).max(1)..next {
-            match fstatat(
-                &self.fd,
-                entry_name(seq).as_str(),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
-                Ok(st) if sys::file_id(&st) == id => return Ok(true),
-                Ok(_) => {}
-                Err(e) if is_gone(Some(e as i32)) => {}
-                Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
+            if self.id_of(seq)? == Some(id) {
+                return Ok(true);
             }
         }
         Ok(false)

@@ -19,7 +19,9 @@
 //! a producer finds the newest entry by probing instead of listing, and a
 //! consumer concludes it lost chunk `s` when `s` is missing while a newer
 //! entry exists (`s` can no longer appear, since it is linked before any
-//! newer one).
+//! newer one). An entry is published only once `F.__new__` no longer names
+//! it: a producer whose rename to `F` fails removes it again, under the lock,
+//! so consumers wait for the rename rather than read it before.
 //!
 //! Producers that know nothing of the history (peers, or ours without
 //! retention) may still publish on the bus: their chunks appear only as `F`.

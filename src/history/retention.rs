@@ -134,6 +134,28 @@ impl Retention {
         }
     }
 
+    /// Takes back entry `seq`, just linked by [`Retention::link`], whose
+    /// rename to `F` failed: it was never published (history consumers
+    /// deliver no entry that `F.__new__` still names), so its number goes
+    /// to the next chunk. `false` when it could not be removed (said on
+    /// standard error); it is then left to the next publication, as after a
+    /// producer killed between link and rename.
+    pub(crate) fn withdraw(&mut self, seq: u64) -> bool {
+        let Some(dir) = &self.dir else {
+            return true;
+        };
+        match dir.remove(seq) {
+            Ok(_) => {
+                self.next = Some(seq);
+                true
+            }
+            Err(e) => {
+                log::warn!("{e}; chunk {seq} stays in the history");
+                false
+            }
+        }
+    }
+
     /// Removes the entries older than the newest `N`, after publishing,
     /// but none that [`Retention::hold_back`] did not clear.
     pub(crate) fn prune(&mut self) -> Result<()> {
