@@ -219,6 +219,63 @@ fn library_reports_loss_with_sequence_numbers() {
     );
 }
 
+/// A consumer that falls behind again and again, whose resume point is
+/// pruned each time right after the loss report: one report per gap, each
+/// followed by the chunk it resumes at. It gave two reports for one gap,
+/// the second starting where the first resumed: the resume point, pruned
+/// before the consumer opened it.
+#[test]
+fn resume_point_pruned_after_the_loss_report_is_still_delivered() {
+    let s = Scratch::in_memory();
+    let bus = Bus::new(s.bus(), BusOptions::default());
+    let mut producer = retaining(&s.bus(), 3);
+    let mut consumer = bus
+        .history_consumer(HistoryOptions::default().with_start(Start::Oldest))
+        .unwrap();
+    let mut published = 0;
+    let mut publish = |n: u64| {
+        for _ in 0..n {
+            published += 1;
+            producer.publish(&chunk(published)).unwrap();
+        }
+        published
+    };
+    let mut delivered = publish(1);
+    let mut events = vec![];
+    let mut want = vec![HistoryEvent::Chunk {
+        seq: delivered,
+        data: chunk(delivered),
+    }];
+    let mut receive = |consumer| {
+        let (consumer, event) = next_event(consumer);
+        events.extend(event);
+        consumer
+    };
+    consumer = receive(consumer);
+    for _gap in 0..5 {
+        // Five more with three retained: all but the newest three are lost.
+        let newest = publish(5);
+        let loss = Loss {
+            first: delivered + 1,
+            last: newest - 3,
+            resume_at: newest - 2,
+        };
+        want.push(HistoryEvent::Lost(loss));
+        want.push(HistoryEvent::Chunk {
+            seq: loss.resume_at,
+            data: chunk(loss.resume_at),
+        });
+        delivered = loss.resume_at;
+        consumer = receive(consumer);
+        // Three more prune the chunk the report says it resumes at.
+        publish(3);
+        let entry = s.paths().history().join(format!("{:020}", loss.resume_at));
+        assert!(!entry.exists());
+        consumer = receive(consumer);
+    }
+    assert_eq!(events, want);
+}
+
 #[test]
 fn numbering_continues_across_producers_and_restarts() {
     let s = Scratch::new();

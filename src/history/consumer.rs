@@ -40,7 +40,9 @@ pub enum HistoryEvent<T> {
     /// consumer's chunk, it is missed when another chunk replaced it before
     /// the consumer looked, and it is not recorded in the position file.
     Unsequenced(T),
-    /// Chunks were lost; the next event is the chunk at `resume_at`.
+    /// Chunks were lost; the next event is the chunk at `resume_at`, open
+    /// already. One event covers the whole gap: a resume point pruned
+    /// before the consumer opened it extends the range.
     Lost(Loss),
     /// The end-of-stream chunk with this sequence number; nothing follows.
     End {
@@ -349,6 +351,12 @@ pub struct HistoryConsumer {
     progress: Progress,
     /// The sequence number of the end chunk, once delivered.
     ended: Option<u64>,
+    /// Chunks found lost, not reported yet: the report waits until the
+    /// chunk it resumes at is open, so that one pruned meanwhile extends it
+    /// rather than make a second report for the same gap.
+    unreported_loss: Option<Loss>,
+    /// What follows the loss just reported, already open.
+    after_loss: Option<Step>,
     /// The durable subscription this consumer runs, if any: its lock is
     /// held for as long as the consumer lives.
     subscription: Option<Subscription>,
@@ -417,6 +425,8 @@ impl HistoryConsumer {
             report: Report::default(),
             progress: Progress::new("delivered"),
             ended: None,
+            unreported_loss: None,
+            after_loss: None,
             subscription,
             subscribe: history.subscribe.map(|name| (name, options.clone())),
         };
@@ -609,12 +619,28 @@ impl HistoryConsumer {
             });
         }
         loop {
-            self.watcher.arm();
-            self.settle(None)?;
-            let step = match self.state {
-                State::Waiting { .. } => self.step_waiting()?,
-                State::Following { .. } => self.step_following()?,
+            let step = match self.after_loss.take() {
+                Some(step) => step,
+                None => {
+                    self.watcher.arm();
+                    self.settle(None)?;
+                    match self.state {
+                        State::Waiting { .. } => self.step_waiting()?,
+                        State::Following { .. } => self.step_following()?,
+                    }
+                }
             };
+            if let Some(loss) = self.unreported_loss
+                && !matches!(step, Step::Again | Step::Lost(_))
+            {
+                // A loss is reported before waiting, too: the chunk it
+                // resumes at went with the rest (the history was removed).
+                if !matches!(step, Step::Wait) {
+                    self.after_loss = Some(step);
+                }
+                self.unreported_loss = None;
+                return Ok(HistoryEvent::Lost(loss));
+            }
             match step {
                 Step::Wait => {
                     let (state, paths) = (&self.state, &self.paths);
@@ -632,7 +658,21 @@ impl HistoryConsumer {
                     if let State::Following { next, .. } = &mut self.state {
                         *next = loss.resume_at;
                     }
-                    return Ok(HistoryEvent::Lost(loss));
+                    self.unreported_loss = Some(match self.unreported_loss {
+                        // The chunk it was to resume at was pruned before
+                        // it was opened: the same gap, longer.
+                        Some(pending) if pending.resume_at == loss.first => Loss {
+                            first: pending.first,
+                            ..loss
+                        },
+                        Some(pending) => {
+                            // Not the same gap (a new history was followed
+                            // from its oldest chunk): one report each.
+                            self.unreported_loss = Some(loss);
+                            return Ok(HistoryEvent::Lost(pending));
+                        }
+                        None => loss,
+                    });
                 }
                 Step::Unsequenced(mut chunk) => {
                     // An unsequenced chunk is `F`: reading it is reading `F`.
