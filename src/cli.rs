@@ -238,7 +238,8 @@ pub struct HistoryArgs {
     /// History: keep the sequence number of the last delivered chunk in
     /// PATH and, if PATH exists, resume after it (overriding --from). It is
     /// written after the chunk, so a consumer killed in between delivers
-    /// that chunk again on restart (at-least-once). PATH's directory must be
+    /// that chunk again on restart (at-least-once), or reports it lost if
+    /// it was pruned meanwhile. PATH's directory must be
     /// writable: checked before anything is delivered
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath, requires = "history")]
     position_file: Option<PathBuf>,

@@ -300,11 +300,14 @@ pub struct HistoryOptions {
     /// it exists, the consumer resumes after it (overriding `start`). It is
     /// rewritten (atomically) after each chunk has been delivered, so a
     /// consumer that dies between the two delivers that chunk again after a
-    /// restart: at-least-once across crashes, exactly-once across clean
-    /// stops. Its directory must be writable, which the consumer checks
-    /// before it delivers anything. Unsequenced chunks are not recorded: a
-    /// resuming consumer leaves out the one in `F` when it starts. Default:
-    /// none.
+    /// restart if it is still retained: at-least-once across crashes,
+    /// exactly-once across clean stops. If it was pruned meanwhile, the
+    /// restarted consumer, which cannot know it was delivered, reports it
+    /// lost with the rest of the gap. The same goes for a subscription's
+    /// record ([`HistoryOptions::subscribe`]). Its directory must be
+    /// writable, which the consumer checks before it delivers anything.
+    /// Unsequenced chunks are not recorded: a resuming consumer leaves out
+    /// the one in `F` when it starts. Default: none.
     pub position_file: Option<PathBuf>,
     /// A durable subscription under this name: the consumer keeps its
     /// position in `F.history/subscribers/NAME` instead of a position file
