@@ -116,7 +116,12 @@ pub enum Command {
         /// Numbering continues from the newest entry across producers and
         /// restarts, so N is at least 1; removing FILE.history/ restarts it
         /// at 1. Not with --back-pressure
-        #[arg(long, value_name = "N", value_parser = parse_retain)]
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = parse_retain,
+            allow_negative_numbers = true
+        )]
         retain: Option<NonZeroU64>,
 
         /// With --retain: wait at most SECONDS (fractions allowed) for a
@@ -131,6 +136,7 @@ pub enum Command {
             value_name = "SECONDS",
             default_value = "10",
             value_parser = parse_untether,
+            allow_negative_numbers = true,
             requires = "retain"
         )]
         untether_after: Duration,
@@ -144,7 +150,8 @@ pub enum Command {
             long,
             value_name = "BYTES",
             default_value = "16777216",
-            value_parser = parse_shm_log_size
+            value_parser = parse_shm_log_size,
+            allow_negative_numbers = true
         )]
         shm_log_size: usize,
     },
@@ -228,7 +235,13 @@ pub struct HistoryArgs {
     /// History: start at the newest retained chunk (after it, if it ends a
     /// finished stream), the oldest, or sequence number SEQ. With no chunk
     /// yet, starts at the first one published
-    #[arg(long, value_name = "newest|oldest|SEQ", value_parser = parse_start, requires = "history")]
+    #[arg(
+        long,
+        value_name = "newest|oldest|SEQ",
+        value_parser = parse_start,
+        allow_negative_numbers = true,
+        requires = "history"
+    )]
     from: Option<Start>,
 
     /// History: exit 1 after reporting lost chunks instead of resuming

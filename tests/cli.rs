@@ -319,7 +319,7 @@ fn usage_stderr(args: &[&str]) -> String {
 /// one line with a hint, not clap's paragraph with a usage line.
 #[test]
 fn usage_errors_are_one_line_and_a_hint() {
-    let cases: [(&[&str], &str, &str); 11] = [
+    let cases: [(&[&str], &str, &str); 15] = [
         (&["producer"], "--filename", "filebus --help"),
         (
             &["--filename", "", "consumer"],
@@ -375,6 +375,35 @@ fn usage_errors_are_one_line_and_a_hint() {
             "filebus --help",
         ),
         (&["--filename", "x"], "subcommand", "filebus --help"),
+        // A negative number is the option's bad value, not an option.
+        (
+            &[
+                "--filename",
+                "x",
+                "producer",
+                "--retain",
+                "3",
+                "--untether-after",
+                "-1",
+            ],
+            "must be 0 (never wait) or more",
+            "filebus --help",
+        ),
+        (
+            &["--filename", "x", "consumer", "--history", "--from", "-1"],
+            "'-1' is not newest, oldest or a sequence number (1 or more)",
+            "filebus --help",
+        ),
+        (
+            &["--filename", "x", "producer", "--retain", "-1"],
+            "'-1' is not a positive whole number of chunks",
+            "filebus --help",
+        ),
+        (
+            &["--filename", "x", "producer", "--shm-log-size", "-1"],
+            "-1: expected 0 (no log) or a size in bytes",
+            "filebus --help",
+        ),
     ];
     for (args, says, hint) in cases {
         let err = usage_stderr(args);
