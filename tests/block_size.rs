@@ -14,6 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 
+use common::Spawn;
 use common::procs::{on_bus, proc_status_kb, stderr_of};
 use common::{Scratch, assert_success, consumer, ours, wait_until, write_records};
 use filebus::{Bus, BusOptions, HistoryEvent, HistoryOptions, Mode, ProducerOptions, Start};
@@ -68,7 +69,7 @@ fn huge_block_size_costs_memory_only_for_the_data() {
         cmd.stdin(File::open(&input).unwrap())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut writer = cmd.spawn().unwrap();
+        let mut writer = cmd.spawn_proc().unwrap();
         let what = format!("producer {args:?}");
         wait_until(&format!("{what} to wait for the lock"), || {
             still_running(&mut writer, &what);
@@ -133,7 +134,7 @@ fn memory_limit_cuts_chunks_instead_of_aborting() {
             Ok(())
         });
     }
-    let mut writer = cmd.spawn().unwrap();
+    let mut writer = cmd.spawn_proc().unwrap();
     assert_success(&mut writer, "producer with limited memory");
     let status = common::wait_exit(&mut reader, "consumer");
     let mut log = String::new();

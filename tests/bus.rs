@@ -92,7 +92,7 @@ fn lossless_end_marker_stops_the_consumer() {
     let mut c = consumer(ours(), &s.bus(), &["--lossless"], &out);
     let mut p = on_bus(ours(), &s.bus(), &["--lossless"], "producer", &[])
         .stdin(Stdio::null())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     assert_success(&mut p, "producer of an empty stream");
     assert_success(&mut c, "consumer");
@@ -128,7 +128,7 @@ fn lossy_several_producers() {
     let spawn = || {
         let mut cmd = on_bus(ours(), &bus, &[], "producer", &[]);
         cmd.stdin(Stdio::piped());
-        cmd.spawn().unwrap()
+        cmd.spawn_proc().unwrap()
     };
     let mut producers = [spawn(), spawn()];
     let mut sent = String::new();
@@ -166,7 +166,7 @@ fn lossless_from_a_pipe_is_byte_for_byte() {
         let global = ["--lossless", "--block-size", block];
         let mut p = on_bus(ours(), &s.bus(), &global, "producer", &[])
             .stdin(Stdio::piped())
-            .spawn()
+            .spawn_proc()
             .unwrap();
         let mut stdin = p.stdin.take().unwrap();
         let writer = {

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use assert_cmd::Command;
 use common::Scratch;
+use common::Spawn;
 use common::procs::{as_nobody, on_bus, start, stderr_of};
 use predicates::prelude::*;
 
@@ -612,7 +613,7 @@ fn an_unwritable_stderr_leaves_the_exit_status_alone() {
             .stdin(std::fs::File::open(&input).unwrap())
             .stdout(Stdio::piped())
             .stderr(stderr)
-            .spawn()
+            .spawn_proc()
             .unwrap();
         let status = common::wait_exit(&mut child, what);
         let mut out = String::new();

@@ -119,7 +119,7 @@ fn filebus(
     stdout: impl Into<Stdio>,
 ) -> Proc {
     let cmd = on_bus(ours(), bus, &["--sleep-interval", INTERVAL], role, args);
-    Proc(start(cmd, stdin, stdout, role))
+    start(cmd, stdin, stdout, role)
 }
 
 /// A consumer on `bus` writing into the local file `out`.
@@ -601,7 +601,7 @@ fn held_producer(bus: &Path, args: &[&str]) -> Proc {
     cmd.args(["-c", "read -r go && exec \"$0\" \"$@\""])
         .arg(assert_cmd::cargo::cargo_bin!("filebus"));
     let cmd = on_bus(cmd, bus, &["--sleep-interval", INTERVAL], "producer", args);
-    Proc(start(cmd, Stdio::piped(), Stdio::null(), "held producer"))
+    start(cmd, Stdio::piped(), Stdio::null(), "held producer")
 }
 
 /// Issue 20: the first producer on a fresh GlusterFS mount failed with

@@ -23,12 +23,12 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::Scratch;
+use common::Spawn;
 
 /// The files whose shell examples run.
 const RUN: [&str; 2] = ["README.md", "docs/guide.md"];
@@ -170,11 +170,10 @@ impl Shell {
             .env("TMPDIR", &self.tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so that what it leaves running in the
-            // background can be ended with it.
-            .process_group(0);
-        let mut child = bash.spawn().map_err(|e| format!("bash: {e}"))?;
+            .stderr(Stdio::piped());
+        // Its own process group, so that what it leaves running in the
+        // background can be ended with it.
+        let mut child = bash.spawn_group().map_err(|e| format!("bash: {e}"))?;
         let group = nix::unistd::Pid::from_raw(child.id() as i32);
         let read = |mut from: Box<dyn Read + Send>| {
             std::thread::spawn(move || {

@@ -11,6 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use common::Spawn;
 use common::{Scratch, wait_exit};
 
 /// An example built by cargo beside this test (`cargo test` builds them
@@ -29,7 +30,7 @@ fn ends_with_an_error_when_its_output_is_closed(mut cmd: Command, what: &str) {
     let mut child = cmd
         .stdout(writer)
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_proc()
         .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
     let status = wait_exit(&mut child, what);
     let mut stderr = String::new();

@@ -19,6 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use common::Spawn;
 use common::{Scratch, ours, wait_exit};
 
 fn filebus(args: &[&str]) -> Output {
@@ -342,7 +343,7 @@ fn elvish_completion_loads_and_completes() {
         .stdout(fs::File::create(&transcript).unwrap())
         .stderr(Stdio::inherit());
     // An error in the script leaves elvish at its prompt: the deadline ends it.
-    let mut child = run.spawn().unwrap();
+    let mut child = run.spawn_proc().unwrap();
     let status = wait_exit(&mut child, "elvish");
     let text = fs::read_to_string(&transcript).unwrap();
     assert!(status.success(), "elvish failed: {text}");

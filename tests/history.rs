@@ -9,9 +9,10 @@ use std::io::Write;
 use std::num::NonZeroU64;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::Proc;
 use common::procs::{collect_stderr, consumer_with, on_bus, producer_with, signal, stderr_of};
 use common::*;
 use filebus::{
@@ -29,12 +30,12 @@ fn retaining(bus: &Path, keep: u64) -> Producer {
 
 /// Our consumer with subcommand options (the harness's `consumer` puts its
 /// extra arguments before the subcommand).
-fn history_consumer(bus: &Path, args: &[&str], out: &Path) -> Child {
+fn history_consumer(bus: &Path, args: &[&str], out: &Path) -> Proc {
     consumer_with(ours(), bus, &[], args, File::create(out).unwrap())
 }
 
 /// Our producer with subcommand options.
-fn history_producer(bus: &Path, global: &[&str], args: &[&str], input: &Path) -> Child {
+fn history_producer(bus: &Path, global: &[&str], args: &[&str], input: &Path) -> Proc {
     producer_with(ours(), bus, global, args, input)
 }
 
@@ -80,7 +81,7 @@ fn sixteen_history_consumers_get_all_of_100_000_chunks_in_order() {
     // loaded machine: nobody can fall out of the history. Half the consumers
     // wake on inotify events, half poll (as on NFS), which covers both ways
     // of waiting and keeps the test affordable on two cores.
-    let mut consumers: Vec<(Child, std::path::PathBuf)> = (0..CONSUMERS)
+    let mut consumers: Vec<(Proc, std::path::PathBuf)> = (0..CONSUMERS)
         .map(|k| {
             let out = s.path(&format!("out{k}"));
             let mut args = vec!["--history", "--from", "oldest"];
@@ -764,7 +765,7 @@ fn unsequenced_chunks_keep_their_place_beside_a_busy_retaining_producer() {
         drop(held);
     };
     let outs: Vec<_> = (0..2).map(|k| s.path(&format!("out{k}"))).collect();
-    let mut consumers: Vec<Child> = outs
+    let mut consumers: Vec<Proc> = outs
         .iter()
         .map(|out| history_consumer(&bus, &["--history", "--from", "oldest"], out))
         .collect();

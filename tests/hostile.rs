@@ -13,6 +13,7 @@ use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
+use common::Spawn;
 use common::procs::{on_bus, proc_status_kb, signal};
 use common::{DEADLINE, Scratch, ours, wait_exit};
 use filebus::BusPaths;
@@ -58,7 +59,7 @@ fn run(bus: &Path, args: &[&str], input: &[u8]) -> Output {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn_proc().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // A command that refuses the bus may exit before it read all of its
     // input: a broken pipe here is that, and its status and output tell
@@ -253,7 +254,7 @@ fn huge_data_file_is_streamed_in_bounded_memory() {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn_proc().unwrap();
         let (tx, rx) = mpsc::channel();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         std::thread::spawn(move || {

@@ -179,8 +179,8 @@ impl Cell {
         let mut sub = vec!["--lines"];
         sub.extend_from_slice(options);
         let cmd = on_bus(ours(), &self.bus, &[], "producer", &sub);
-        let mut proc = Proc(start(cmd, Stdio::piped(), Stdio::null(), "producer"));
-        let input = proc.0.stdin.take();
+        let mut proc = start(cmd, Stdio::piped(), Stdio::null(), "producer");
+        let input = proc.stdin.take();
         Producer { proc, input }
     }
 
@@ -189,7 +189,7 @@ impl Cell {
         let (_, options) = self.role.sides();
         let out = File::options().append(true).open(&self.out).unwrap();
         let cmd = on_bus(ours(), &self.bus, &[], "consumer", options);
-        Proc(start(cmd, Stdio::null(), out, "consumer"))
+        start(cmd, Stdio::null(), out, "consumer")
     }
 
     fn output(&self) -> Vec<String> {
@@ -525,7 +525,7 @@ fn idle_participants_are_not_woken_by_busy_neighbours() {
     let sleep = ["--sleep-interval", "60"];
     let participant = |role: &str, sub: &[&str], stdin: Stdio| {
         let cmd = on_bus(ours(), &bus, &sleep, role, sub);
-        Proc(start(cmd, stdin, Stdio::null(), role))
+        start(cmd, stdin, Stdio::null(), role)
     };
     // A retained chunk for the consumers, then one left for a lossless
     // producer to wait on (on a bus of its own: a lossless chunk is not
@@ -540,12 +540,7 @@ fn idle_participants_are_not_woken_by_busy_neighbours() {
     assert!(common::wait_exit(&mut first, "the first producer").success());
     let lossless_bus = scratch.path("held");
     let cmd = on_bus(ours(), &lossless_bus, &sleep, "producer", &["--lossless"]);
-    let mut held = Proc(start(
-        cmd,
-        Stdio::piped(),
-        Stdio::null(),
-        "lossless producer",
-    ));
+    let mut held = start(cmd, Stdio::piped(), Stdio::null(), "lossless producer");
     writeln!(held.stdin.as_mut().unwrap(), "waits").unwrap();
     wait_until("the lossless chunk", || lossless_bus.exists());
     let mut idle = vec![
@@ -567,12 +562,7 @@ fn idle_participants_are_not_woken_by_busy_neighbours() {
     let chunks = 2000;
     std::fs::write(&input, "x".repeat(chunks)).unwrap();
     let cmd = on_bus(ours(), &neighbour, &["--block-size", "1"], "producer", &[]);
-    let mut busy = Proc(start(
-        cmd,
-        File::open(&input).unwrap(),
-        Stdio::null(),
-        "busy",
-    ));
+    let mut busy = start(cmd, File::open(&input).unwrap(), Stdio::null(), "busy");
     assert!(common::wait_exit(&mut busy, "the busy producer").success());
     for ((what, proc), before) in idle.iter_mut().zip(before) {
         assert!(proc.try_wait().unwrap().is_none(), "the {what} exited");

@@ -7,9 +7,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::Instant;
 
+use common::Proc;
 use common::procs::{Rng, end_stream, signal};
 use common::records::{Key, RECORD_LEN, missing, parse_records, tally, write_records};
 use common::{DEADLINE, Scratch, assert_success, consumer, ours, producer, wait_exit};
@@ -32,9 +32,9 @@ fn lossless_consumers_killed_at_random_lose_nothing() {
         *serial += 1;
         (consumer(ours(), &bus, &args, &out), out)
     };
-    let mut slots: Vec<(Child, PathBuf)> = (0..3).map(|_| spawn(&mut serial)).collect();
+    let mut slots: Vec<(Proc, PathBuf)> = (0..3).map(|_| spawn(&mut serial)).collect();
     let tags: Vec<String> = vec!["aaa".into(), "bbb".into()];
-    let mut writers: Vec<Child> = tags
+    let mut writers: Vec<Proc> = tags
         .iter()
         .map(|tag| {
             let input = scratch.path(tag);

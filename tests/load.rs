@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::process::Child;
 use std::time::Instant;
 
+use common::Proc;
 use common::procs::end_stream;
 use common::records::{RECORD_LEN, missing, parse_records, tally, write_records};
 use common::{Scratch, assert_success, consumer, ours, producer, python_peer, wait_until};
@@ -24,7 +24,7 @@ fn exactly_once(producers: usize, consumers: usize) {
     let start = Instant::now();
 
     let mut outputs = Vec::new();
-    let mut readers: Vec<(Child, String)> = (0..consumers)
+    let mut readers: Vec<(Proc, String)> = (0..consumers)
         .map(|i| {
             let out = scratch.path(&format!("out{i}"));
             outputs.push(out.clone());
@@ -43,7 +43,7 @@ fn exactly_once(producers: usize, consumers: usize) {
         })
         .collect();
     let mut tags = Vec::new();
-    let mut writers: Vec<(Child, String)> = (0..producers)
+    let mut writers: Vec<(Proc, String)> = (0..producers)
         .map(|i| {
             let (cmd, tag) = if i % 2 == 0 {
                 (ours(), format!("r{i:02}"))

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::procs::on_bus;
+use common::{Proc, Spawn};
 use common::{RECORD_LEN, Scratch, ours, record, skip_unless_ci, wait_until, write_records};
 use nix::libc;
 
@@ -171,7 +172,7 @@ fn lossless_keeps_pace(test: &str, how: NoEvents) {
     let (input, out) = (s.path("in"), s.path("out"));
     write_records(&input, "N", CHUNKS);
     let block = RECORD_LEN.to_string();
-    let spawn = |cmd: Command, role: &str, stdin: Stdio, stdout: Stdio| -> Child {
+    let spawn = |cmd: Command, role: &str, stdin: Stdio, stdout: Stdio| -> Proc {
         on_bus(
             cmd,
             &bus,
@@ -182,7 +183,7 @@ fn lossless_keeps_pace(test: &str, how: NoEvents) {
         .stdin(stdin)
         .stdout(stdout)
         .stderr(File::create(s.path(role)).unwrap())
-        .spawn()
+        .spawn_proc()
         .unwrap()
     };
     let start = Instant::now();
@@ -257,13 +258,13 @@ fn lossy_past_the_inotify_instance_limit_keeps_pace() {
         .stdin(Stdio::null())
         .stdout(File::create(&out).unwrap())
         .stderr(File::create(s.path("consumer")).unwrap())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let mut producer = on_bus(producer_cmd, &bus, &[], "producer", &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(File::create(s.path("producer")).unwrap())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let mut stdin = producer.stdin.take().unwrap();
     let start = Instant::now();
@@ -320,13 +321,13 @@ fn cpu_time(pid: u32) -> Duration {
 fn idle_polling_costs_no_cpu() {
     let s = Scratch::in_memory();
     let (lossless, lossy) = (s.path("lossless"), s.path("lossy"));
-    let spawn = |bus: &Path, extra: &[&str], role: &str, stdin: Stdio| -> Child {
+    let spawn = |bus: &Path, extra: &[&str], role: &str, stdin: Stdio| -> Proc {
         let global = [&["--no-file-monitoring"], extra].concat();
         on_bus(ours(), bus, &global, role, &[])
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_proc()
             .unwrap()
     };
     let mut waiting_consumer = spawn(&lossless, &["--lossless"], "consumer", Stdio::null());
@@ -419,10 +420,9 @@ fn a_consumer_refused_inotify_gets_it_back_once_an_instance_is_free() {
         .env("READY", &ready)
         // A mechanism of the Linux path: the portable one has no events to
         // get back.
-        .env("FILEBUS_PORTABLE", "0")
-        .process_group(0);
+        .env("FILEBUS_PORTABLE", "0");
     limited_to(&mut sh, NO_INSTANCES, c"1");
-    let mut sh = sh.spawn().unwrap();
+    let mut sh = sh.spawn_group().unwrap();
     let group = KillGroup(nix::unistd::Pid::from_raw(-(sh.id() as i32)));
     wait_until("the refused consumer to get inotify back", || {
         if let Some(status) = sh.try_wait().unwrap() {

@@ -13,6 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::Spawn;
 use common::procs::{
     NOBODY, as_nobody, binary_copy, is_root, on_bus, signal, spawn_copy, stderr_of,
 };
@@ -41,7 +42,7 @@ fn lossy_consumer_needs_only_read_permission() {
             Ok(())
         });
     }
-    let mut writer = writer.stdin(Stdio::piped()).spawn().unwrap();
+    let mut writer = writer.stdin(Stdio::piped()).spawn_proc().unwrap();
     let mut input = writer.stdin.take().unwrap();
     input.write_all(b"one\n").unwrap();
     wait_until("the first chunk", || bus.exists());

@@ -13,10 +13,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::Proc;
 use common::mounts::TinyTmpfs;
 use common::procs::{
     NOBODY, as_nobody, binary_copy, collect_stderr, is_root, on_bus, signal, spawn_copy, start,
@@ -39,7 +40,7 @@ fn shm(bus: &Path) -> std::path::PathBuf {
 }
 
 /// Our producer on `bus` reading a pipe, with `extra` producer options.
-fn our_producer(bus: &Path, extra: &[&str]) -> (Child, ChildStdin) {
+fn our_producer(bus: &Path, extra: &[&str]) -> (Proc, ChildStdin) {
     let cmd = on_bus(common::ours(), bus, &["-v"], "producer", extra);
     let mut child = start(cmd, Stdio::piped(), Stdio::null(), "producer");
     let stdin = child.stdin.take().unwrap();
@@ -48,7 +49,7 @@ fn our_producer(bus: &Path, extra: &[&str]) -> (Child, ChildStdin) {
 
 /// Our consumer on `bus` into the file `out`, saying with `-vv` whether it
 /// reads the log.
-fn our_consumer(bus: &Path, out: &Path) -> (Child, Arc<Mutex<String>>) {
+fn our_consumer(bus: &Path, out: &Path) -> (Proc, Arc<Mutex<String>>) {
     let cmd = on_bus(common::ours(), bus, &["-vv"], "consumer", &[]);
     let mut child = start(cmd, Stdio::null(), File::create(out).unwrap(), "consumer");
     let stderr = collect_stderr(&mut child);
@@ -98,7 +99,7 @@ fn sample_f(bus: &Path, last: &str) -> std::thread::JoinHandle<Vec<String>> {
     })
 }
 
-fn stop(mut child: Child, what: &str) {
+fn stop(mut child: Proc, what: &str) {
     signal(&child, Signal::SIGTERM);
     wait_exit(&mut child, what);
 }
@@ -454,10 +455,7 @@ fn producers_killed_while_appending_leave_a_log_the_next_ones_use() {
 
 /// Our producer on `bus` (4 KiB blocks) reading a pipe, with a first chunk
 /// published, and our consumer into `out`, which has it.
-fn streaming_to_a_consumer(
-    bus: &Path,
-    out: &Path,
-) -> (Child, ChildStdin, Child, Arc<Mutex<String>>) {
+fn streaming_to_a_consumer(bus: &Path, out: &Path) -> (Proc, ChildStdin, Proc, Arc<Mutex<String>>) {
     let (producer, mut stdin) = our_producer(bus, &["--block-size", "4096"]);
     send(&mut stdin, &record("first", 0));
     wait_until("the first chunk", || bus.exists());
@@ -470,7 +468,7 @@ fn streaming_to_a_consumer(
 /// the first chunk and then every one of `chunks` through the log, or with
 /// the log off the last of them at least.
 fn check_burst_delivered(
-    consumer: Child,
+    consumer: Proc,
     said: &Mutex<String>,
     bus: &Path,
     out: &Path,

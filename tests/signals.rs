@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Spawn;
 use common::lock_is_free;
 use common::procs::{Rng, on_bus, signal};
 use common::records::{check_frame, write_frames};
@@ -43,7 +44,7 @@ fn lossless_producer_interrupted_before_eof_writes_no_end_marker() {
         let mut writer = on_bus(ours(), &bus, &args, "producer", &[])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .spawn()
+            .spawn_proc()
             .unwrap();
         let mut input = writer.stdin.take().unwrap();
         input.write_all(b"one\n").unwrap();

@@ -6,13 +6,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{ChildStdout, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::procs::{on_bus, open_fds, proc_status_kb, signal};
+use common::{Proc, Spawn};
 use common::{Scratch, assert_success, ours, wait_exit};
 use nix::sys::signal::Signal;
 
@@ -83,10 +84,10 @@ fn soak(mode: &str, args: &[&str], duration: Duration) {
     let block = BLOCK.to_string();
     let global = [args, &["--block-size", &block]].concat();
     let mut cmd = on_bus(ours(), &bus, &global, "producer", &[]);
-    let mut writer: Child = cmd
+    let mut writer: Proc = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let mut input = writer.stdin.take().unwrap();
 
@@ -98,7 +99,7 @@ fn soak(mode: &str, args: &[&str], duration: Duration) {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .spawn()
+            .spawn_proc()
             .unwrap();
         drains.push(drain(child.stdout.take().unwrap(), delivered.clone()));
         readers.push(child);

@@ -9,12 +9,13 @@ mod common;
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::outputs;
 use common::procs::{end_stream, on_bus, signal};
 use common::records::{self, RECORD_LEN, missing, parse_records, record, tally, write_records};
+use common::{Proc, Spawn};
 use common::{Scratch, assert_success, consumer, ours, producer, wait_exit, wait_until};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::Signal;
@@ -32,12 +33,12 @@ fn full_pipe() -> (OwnedFd, OwnedFd) {
     (read, write)
 }
 
-fn stalled_consumer(bus: &std::path::Path, args: &[&str], out: OwnedFd) -> Child {
+fn stalled_consumer(bus: &std::path::Path, args: &[&str], out: OwnedFd) -> Proc {
     let mut cmd = on_bus(ours(), bus, args, "consumer", &[]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::null());
-    cmd.spawn().unwrap()
+    cmd.spawn_proc().unwrap()
 }
 
 /// Publishes the records, with or without a stalled lossy consumer on the
@@ -130,7 +131,7 @@ fn with_stalled_output(
     size: usize,
     count: usize,
     ready: impl FnMut() -> bool,
-) -> (Vec<Vec<u8>>, Vec<u8>, Child) {
+) -> (Vec<Vec<u8>>, Vec<u8>, Proc) {
     let scratch = Scratch::in_memory();
     let bus = scratch.bus();
     let input = scratch.path("in");

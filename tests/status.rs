@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::Spawn;
 use common::procs::on_bus;
 use common::{Scratch, ours, wait_until};
 use filebus::{BusPaths, Status};
@@ -71,7 +72,7 @@ fn a_live_bus_shows_its_chunk_lock_holder_history_and_lag() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let mut input = producer.stdin.take().unwrap();
     for i in 0..8 {
@@ -89,7 +90,7 @@ fn a_live_bus_shows_its_chunk_lock_holder_history_and_lag() {
     let mut holder = Command::new("flock")
         .args([&lock_path, "-c", "read line"])
         .stdin(Stdio::piped())
-        .spawn()
+        .spawn_group()
         .expect("flock(1) from util-linux");
     wait_in_proc_locks(holder.id(), "the lock taken by flock(1)");
 
@@ -357,7 +358,7 @@ fn checked_status(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .spawn()
+        .spawn_proc()
         .expect("python3, which the tests need");
     python.stdin.take().unwrap().write_all(&raw).unwrap();
     let out = python.wait_with_output().unwrap();
@@ -411,7 +412,7 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let mut input = producer.stdin.take().unwrap();
     input.write_all(b"first\n").unwrap();
@@ -422,13 +423,13 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
         .arg(&lock)
         .args(["-c", "read line"])
         .stdin(Stdio::piped())
-        .spawn()
+        .spawn_group()
         .expect("flock(1) from util-linux");
     wait_in_proc_locks(holder.id(), "the lock taken by flock(1)");
     let mut waiter = Command::new("flock")
         .arg(&lock)
         .arg("true")
-        .spawn()
+        .spawn_proc()
         .unwrap();
     // Named there only once blocked, as the lock is held.
     wait_in_proc_locks(waiter.id(), "a second flock(1) waiting");
@@ -468,7 +469,7 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
     .stdin(Stdio::piped())
     .stdout(Stdio::null())
     .stderr(Stdio::inherit())
-    .spawn()
+    .spawn_proc()
     .unwrap();
     let mut input = producer.stdin.take().unwrap();
     let paths = BusPaths::new(&history);
@@ -487,7 +488,7 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::inherit())
-    .spawn()
+    .spawn_proc()
     .unwrap();
     let records = paths.history().join("subscribers");
     wait_until("the subscriber's record at 8", || {

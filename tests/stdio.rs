@@ -12,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::Spawn;
 use common::procs::{on_bus, stderr_of};
 use common::{
     Scratch, assert_success, consumer, ours, producer, wait_exit, wait_until, write_records,
@@ -73,7 +74,7 @@ fn lossless_consumer_with_stdout_closed_leaves_the_chunk() {
     let mut cmd = our_consumer(&bus, &["--back-pressure"]);
     closing(&mut cmd, &[1]);
     let err = assert_refused(
-        &mut cmd.spawn().unwrap(),
+        &mut cmd.spawn_proc().unwrap(),
         "consumer with stdout closed",
         "standard output",
     );
@@ -100,7 +101,7 @@ fn every_consumer_refuses_a_closed_stdout() {
             let mut cmd = our_consumer(&bus, args);
             closing(&mut cmd, &[1]);
             assert_refused(
-                &mut cmd.spawn().unwrap(),
+                &mut cmd.spawn_proc().unwrap(),
                 &format!("consumer {args:?} on {}", bus.display()),
                 "standard output",
             );
@@ -129,7 +130,7 @@ fn producer_with_stdin_closed_publishes_nothing() {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         closing(&mut cmd, &[0]);
         assert_refused(
-            &mut cmd.spawn().unwrap(),
+            &mut cmd.spawn_proc().unwrap(),
             &format!("producer {args:?} with stdin closed"),
             "standard input",
         );
@@ -155,7 +156,7 @@ fn unused_closed_descriptors_never_become_bus_files() {
     let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "producer", &[]);
     cmd.stdin(std::fs::File::open(&input).unwrap());
     closing(&mut cmd, &[1, 2]);
-    let mut writer = cmd.spawn().unwrap();
+    let mut writer = cmd.spawn_proc().unwrap();
     wait_until("the chunk", || {
         std::fs::read(&bus).is_ok_and(|data| data == sent)
     });
@@ -169,7 +170,7 @@ fn unused_closed_descriptors_never_become_bus_files() {
     let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "consumer", &[]);
     cmd.stdout(std::fs::File::create(&out).unwrap());
     closing(&mut cmd, &[0, 2]);
-    let mut reader = cmd.spawn().unwrap();
+    let mut reader = cmd.spawn_proc().unwrap();
     wait_until("the first chunk delivered", || {
         std::fs::read(&out).is_ok_and(|data| data == sent)
     });
@@ -179,14 +180,14 @@ fn unused_closed_descriptors_never_become_bus_files() {
     let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "producer", &[]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     closing(&mut cmd, &[2]);
-    let mut writer = cmd.spawn().unwrap();
+    let mut writer = cmd.spawn_proc().unwrap();
     assert!(wait_exit(&mut reader, "first consumer").success());
 
     let out2 = s.path("out2");
     let mut cmd = on_bus(ours(), &bus, &["--back-pressure"], "consumer", &[]);
     cmd.stdout(std::fs::File::create(&out2).unwrap());
     closing(&mut cmd, &[0, 2]);
-    let mut reader = cmd.spawn().unwrap();
+    let mut reader = cmd.spawn_proc().unwrap();
     let mut stdin = writer.stdin.take().unwrap();
     stdin.write_all(b"second\n").unwrap();
     wait_until("the second chunk delivered", || {
@@ -212,7 +213,7 @@ fn error_with_stderr_closed_is_not_written_into_a_bus_file() {
     let mut cmd = on_bus(ours(), &bus, &[], "producer", &[]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     closing(&mut cmd, &[2]);
-    let mut writer = cmd.spawn().unwrap();
+    let mut writer = cmd.spawn_proc().unwrap();
     writer.stdin.take().unwrap().write_all(b"chunk\n").unwrap();
     let status = wait_exit(&mut writer, "producer");
     assert_eq!(status.code(), Some(1), "{status}");

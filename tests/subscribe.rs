@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::Proc;
 use common::procs::collect_stderr;
 use common::*;
 use filebus::{Bus, BusOptions, Error, HistoryEvent, HistoryOptions, ProducerOptions};
@@ -25,12 +26,12 @@ use nix::unistd::Pid;
 
 /// A subscriber `name` on `bus` with extra consumer options, writing into
 /// `out` (appended to, so that a restarted subscriber continues the file).
-fn subscriber(bus: &Path, name: &str, extra: &[&str], out: &Path) -> Child {
+fn subscriber(bus: &Path, name: &str, extra: &[&str], out: &Path) -> Proc {
     let out = File::options().create(true).append(true).open(out).unwrap();
     subscriber_into(bus, name, extra, Stdio::from(out))
 }
 
-fn subscriber_into(bus: &Path, name: &str, extra: &[&str], stdout: Stdio) -> Child {
+fn subscriber_into(bus: &Path, name: &str, extra: &[&str], stdout: Stdio) -> Proc {
     ours()
         .arg("--filename")
         .arg(bus)
@@ -39,7 +40,7 @@ fn subscriber_into(bus: &Path, name: &str, extra: &[&str], stdout: Stdio) -> Chi
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_proc()
         .expect("spawn subscriber")
 }
 
@@ -177,7 +178,7 @@ fn eight_subscribers_one_slow_get_all_of_50_000_chunks_and_pace_the_producer() {
     write_records(&input, "T", CHUNKS);
     let want = records("T", 0..CHUNKS);
 
-    let mut fast: Vec<(Child, PathBuf)> = (0..FAST)
+    let mut fast: Vec<(Proc, PathBuf)> = (0..FAST)
         .map(|k| {
             let out = s.path(&format!("fast{k}"));
             (subscriber(&bus, &format!("fast{k}"), &[], &out), out)
@@ -213,7 +214,7 @@ fn eight_subscribers_one_slow_get_all_of_50_000_chunks_and_pace_the_producer() {
     let start = Instant::now();
     let mut producer = producer_cmd(&bus, RETAIN, &[])
         .stdin(File::open(&input).unwrap())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     // Paced by the slow reader, the run lasts CHUNKS / SLOW_CHUNKS_PER_SECOND
     // (about 150 s): the deadline is that and the usual one on top.
@@ -301,7 +302,7 @@ fn a_killed_subscriber_restarted_loses_nothing() {
     }
     let mut producer = producer_cmd(&bus, 16, &["--untether-after", "60"])
         .stdin(File::open(&input).unwrap())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let producer_log = collect_stderr(&mut producer);
     wait_until("the victim in mid-stream", || {
@@ -374,7 +375,7 @@ fn a_stopped_subscriber_is_untethered_and_gets_an_exact_loss_report() {
     let s = Scratch::in_memory();
     let bus = s.bus();
     let outs: Vec<PathBuf> = ["stopped", "a", "b"].map(|n| s.path(n)).into();
-    let mut subs: Vec<Child> = ["stopped", "a", "b"]
+    let mut subs: Vec<Proc> = ["stopped", "a", "b"]
         .iter()
         .zip(&outs)
         .map(|(name, out)| subscriber(&bus, name, &[], out))
@@ -386,7 +387,7 @@ fn a_stopped_subscriber_is_untethered_and_gets_an_exact_loss_report() {
     }
     let mut producer = producer_cmd(&bus, RETAIN, &["--untether-after", "1"])
         .stdin(Stdio::piped())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let producer_log = collect_stderr(&mut producer);
     let mut stdin = producer.stdin.take().unwrap();

@@ -24,7 +24,6 @@
 mod common;
 
 use std::fs::{self, File};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Instant;
@@ -74,10 +73,9 @@ fn run_group(mut cmd: Command, dir: &Path, what: &str) -> (ExitStatus, String) {
     let out = File::create(&log).unwrap();
     cmd.stdin(File::open("/dev/null").unwrap())
         .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .process_group(0);
+        .stderr(out);
     let mut child = cmd
-        .spawn()
+        .spawn_group()
         .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     let group = Pid::from_raw(child.id() as i32);
     let start = Instant::now();

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use filebus::BusPaths;
 
+pub use procs::{Proc, Spawn};
 pub use records::{RECORD_LEN, read_records, record, write_records};
 
 /// How long any single condition may take before a test fails.
@@ -194,13 +195,13 @@ pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
 /// Starts `cmd` as a producer on `bus` reading from `input`, with `extra`
 /// options before the subcommand (see [`procs::producer_with`] for options
 /// after it).
-pub fn producer(cmd: Command, bus: &Path, extra: &[&str], input: &Path) -> Child {
+pub fn producer(cmd: Command, bus: &Path, extra: &[&str], input: &Path) -> Proc {
     procs::producer_with(cmd, bus, extra, &[], input)
 }
 
 /// Starts `cmd` as a consumer on `bus` writing into `output`, with `extra`
 /// options before the subcommand (see [`procs::consumer_with`]).
-pub fn consumer(cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Child {
+pub fn consumer(cmd: Command, bus: &Path, extra: &[&str], output: &Path) -> Proc {
     procs::consumer_with(cmd, bus, extra, &[], File::create(output).unwrap())
 }
 
@@ -235,13 +236,13 @@ impl Side {
     }
 
     /// Starts this side as a consumer on `bus` writing into `out`.
-    pub fn consume(self, bus: &Path, out: &Path) -> Child {
+    pub fn consume(self, bus: &Path, out: &Path) -> Proc {
         let args: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         consumer(self.cmd, bus, &args, out)
     }
 
     /// Starts this side as a producer on `bus` reading `input`.
-    pub fn produce(self, bus: &Path, input: &Path) -> Child {
+    pub fn produce(self, bus: &Path, input: &Path) -> Proc {
         let args: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         producer(self.cmd, bus, &args, input)
     }

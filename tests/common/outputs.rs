@@ -16,7 +16,7 @@ use nix::libc;
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 
 use super::ours;
-use super::procs::{consumer_with, producer_with};
+use super::procs::{Proc, consumer_with, producer_with};
 
 /// Lossless options for every process on a test bus. The short interval
 /// only shortens the safety-net polling; waits react to events.
@@ -86,13 +86,13 @@ pub fn drain(mut reader: File) -> Vec<u8> {
 }
 
 /// A lossless consumer of ours on `bus` writing to `out`.
-pub fn consumer_into(bus: &Path, out: impl Into<Stdio>) -> Child {
+pub fn consumer_into(bus: &Path, out: impl Into<Stdio>) -> Proc {
     consumer_with(ours(), bus, &LOSSLESS, &[], out)
 }
 
 /// A lossless producer of ours on `bus` publishing `input` in chunks of
 /// `size` bytes (a regular file is read a full block at a time).
-pub fn producer_of(bus: &Path, size: usize, input: &Path) -> Child {
+pub fn producer_of(bus: &Path, size: usize, input: &Path) -> Proc {
     let size = size.to_string();
     let mut global = LOSSLESS.to_vec();
     global.extend(["--block-size", &size]);

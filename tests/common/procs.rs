@@ -36,9 +36,10 @@ pub fn start(
     stdin: impl Into<Stdio>,
     stdout: impl Into<Stdio>,
     what: &str,
-) -> Child {
+) -> Proc {
     cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
-    cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"))
+    cmd.spawn_proc()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"))
 }
 
 /// `cmd` as a producer on `bus` publishing the file `input`.
@@ -48,7 +49,7 @@ pub fn producer_with(
     global: &[&str],
     sub: &[&str],
     input: &Path,
-) -> Child {
+) -> Proc {
     let cmd = on_bus(cmd, bus, global, "producer", sub);
     start(cmd, File::open(input).unwrap(), Stdio::null(), "producer")
 }
@@ -60,33 +61,103 @@ pub fn consumer_with(
     global: &[&str],
     sub: &[&str],
     output: impl Into<Stdio>,
-) -> Child {
+) -> Proc {
     let cmd = on_bus(cmd, bus, global, "consumer", sub);
     start(cmd, Stdio::null(), output, "consumer")
 }
 
-/// A child process that is killed when the value goes, so that a failing
-/// test leaves no process behind (one would keep a mount busy, or a bus
-/// waiting).
-pub struct Proc(pub Child);
+/// A child process that is killed and reaped when the value goes, so that a
+/// failing test leaves no process behind: a consumer would wait forever on a
+/// bus whose directory is gone, a producer on its standard input, and a
+/// mount would stay busy. `Child` does neither on drop. Every child the
+/// tests start is one of these (see [`Spawn`]).
+pub struct Proc {
+    /// `None` only once [`Proc::wait_with_output`] took it, which reaps it.
+    child: Option<Child>,
+    /// The child leads a process group of its own, which goes with it.
+    group: bool,
+}
+
+/// How long a drop waits for a killed child to be reaped. SIGKILL ends a
+/// process at once unless it is stuck in the kernel (a dead mount); a drop
+/// then gives up rather than hang the test binary.
+const REAP_LIMIT: Duration = Duration::from_secs(10);
+
+impl Proc {
+    /// Takes charge of a child already started.
+    pub fn new(child: Child) -> Self {
+        Proc {
+            child: Some(child),
+            group: false,
+        }
+    }
+
+    /// `Child::wait_with_output`, for a child that is reaped by it.
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.child.take().unwrap().wait_with_output()
+    }
+}
 
 impl std::ops::Deref for Proc {
     type Target = Child;
     fn deref(&self) -> &Child {
-        &self.0
+        self.child.as_ref().unwrap()
     }
 }
 
 impl std::ops::DerefMut for Proc {
     fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
+        self.child.as_mut().unwrap()
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if self.group {
+            // What the leader started is in its group, also after the
+            // leader is gone; none of it left (ESRCH) is fine.
+            let _ = nix::sys::signal::killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        }
+        // Once a wait saw the child exit, `Child` keeps its status: `kill`
+        // then sends nothing (the pid may be another process's by now) and
+        // `try_wait` answers at once without waiting again. An error means
+        // it is gone already (reaped through its pid).
+        let _ = child.kill();
+        let start = Instant::now();
+        while let Ok(None) = child.try_wait() {
+            if start.elapsed() > REAP_LIMIT {
+                eprintln!("process {} did not end after SIGKILL", child.id());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Starting a child as a [`Proc`]: the tests' only way of starting one that
+/// runs alongside them (`output` and `status` wait for theirs).
+pub trait Spawn {
+    /// `Command::spawn`, the child owned by a [`Proc`].
+    fn spawn_proc(&mut self) -> std::io::Result<Proc>;
+
+    /// [`Spawn::spawn_proc`] with the child leading a process group of its
+    /// own, which is killed with it: for shells whose own children would
+    /// outlive them.
+    fn spawn_group(&mut self) -> std::io::Result<Proc>;
+}
+
+impl Spawn for Command {
+    fn spawn_proc(&mut self) -> std::io::Result<Proc> {
+        self.spawn().map(Proc::new)
+    }
+
+    fn spawn_group(&mut self) -> std::io::Result<Proc> {
+        let mut proc = self.process_group(0).spawn_proc()?;
+        proc.group = true;
+        Ok(proc)
     }
 }
 
@@ -197,8 +268,8 @@ impl Rng {
 /// first it takes). Producers each publish one, but a marker can go to a
 /// consumer that was killed, and the Python original skips its own when
 /// another chunk beat it to the file. Returns how many were needed.
-pub fn end_stream(bus: &Path, consumers: &mut [&mut Child]) -> usize {
-    fn running(consumers: &mut [&mut Child]) -> usize {
+pub fn end_stream(bus: &Path, consumers: &mut [&mut Proc]) -> usize {
+    fn running(consumers: &mut [&mut Proc]) -> usize {
         consumers
             .iter_mut()
             .filter_map(|c| c.try_wait().unwrap().is_none().then_some(()))
@@ -261,10 +332,10 @@ pub fn binary_copy(dir: &Path) -> PathBuf {
 /// Spawns a [`binary_copy`]. While one test writes its copy, a child
 /// forked by another test's thread holds the file open until it executes,
 /// and executing the copy then fails with "text file busy" for a moment.
-pub fn spawn_copy(cmd: &mut Command) -> Child {
+pub fn spawn_copy(cmd: &mut Command) -> Proc {
     let start = Instant::now();
     loop {
-        match cmd.spawn() {
+        match cmd.spawn_proc() {
             Err(e)
                 if e.kind() == std::io::ErrorKind::ExecutableFileBusy
                     && start.elapsed() < DEADLINE =>
