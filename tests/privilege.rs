@@ -373,7 +373,7 @@ fn retaining_producer_refused_the_rename_in_a_sticky_directory_leaves_no_entry()
     cmd.stdin(Stdio::null())
         .stdout(File::create(&out).unwrap())
         .stderr(Stdio::piped());
-    let mut reader = cmd.spawn().unwrap();
+    let mut reader = cmd.spawn_proc().unwrap();
     wait_until("the chunk in F", || {
         String::from_utf8(std::fs::read(&out).unwrap())
             .unwrap()
