@@ -369,14 +369,19 @@ impl Producer {
                 Err(e) => self.log.leave(&self.paths, &e),
             }
         }
-        // A newer chunk: one put off stays off `F`.
+        // A newer chunk: one put off stays off `F`. The settler's is
+        // replaced when this one is handed over, which keeps its deadline,
+        // and dropped when this one goes to `F` here.
         self.deferred = None;
-        if let Some(settler) = &self.settler {
-            settler.cancel();
-        }
+        let cancel = |settler: &Option<Settler>| {
+            if let Some(settler) = settler {
+                settler.cancel();
+            }
+        };
         let Some(mut spare) = spare else {
             let (Some(appended), Log::Open(writer, sentinel)) = (appended, &self.log) else {
                 // The log failed: the chunk goes through `F` alone.
+                cancel(&self.settler);
                 drop(held);
                 return self.publish_with(chunk.len(), |file| file.write_all(chunk));
             };
@@ -399,6 +404,7 @@ impl Producer {
             self.progress.chunk(chunk.len() as u64, || None);
             return Ok(());
         };
+        cancel(&self.settler);
         let mut settled = settle(
             &self.paths,
             self.log.side(),

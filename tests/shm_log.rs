@@ -606,6 +606,43 @@ fn a_library_producer_renames_f_soon_after_and_at_once_when_finished_or_dropped(
     check_log_use(&said, &bus);
 }
 
+/// A program that publishes without pause keeps `F` within
+/// `SETTLE_BOUND` of the stream, as a stream's producer does: the chunk
+/// that went into the log first without reaching `F` sets the deadline,
+/// and the chunks after it do not put it off again. Seen failing before
+/// the fix: each publish restarted the deadline, and `F` kept the first
+/// chunk for as long as the publishing went on.
+#[test]
+fn a_library_producer_publishing_without_pause_keeps_f_within_the_bound() {
+    let s = Scratch::in_memory();
+    let bus = s.bus();
+    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
+    let mut producer = b.producer().unwrap();
+    producer.publish(b"first").unwrap();
+    wait_until("the first chunk", || {
+        std::fs::read(&bus).is_ok_and(|f| f == b"first")
+    });
+    // Publishes until `F` has named 50 chunks of the stream, which the
+    // bound gives in about 50 ms; the deadline is for a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut sent, mut named) = (0u64, std::collections::HashSet::new());
+    while named.len() < 50 {
+        producer.publish(format!("{sent:08}").as_bytes()).unwrap();
+        sent += 1;
+        if let Ok(f) = std::fs::read(&bus)
+            && f != b"first"
+        {
+            named.insert(f);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "F named {} chunks of the {sent} published without pause in 10 s",
+            named.len()
+        );
+    }
+    producer.finish().unwrap();
+}
+
 /// A rename that the producer's thread cannot make (a directory took
 /// `F`'s place) is not lost: `finish` returns it, as `publish` does
 /// without a log.
