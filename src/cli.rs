@@ -553,11 +553,15 @@ fn foreign_options(name: &str, sub: &ArgMatches) {
 /// 64-bit systems.
 const MAX_BLOCK_SIZE: usize = isize::MAX as usize;
 
+/// The library's rule, in its words, with the value as given.
 fn parse_shm_log_size(s: &str) -> Result<usize, String> {
+    let sizes = ProducerOptions::SHM_LOG_SIZES;
     match s.parse::<usize>() {
-        Ok(n) if n == 0 || (65536..=1 << 40).contains(&n) => Ok(n),
+        Ok(n) if n == 0 || sizes.contains(&n) => Ok(n),
         _ => Err(format!(
-            "{s}: expected 0 (no log) or a size in bytes from 65536 to 1099511627776"
+            "{s}: expected 0 (no log) or a size in bytes from {} to {}",
+            sizes.start(),
+            sizes.end()
         )),
     }
 }

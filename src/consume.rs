@@ -102,7 +102,9 @@ const WHOLE_FIRST_LIMIT: u64 = 16 << 20;
 /// The reading side of a bus. Obtained from [`crate::Bus::consumer`].
 ///
 /// As an [`Iterator`] it yields chunks as byte vectors and ends at the
-/// lossless end-of-stream marker (a lossy bus never ends).
+/// lossless end-of-stream marker (a lossy bus never ends), or after the
+/// first error it yields, so that `filter_map(Result::ok)` cannot spin on
+/// one error for ever; [`Consumer::recv`] may be called again to retry.
 ///
 /// # Waiting
 ///
@@ -148,6 +150,8 @@ pub struct Consumer {
     /// [`crate::shm_log`]).
     log: LogFollower,
     ended: bool,
+    /// The iteration yielded an error: it has ended.
+    failed: bool,
     progress: Progress,
 }
 
@@ -165,6 +169,7 @@ impl Consumer {
             whole_first: sys::portable(),
             may_remove: None,
             ended: false,
+            failed: false,
             progress: Progress::new("delivered"),
         }
     }
@@ -543,7 +548,12 @@ impl Iterator for Consumer {
     type Item = Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.recv().transpose()
+        if self.failed {
+            return None;
+        }
+        let next = self.recv().transpose();
+        self.failed = matches!(next, Some(Err(_)));
+        next
     }
 }
 

@@ -81,6 +81,16 @@ pub enum Error {
     /// Options that cannot work together were combined.
     #[error("{0}")]
     Incompatible(&'static str),
+    /// An option was given a value outside what it takes.
+    #[error("{option} {value}: expected {expected}")]
+    OutOfRange {
+        /// The option, as the library names it.
+        option: &'static str,
+        /// The value given.
+        value: u64,
+        /// What it takes, in words.
+        expected: String,
+    },
     /// A strict history consumer fell behind the retained history.
     #[error("{loss} on {}; stopping (strict)", path.display())]
     FellBehind {

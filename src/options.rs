@@ -9,6 +9,7 @@
 //! is `#[non_exhaustive]`, so that new settings are not breaking changes.
 
 use std::num::NonZeroU64;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,7 +47,9 @@ pub struct BusOptions {
     /// Lossy multicast or lossless back pressure. Default: lossy.
     pub mode: Mode,
     /// Polling period: the longest any wait lasts before re-checking, even
-    /// when filesystem events are being monitored. Default: 0.1 s.
+    /// when filesystem events are being monitored. Default: 0.1 s. Zero,
+    /// which the command line refuses, re-checks without pause: every wait
+    /// takes a whole core.
     pub sleep_interval: Duration,
     /// Whether to wake on filesystem events (inotify) in addition to
     /// polling. Default: yes.
@@ -191,7 +194,8 @@ pub struct ProducerOptions {
     /// 15 ms of a stream at 1 GB/s, longer than a consumer waits for the
     /// processor on a busy machine (with 4 MiB, 4 processes on 2 cores
     /// lapped a consumer that kept up on average). Never on a filesystem
-    /// shared across hosts.
+    /// shared across hosts. Otherwise from 64 KiB to 1 TiB: making a
+    /// producer with another size fails with [`Error::OutOfRange`].
     pub shm_log_size: usize,
 }
 
@@ -211,6 +215,12 @@ impl Default for ProducerOptions {
 }
 
 impl ProducerOptions {
+    /// The sizes [`ProducerOptions::shm_log_size`] takes besides 0: a ring
+    /// of 64 KiB (a quarter of it, the largest chunk it carries, should be
+    /// worth a record) to 1 TiB (its mapping must leave room in the address
+    /// space).
+    pub const SHM_LOG_SIZES: RangeInclusive<usize> = (64 << 10)..=(1 << 40);
+
     /// Sets [`ProducerOptions::retain`].
     pub fn with_retain(mut self, retain: Option<NonZeroU64>) -> Self {
         self.retain = retain;
@@ -253,9 +263,22 @@ impl ProducerOptions {
         self
     }
 
-    /// Refuses what cannot work on a bus with `bus` options: retained
-    /// history with back pressure.
+    /// Refuses what cannot work on a bus with `bus` options (retained
+    /// history with back pressure) and a [`ProducerOptions::shm_log_size`]
+    /// out of its range.
     pub fn check(&self, bus: &BusOptions) -> Result<()> {
+        let sizes = ProducerOptions::SHM_LOG_SIZES;
+        if self.shm_log_size != 0 && !sizes.contains(&self.shm_log_size) {
+            return Err(Error::OutOfRange {
+                option: "shm_log_size",
+                value: self.shm_log_size as u64,
+                expected: format!(
+                    "0 (no log) or a size in bytes from {} to {}",
+                    sizes.start(),
+                    sizes.end()
+                ),
+            });
+        }
         match self.retain {
             Some(_) => refuse_history_with_back_pressure(bus),
             None => Ok(()),

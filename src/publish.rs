@@ -766,8 +766,10 @@ impl Producer {
     /// retained history publishes it too; in plain lossy mode there is no
     /// marker, and this puts the last chunk into `F` at once where its
     /// rename was put off (see [`Producer::publish`]), returning what
-    /// failed there. Dropping a producer does the same, but says nothing
-    /// of a failure (but with `-v`).
+    /// failed there. Dropping a producer does that last part only, and
+    /// says nothing of a failure (but with `-v`): it publishes no end
+    /// marker, so that a producer dropped by a panic or an early return
+    /// does not look like a stream that ended; call this to end one.
     pub fn finish(mut self) -> Result<()> {
         if self.options.mode == Mode::Lossy && self.retention.is_none() {
             return self.settler.take().map_or(Ok(()), Settler::finish);

@@ -245,3 +245,55 @@ fn the_types_are_send_and_the_shared_ones_sync() {
     sync::<Bus>();
     sync::<Stop>();
 }
+
+/// The iterators end after the first error they yield (a stop, here), so
+/// that `filter_map(Result::ok)` or `flatten()` ends instead of spinning on
+/// the same error for ever; `recv` can still be called to try again.
+#[test]
+fn iteration_ends_after_the_first_error() {
+    let (_dir, bus) = bus(Mode::Lossy, true);
+    let mut consumer = bus.consumer().unwrap();
+    consumer.stopper().unwrap().stop();
+    let items: Vec<_> = consumer.by_ref().take(3).collect();
+    assert!(
+        matches!(items[..], [Err(Error::Stopped)]),
+        "consumer: {items:?}"
+    );
+    assert!(matches!(consumer.recv(), Err(Error::Stopped)));
+
+    let mut history = bus.history_consumer(HistoryOptions::default()).unwrap();
+    history.stopper().unwrap().stop();
+    let items: Vec<_> = history.by_ref().take(3).collect();
+    assert!(
+        matches!(items[..], [Err(Error::Stopped)]),
+        "history consumer: {items:?}"
+    );
+}
+
+/// A shared-memory log size is checked where the producer is made, with
+/// the command line's rule (0, or 64 KiB to 1 TiB): `usize::MAX` overflowed
+/// at the first publish, a size too large silently gave no log, and one
+/// too small was silently enlarged.
+#[test]
+fn a_shm_log_size_out_of_range_is_refused_when_the_producer_is_made() {
+    let (_dir, bus) = bus(Mode::Lossy, true);
+    for size in [1, 4095, 65535, (1 << 40) + 1, usize::MAX] {
+        let made = bus.producer_with(ProducerOptions::default().with_shm_log_size(size));
+        let Err(e) = made else {
+            panic!("a log of {size} bytes was taken");
+        };
+        assert!(
+            matches!(e, Error::OutOfRange { .. })
+                && e.to_string()
+                    == format!(
+                        "shm_log_size {size}: expected 0 (no log) or a size in bytes from 65536 \
+                     to 1099511627776"
+                    ),
+            "{e}"
+        );
+    }
+    for size in [0, 65536, 1 << 40] {
+        let options = ProducerOptions::default().with_shm_log_size(size);
+        assert!(bus.producer_with(options).is_ok(), "{size}");
+    }
+}

@@ -299,7 +299,8 @@ enum Step {
 /// from [`crate::Bus::history_consumer`].
 ///
 /// As an [`Iterator`] it yields [`HistoryEvent`]s and ends after
-/// [`HistoryEvent::End`].
+/// [`HistoryEvent::End`], or after the first error it yields;
+/// [`HistoryConsumer::recv`] may be called again to retry.
 ///
 /// ```
 /// use std::num::NonZeroU64;
@@ -351,6 +352,8 @@ pub struct HistoryConsumer {
     progress: Progress,
     /// The sequence number of the end chunk, once delivered.
     ended: Option<u64>,
+    /// The iteration yielded an error: it has ended.
+    failed: bool,
     /// Chunks found lost, not reported yet: the report waits until the
     /// chunk it resumes at is open, so that one pruned meanwhile extends it
     /// rather than make a second report for the same gap.
@@ -425,6 +428,7 @@ impl HistoryConsumer {
             report: Report::default(),
             progress: Progress::new("delivered"),
             ended: None,
+            failed: false,
             unreported_loss: None,
             after_loss: None,
             subscription,
@@ -949,7 +953,12 @@ impl Iterator for HistoryConsumer {
     type Item = Result<HistoryEvent<Vec<u8>>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.recv().transpose()
+        if self.failed {
+            return None;
+        }
+        let next = self.recv().transpose();
+        self.failed = matches!(next, Some(Err(_)));
+        next
     }
 }
 
