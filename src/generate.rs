@@ -159,7 +159,7 @@ fn main_page(cmd: &clap::Command) -> Vec<u8> {
         ),
         (
             "1",
-            "a runtime error, reported as one line naming the path and the cause",
+            "a runtime error, reported as one line naming the path and the cause; for status, also a position file or subscriber's record it could not read, flagged on its line after the rest of the bus is described",
         ),
         ("2", "a usage error, reported as one line and a hint"),
         ("130, 143", "interrupted by SIGINT or SIGTERM"),

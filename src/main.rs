@@ -50,7 +50,12 @@ fn main() -> ExitCode {
         Command::Status {
             json,
             position_file,
-        } => status(&bus, *json, position_file),
+        } => match status(&bus, *json, position_file) {
+            Ok(true) => Ok(()),
+            // Its errors are said already, each on its line.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Unsubscribe { name } => bus.unsubscribe(name),
     };
     match result {
@@ -120,7 +125,11 @@ fn consume_history(bus: &Bus, options: HistoryOptions) -> filebus::Result<()> {
     }
 }
 
-fn status(bus: &Bus, json: bool, position_files: &[std::path::PathBuf]) -> filebus::Result<()> {
+/// Prints the status; `false` when a position file or a subscriber's
+/// record could not be read: the rest of the bus is printed all the same,
+/// the reason on that entry's line, and again on standard error, as any
+/// error is.
+fn status(bus: &Bus, json: bool, position_files: &[std::path::PathBuf]) -> filebus::Result<bool> {
     use std::io::Write;
     let status = bus.status(position_files)?;
     let mut out = io::stdout().lock();
@@ -131,7 +140,14 @@ fn status(bus: &Bus, json: bool, position_files: &[std::path::PathBuf]) -> fileb
     } else {
         write!(out, "{status}")
     };
-    written.map_err(filebus::Error::Output)
+    written.map_err(filebus::Error::Output)?;
+    drop(out);
+    let mut complete = true;
+    for error in status.errors() {
+        logger::stderr_line(format_args!("filebus: {error}"));
+        complete = false;
+    }
+    Ok(complete)
 }
 
 /// Prints `--help` or `--version` (clap's `text`), and says so when it

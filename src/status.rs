@@ -79,10 +79,14 @@ pub struct PositionState {
     #[serde(flatten, serialize_with = "path_fields")]
     pub path: PathBuf,
     /// The last sequence number it delivered, or `None` if the file does not
-    /// exist yet.
+    /// exist yet or could not be read (see `error`).
     pub delivered: Option<u64>,
     /// Chunks retained after that one: how far behind it is.
     pub lag: Option<u64>,
+    /// Why the file could not be read (it holds no sequence number, it is a
+    /// directory, ...): the one-line message of the error; `None` when it
+    /// was read or does not exist.
+    pub error: Option<String>,
 }
 
 /// A durable subscription (see [`crate::HistoryOptions::subscribe`]).
@@ -93,7 +97,7 @@ pub struct SubscriberState {
     pub name: String,
     /// The last sequence number it delivered (for one that delivered
     /// nothing yet, the one before its start); `None` if its record is
-    /// missing.
+    /// missing or could not be read (see `error`).
     pub delivered: Option<u64>,
     /// Chunks retained after that one: how far behind it is.
     pub lag: Option<u64>,
@@ -103,6 +107,8 @@ pub struct SubscriberState {
     /// Its next chunk is no longer retained: it lost chunks, and producers
     /// do not wait for it until it has caught up.
     pub untethered: bool,
+    /// Why its record could not be read, as for [`PositionState::error`].
+    pub error: Option<String>,
 }
 
 /// A snapshot of a bus, from [`crate::Bus::status`]. It serializes as the
@@ -123,7 +129,9 @@ pub struct Status {
     /// A leftover `F.__new__`: a producer died while publishing (or is
     /// publishing at this instant).
     pub staging: Option<FileState>,
-    /// The oldest and newest retained sequence numbers in `F.history/`.
+    /// The oldest and newest retained sequence numbers in `F.history/`:
+    /// of the entries that are regular files, the only ones that are
+    /// chunks.
     #[serde(serialize_with = "range")]
     pub history: Option<(u64, u64)>,
     /// The position files asked about.
@@ -168,7 +176,17 @@ impl Status {
     /// The version of the schema of the serialized document (its
     /// `"version"` field). It grows when a field changes meaning or goes;
     /// new fields may appear within a version.
-    pub const SCHEMA_VERSION: u32 = 1;
+    pub const SCHEMA_VERSION: u32 = 2;
+
+    /// Why each position file or subscriber's record that could not be
+    /// read was not, in the order printed. The rest of the bus is described
+    /// all the same; `filebus status` exits 1 when there is any.
+    pub fn errors(&self) -> impl Iterator<Item = &str> {
+        self.positions
+            .iter()
+            .filter_map(|p| p.error.as_deref())
+            .chain(self.subscribers.iter().filter_map(|s| s.error.as_deref()))
+    }
 
     pub(crate) fn collect(paths: &BusPaths, position_files: &[PathBuf]) -> Result<Status> {
         let lock = match std::fs::symlink_metadata(paths.lock()) {
@@ -189,32 +207,30 @@ impl Status {
         let positions = position_files
             .iter()
             .map(|path| {
-                let delivered = position_of(path)?;
-                let lag = match (delivered, history) {
-                    (Some(at), Some((_, newest))) => Some(newest.saturating_sub(at)),
-                    _ => None,
-                };
-                Ok(PositionState {
+                let (delivered, error) = split(position_of(path));
+                PositionState {
                     path: path.clone(),
                     delivered,
-                    lag,
-                })
+                    lag: lag(delivered, history),
+                    error,
+                }
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let subscribers = subscriptions(paths)?
             .into_iter()
-            .map(|recorded| SubscriberState {
-                lag: match (recorded.delivered, history) {
-                    (Some(at), Some((_, newest))) => Some(newest.saturating_sub(at)),
-                    _ => None,
-                },
-                untethered: match (recorded.delivered, history) {
-                    (Some(at), Some((oldest, _))) => at.saturating_add(1) < oldest,
-                    _ => false,
-                },
-                name: recorded.name,
-                delivered: recorded.delivered,
-                pid: recorded.pid,
+            .map(|recorded| {
+                let (delivered, error) = split(recorded.delivered);
+                SubscriberState {
+                    lag: lag(delivered, history),
+                    untethered: match (delivered, history) {
+                        (Some(at), Some((oldest, _))) => at.saturating_add(1) < oldest,
+                        _ => false,
+                    },
+                    name: recorded.name,
+                    delivered,
+                    pid: recorded.pid,
+                    error,
+                }
             })
             .collect();
         Ok(Status {
@@ -228,6 +244,22 @@ impl Status {
             subscribers,
         })
     }
+}
+
+/// A recorded position, or the message of the error that kept it from
+/// being read: one bad file is flagged on its own line rather than hiding
+/// the whole bus.
+fn split(read: Result<Option<u64>>) -> (Option<u64>, Option<String>) {
+    match read {
+        Ok(delivered) => (delivered, None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+/// How far behind the newest retained chunk a consumer that delivered `at`
+/// is.
+fn lag(at: Option<u64>, history: Option<(u64, u64)>) -> Option<u64> {
+    Some(history?.1.saturating_sub(at?))
 }
 
 /// The `"version"` field, the same in every document.
@@ -406,6 +438,10 @@ impl fmt::Display for Status {
             None => writeln!(f, "history  none")?,
         }
         for p in &self.positions {
+            if let Some(error) = &p.error {
+                writeln!(f, "position {}: not read: {error}", p.path.display())?;
+                continue;
+            }
             match (p.delivered, p.lag) {
                 (None, _) => writeln!(f, "position {}: not written yet", p.path.display())?,
                 (Some(at), Some(lag)) => writeln!(
@@ -423,14 +459,15 @@ impl fmt::Display for Status {
         }
         for sub in &self.subscribers {
             write!(f, "subscriber {}: ", sub.name)?;
-            match (sub.delivered, sub.lag) {
-                (None, _) => write!(f, "no record")?,
-                (Some(at), Some(lag)) => write!(
+            match (&sub.error, sub.delivered, sub.lag) {
+                (Some(error), ..) => write!(f, "not read: {error}")?,
+                (None, None, _) => write!(f, "no record")?,
+                (None, Some(at), Some(lag)) => write!(
                     f,
                     "delivered {at}, {lag} chunk{} behind",
                     if lag == 1 { "" } else { "s" }
                 )?,
-                (Some(at), None) => write!(f, "delivered {at}")?,
+                (None, Some(at), None) => write!(f, "delivered {at}")?,
             }
             match sub.pid {
                 Some(pid) => write!(f, ", running (PID {pid})")?,
@@ -483,16 +520,17 @@ mod tests {
                 path: PathBuf::from(std::ffi::OsStr::from_bytes(bytes)),
                 delivered: None,
                 lag: None,
+                error: None,
             };
             serde_json::to_string(&position).unwrap()
         };
         assert_eq!(
             json(b"a\n\"\xc3\xa9"),
-            r#"{"path":"a\n\"é","path_hex":null,"delivered":null,"lag":null}"#
+            r#"{"path":"a\n\"é","path_hex":null,"delivered":null,"lag":null,"error":null}"#
         );
         assert_eq!(
             json(b"a\xff"),
-            r#"{"path":"a�","path_hex":"61ff","delivered":null,"lag":null}"#
+            r#"{"path":"a�","path_hex":"61ff","delivered":null,"lag":null,"error":null}"#
         );
     }
 }

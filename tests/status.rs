@@ -508,8 +508,10 @@ fn the_json_document_is_the_documented_schema_field_for_field() {
     assert!(doc["positions"][1]["delivered"].is_null(), "{doc}");
     assert!(doc["positions"][1]["lag"].is_null(), "{doc}");
     let subscribers = serde_json::json!([
-        {"name": "gone", "delivered": 2, "lag": 6, "pid": null, "untethered": true},
-        {"name": "live", "delivered": 8, "lag": 0, "pid": live.id(), "untethered": false},
+        {"name": "gone", "delivered": 2, "lag": 6, "pid": null, "untethered": true,
+         "error": null},
+        {"name": "live", "delivered": 8, "lag": 0, "pid": live.id(), "untethered": false,
+         "error": null},
     ]);
     assert_eq!(doc["subscribers"], subscribers, "{doc}");
     drop(input);
@@ -640,4 +642,181 @@ fn a_data_file_that_is_not_a_regular_file_is_named_for_what_it_is() {
     let doc: serde_json::Value = serde_json::from_str(&status(&regular, &["--json"])).unwrap();
     assert_eq!(doc["data"]["kind"], "regular file", "{doc}");
     assert!(status(&regular, &[]).contains("\ndata     5 bytes, written "));
+}
+
+/// `status` on `bus` with `extra`, its output kept in files of `s` and
+/// waited for with a deadline (a FIFO opened blocking would hang it): exit
+/// code, standard output, standard error.
+fn status_exit(s: &Scratch, bus: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let (out, err) = (s.path("status.out"), s.path("status.err"));
+    let mut child = on_bus(ours(), bus, &[], "status", extra)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let code = common::wait_exit(&mut child, "status").code();
+    let read = |p: &Path| String::from_utf8(std::fs::read(p).unwrap()).unwrap();
+    (code, read(&out), read(&err))
+}
+
+/// A bus whose producer kept chunks 2-4 (three lines and the end marker,
+/// `--retain 3`).
+fn bus_with_history(s: &Scratch) -> std::path::PathBuf {
+    let bus = s.bus();
+    let input = s.path("input");
+    std::fs::write(&input, "1\n2\n3\n").unwrap();
+    let mut producer = on_bus(
+        ours(),
+        &bus,
+        &["--lines", "--block-size", "2"],
+        "producer",
+        &["--retain", "3"],
+    )
+    .stdin(std::fs::File::open(&input).unwrap())
+    .spawn()
+    .unwrap();
+    common::assert_success(&mut producer, "history producer");
+    bus
+}
+
+/// One subscriber's record or one position file that holds no number (or
+/// is no file to read one from) is flagged on its own line, with the
+/// reason; everything else is still described, and the exit status, 1,
+/// says that something could not be read, each reason one line on
+/// standard error. A FIFO is not opened blocking.
+#[test]
+fn an_unreadable_entry_is_flagged_on_its_line_and_the_rest_still_described() {
+    let s = Scratch::new();
+    let bus = bus_with_history(&s);
+    let records = BusPaths::new(&bus).history().join("subscribers");
+    std::fs::create_dir(&records).unwrap();
+    std::fs::write(records.join("real"), "4\n").unwrap();
+    std::fs::write(records.join("empty"), "").unwrap();
+    std::fs::write(records.join("bad"), "garbage\n").unwrap();
+    let good = s.path("good.pos");
+    std::fs::write(&good, "3\n").unwrap();
+    let empty = s.path("empty.pos");
+    std::fs::write(&empty, "").unwrap();
+    let garbage = s.path("garbage.pos");
+    std::fs::write(&garbage, "garbage\n").unwrap();
+    let fifo = s.path("fifo.pos");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let directory = s.path("directory.pos");
+    std::fs::create_dir(&directory).unwrap();
+    let mut args = Vec::new();
+    for p in [&good, &empty, &garbage, &fifo, &directory] {
+        args.push("--position-file");
+        args.push(p.to_str().unwrap());
+    }
+    let no_number = |p: &Path| format!("{} does not hold a chunk sequence number", p.display());
+    let bad_positions = [
+        (&empty, no_number(&empty)),
+        (&garbage, no_number(&garbage)),
+        (&fifo, no_number(&fifo)),
+        (
+            &directory,
+            format!(
+                "cannot read {}: Is a directory (os error 21)",
+                directory.display()
+            ),
+        ),
+    ];
+    let bad_records = [
+        ("bad", no_number(&records.join("bad"))),
+        ("empty", no_number(&records.join("empty"))),
+    ];
+
+    let (code, text, err) = status_exit(&s, &bus, &args);
+    assert_eq!(code, Some(1), "{text}{err}");
+    for line in [
+        "history  chunks 2-4 retained (3)".to_string(),
+        format!("position {}: delivered 3, 1 chunk behind", good.display()),
+        "subscriber real: delivered 4, 0 chunks behind, not running".to_string(),
+    ] {
+        assert!(text.contains(&format!("{line}\n")), "{line}: {text}");
+    }
+    for (path, reason) in &bad_positions {
+        let line = format!("position {}: not read: {reason}\n", path.display());
+        assert!(text.contains(&line), "{line}: {text}");
+    }
+    for (name, reason) in &bad_records {
+        let line = format!("subscriber {name}: not read: {reason}, not running\n");
+        assert!(text.contains(&line), "{line}: {text}");
+    }
+    let mut expected: Vec<String> = bad_positions
+        .iter()
+        .map(|(_, reason)| format!("filebus: {reason}"))
+        .chain(bad_records.iter().map(|(_, r)| format!("filebus: {r}")))
+        .collect();
+    expected.sort();
+    let mut lines: Vec<String> = err.lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, expected, "{err}");
+
+    let (code, json, json_err) = status_exit(&s, &bus, &[&["--json"], &args[..]].concat());
+    assert_eq!(code, Some(1), "{json}{json_err}");
+    assert_eq!(json_err, err);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        doc["history"],
+        serde_json::json!({"oldest": 2, "newest": 4})
+    );
+    assert_eq!(doc["positions"][0]["delivered"], 3, "{doc}");
+    assert!(doc["positions"][0]["error"].is_null(), "{doc}");
+    for (k, (_, reason)) in bad_positions.iter().enumerate() {
+        let position = &doc["positions"][k + 1];
+        assert_eq!(position["error"], reason.as_str(), "{doc}");
+        assert!(
+            position["delivered"].is_null() && position["lag"].is_null(),
+            "{doc}"
+        );
+    }
+    let error_of = |name: &str| {
+        doc["subscribers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|sub| sub["name"] == name)
+            .unwrap_or_else(|| panic!("no subscriber {name}: {doc}"))
+            .clone()
+    };
+    assert_eq!(
+        error_of("real"),
+        serde_json::json!({"name": "real", "delivered": 4, "lag": 0, "pid": null,
+                           "untethered": false, "error": null})
+    );
+    for (name, reason) in &bad_records {
+        let sub = error_of(name);
+        assert_eq!(sub["error"], reason.as_str(), "{doc}");
+        assert!(sub["delivered"].is_null() && sub["lag"].is_null(), "{doc}");
+    }
+}
+
+/// Only regular files named as entries are retained chunks: a directory
+/// made under an entry's name far ahead does not stretch the range.
+#[test]
+fn an_entry_that_is_not_a_regular_file_is_no_retained_chunk() {
+    let s = Scratch::new();
+    let bus = bus_with_history(&s);
+    let history = BusPaths::new(&bus).history().to_path_buf();
+    std::fs::create_dir(history.join(format!("{:020}", 99))).unwrap();
+    nix::unistd::mkfifo(
+        &history.join(format!("{:020}", 1)),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let (code, text, err) = status_exit(&s, &bus, &[]);
+    assert_eq!((code, err.as_str()), (Some(0), ""), "{text}");
+    assert!(
+        text.contains("\nhistory  chunks 2-4 retained (3)\n"),
+        "{text}"
+    );
+    let (code, json, err) = status_exit(&s, &bus, &["--json"]);
+    assert_eq!((code, err.as_str()), (Some(0), ""), "{json}");
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        doc["history"],
+        serde_json::json!({"oldest": 2, "newest": 4})
+    );
 }

@@ -13,14 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::Dir;
+use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
-use crate::error::{Error, Result, is_gone};
+use crate::error::{Error, REGULAR_FILE, Result, is_gone, kind_of};
 use crate::files;
 use crate::options::Start;
 use crate::sys;
@@ -186,26 +186,58 @@ impl HistoryDir {
         }
     }
 
-    /// Lists the directory: the oldest and newest entries, and the oldest
-    /// one after `after`.
-    pub(super) fn scan(&self, after: u64) -> Result<Scan> {
+    /// Calls `each` with the sequence number of every name of the listing
+    /// that is an entry's, and its type when the listing tells.
+    fn list(&self, mut each: impl FnMut(u64, Option<Type>) -> Result<()>) -> Result<()> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let mut dir = Dir::openat(&self.fd, ".", flags, Mode::empty())
             .map_err(errno_io("list", &self.path))?;
-        let mut scan = Scan::default();
         for entry in dir.iter() {
             let entry = entry.map_err(errno_io("list", &self.path))?;
-            let Some(seq) = parse_entry_name(OsStr::from_bytes(entry.file_name().to_bytes()))
-            else {
-                continue;
-            };
-            let (lo, hi) = scan.range.unwrap_or((seq, seq));
-            scan.range = Some((lo.min(seq), hi.max(seq)));
-            if seq > after {
-                scan.first_after = Some(scan.first_after.unwrap_or(seq).min(seq));
+            if let Some(seq) = parse_entry_name(OsStr::from_bytes(entry.file_name().to_bytes())) {
+                each(seq, entry.file_type())?;
             }
         }
+        Ok(())
+    }
+
+    /// Lists the directory: the oldest and newest entries, and the oldest
+    /// one after `after`.
+    pub(super) fn scan(&self, after: u64) -> Result<Scan> {
+        let mut scan = Scan::default();
+        self.list(|seq, _| {
+            scan.add(seq, after);
+            Ok(())
+        })?;
         Ok(scan)
+    }
+
+    /// The oldest and newest entries that are chunks: regular files. What
+    /// else is named as an entry (a directory, a FIFO, a symbolic link)
+    /// was put there by hand and holds no chunk, so it does not stretch the
+    /// range a person is shown.
+    pub(super) fn chunk_range(&self) -> Result<Option<(u64, u64)>> {
+        let mut scan = Scan::default();
+        self.list(|seq, kind| {
+            let regular = match kind {
+                Some(kind) => kind == Type::File,
+                // The file system does not tell in the listing.
+                None => match fstatat(
+                    &self.fd,
+                    entry_name(seq).as_str(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(st) => kind_of(st.st_mode) == REGULAR_FILE,
+                    Err(e) if is_gone(Some(e as i32)) => false,
+                    Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
+                },
+            };
+            if regular {
+                scan.add(seq, u64::MAX);
+            }
+            Ok(())
+        })?;
+        Ok(scan.range)
     }
 
     /// The newest entry, given that `present` exists: doubles the step until
@@ -242,6 +274,16 @@ pub(super) struct Scan {
     pub(super) range: Option<(u64, u64)>,
     /// The oldest entry after the number asked about.
     pub(super) first_after: Option<u64>,
+}
+
+impl Scan {
+    fn add(&mut self, seq: u64, after: u64) {
+        let (lo, hi) = self.range.unwrap_or((seq, seq));
+        self.range = Some((lo.min(seq), hi.max(seq)));
+        if seq > after {
+            self.first_after = Some(self.first_after.unwrap_or(seq).min(seq));
+        }
+    }
 }
 
 #[cfg(test)]

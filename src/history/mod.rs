@@ -64,12 +64,12 @@ pub(crate) use subscriber::{subscriptions, unsubscribe};
 use dir::HistoryDir;
 use position::PositionFile;
 
-/// The oldest and newest retained sequence numbers of the bus, or `None`
-/// without history; for [`crate::Status`], which must not lock or change
-/// anything.
+/// The oldest and newest retained chunks of the bus (entries that are
+/// regular files), or `None` without history; for [`crate::Status`], which
+/// must not lock or change anything.
 pub(crate) fn retained_range(paths: &BusPaths) -> Result<Option<(u64, u64)>> {
     match HistoryDir::open(paths.history())? {
-        Some(dir) => Ok(dir.scan(u64::MAX)?.range),
+        Some(dir) => dir.chunk_range(),
         None => Ok(None),
     }
 }

@@ -403,8 +403,9 @@ pub(crate) fn unsubscribe(paths: &BusPaths, name: &str) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct Recorded {
     pub(crate) name: String,
-    /// The last chunk it delivered.
-    pub(crate) delivered: Option<u64>,
+    /// The last chunk it delivered, or why its record could not be read:
+    /// one bad record must not hide the others.
+    pub(crate) delivered: Result<Option<u64>>,
     /// The process running it, if one does and the system tells.
     pub(crate) pid: Option<u32>,
 }
@@ -419,20 +420,20 @@ pub(crate) fn subscriptions(paths: &BusPaths) -> Result<Vec<Recorded>> {
     };
     let mut names = subscribers.names()?;
     names.sort();
-    names
+    Ok(names
         .into_iter()
         .map(|name| {
-            let delivered = subscribers.record(&name).read()?;
+            let delivered = subscribers.record(&name).read();
             // Status changes nothing, so it does not try the lock: it asks
             // who holds it.
             let pid = subscribers.holder(&name);
-            Ok(Recorded {
+            Recorded {
                 name,
                 delivered,
                 pid,
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
