@@ -653,7 +653,7 @@ fn status_exit(s: &Scratch, bus: &Path, extra: &[&str]) -> (Option<i32>, String,
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
+        .spawn_proc()
         .unwrap();
     let code = common::wait_exit(&mut child, "status").code();
     let read = |p: &Path| String::from_utf8(std::fs::read(p).unwrap()).unwrap();
@@ -674,7 +674,7 @@ fn bus_with_history(s: &Scratch) -> std::path::PathBuf {
         &["--retain", "3"],
     )
     .stdin(std::fs::File::open(&input).unwrap())
-    .spawn()
+    .spawn_proc()
     .unwrap();
     common::assert_success(&mut producer, "history producer");
     bus
