@@ -20,7 +20,7 @@ use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
-use crate::error::{Error, REGULAR_FILE, Result, is_gone, kind_of};
+use crate::error::{Error, Result, is_gone};
 use crate::files;
 use crate::options::Start;
 use crate::sys;
@@ -227,7 +227,7 @@ impl HistoryDir {
                     entry_name(seq).as_str(),
                     AtFlags::AT_SYMLINK_NOFOLLOW,
                 ) {
-                    Ok(st) => kind_of(st.st_mode) == REGULAR_FILE,
+                    Ok(st) => st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG,
                     Err(e) if is_gone(Some(e as i32)) => false,
                     Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
                 },
