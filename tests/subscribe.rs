@@ -602,7 +602,8 @@ fn one_process_per_name_and_unsubscribe_refuses_a_running_one() {
     assert_eq!(
         json["subscribers"],
         serde_json::json!([
-            {"name": "solo", "delivered": 0, "lag": null, "pid": pid, "untethered": false}
+            {"name": "solo", "delivered": 0, "lag": null, "pid": pid, "untethered": false,
+             "error": null}
         ]),
         "{json}"
     );
