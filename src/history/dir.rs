@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::name::{entry_name, parse_entry_name};
@@ -104,18 +104,24 @@ impl HistoryDir {
     }
 
     pub(super) fn has(&self, seq: u64) -> Result<bool> {
-        Ok(self.id_of(seq)?.is_some())
+        Ok(self.stat(seq)?.is_some())
     }
 
     /// The device and inode numbers of entry `seq`, or `None` when it does
     /// not exist.
     pub(super) fn id_of(&self, seq: u64) -> Result<Option<(u64, u64)>> {
+        Ok(self.stat(seq)?.map(|st| sys::file_id(&st)))
+    }
+
+    /// What entry `seq` is (the name, never followed), or `None` when it
+    /// does not exist.
+    fn stat(&self, seq: u64) -> Result<Option<FileStat>> {
         match fstatat(
             &self.fd,
             entry_name(seq).as_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
-            Ok(st) => Ok(Some(sys::file_id(&st))),
+            Ok(st) => Ok(Some(st)),
             Err(e) if is_gone(Some(e as i32)) => Ok(None),
             Err(e) => Err(errno_io("stat", &self.entry_path(seq))(e)),
         }
@@ -222,15 +228,9 @@ impl HistoryDir {
             let regular = match kind {
                 Some(kind) => kind == Type::File,
                 // The file system does not tell in the listing.
-                None => match fstatat(
-                    &self.fd,
-                    entry_name(seq).as_str(),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                ) {
-                    Ok(st) => st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG,
-                    Err(e) if is_gone(Some(e as i32)) => false,
-                    Err(e) => return Err(errno_io("stat", &self.entry_path(seq))(e)),
-                },
+                None => self
+                    .stat(seq)?
+                    .is_some_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG),
             };
             if regular {
                 scan.add(seq, u64::MAX);
