@@ -553,16 +553,18 @@ fn foreign_options(name: &str, sub: &ArgMatches) {
 /// 64-bit systems.
 const MAX_BLOCK_SIZE: usize = isize::MAX as usize;
 
-/// The library's rule, in its words, with the value as given.
+/// The library's rule ([`ProducerOptions::check`]), in its words, with the
+/// value as given. What is no number is checked as `usize::MAX`, which no
+/// log can have, so that it is refused in the same words.
 fn parse_shm_log_size(s: &str) -> Result<usize, String> {
-    let sizes = ProducerOptions::SHM_LOG_SIZES;
-    match s.parse::<usize>() {
-        Ok(n) if n == 0 || sizes.contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s}: expected 0 (no log) or a size in bytes from {} to {}",
-            sizes.start(),
-            sizes.end()
-        )),
+    let bytes = s.parse::<usize>().unwrap_or(usize::MAX);
+    let options = ProducerOptions::default().with_shm_log_size(bytes);
+    match options.check(&BusOptions::default()) {
+        Ok(()) => Ok(bytes),
+        Err(filebus::Error::OutOfRange { expected, .. }) => {
+            Err(format!("{s}: expected {expected}"))
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
