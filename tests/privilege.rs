@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::Spawn;
@@ -21,17 +21,25 @@ use common::{Scratch, assert_success, consumer, ours, wait_exit, wait_until};
 use filebus::{Bus, BusOptions, Mode};
 use nix::sys::signal::Signal;
 
-fn mode(path: &std::path::Path, mode: u32) {
+fn mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, PermissionsExt::from_mode(mode)).unwrap();
+}
+
+/// A bus in a directory of its own with permissions `dir_mode`, inside the
+/// scratch directory, which others may enter: the directory and `F`.
+fn bus_in_dir(scratch: &Scratch, dir_mode: u32) -> (PathBuf, PathBuf) {
+    mode(scratch.dir.path(), 0o755);
+    let dir = scratch.path("bus.d");
+    std::fs::create_dir(&dir).unwrap();
+    mode(&dir, dir_mode);
+    let bus = dir.join("bus");
+    (dir, bus)
 }
 
 #[test]
 fn lossy_consumer_needs_only_read_permission() {
     let scratch = Scratch::in_memory();
-    mode(scratch.dir.path(), 0o755);
-    let dir = scratch.path("bus.d");
-    std::fs::create_dir(&dir).unwrap();
-    let bus = dir.join("bus");
+    let (dir, bus) = bus_in_dir(&scratch, 0o755);
 
     let mut writer = on_bus(ours(), &bus, &[], "producer", &[]);
     // SAFETY: umask is async-signal-safe. Chunks become readable by all
@@ -140,11 +148,7 @@ fn unremovable_chunk_is_not_delivered(
     allow: impl FnOnce(&Path, &Path),
 ) {
     let scratch = Scratch::in_memory();
-    mode(scratch.dir.path(), 0o755);
-    let dir = scratch.path("bus.d");
-    std::fs::create_dir(&dir).unwrap();
-    mode(&dir, 0o755);
-    let bus = dir.join("bus");
+    let (dir, bus) = bus_in_dir(&scratch, 0o755);
     let lossless = Bus::new(&bus, BusOptions::default().with_mode(Mode::Lossless));
     lossless.producer().unwrap().publish(b"precious\n").unwrap();
     deny(&dir, &bus);
@@ -212,11 +216,7 @@ fn lossless_consumer_that_loses_write_permission_delivers_nothing_more() {
         return;
     }
     let scratch = Scratch::in_memory();
-    mode(scratch.dir.path(), 0o755);
-    let dir = scratch.path("bus.d");
-    std::fs::create_dir(&dir).unwrap();
-    mode(&dir, 0o777);
-    let bus = dir.join("bus");
+    let (dir, bus) = bus_in_dir(&scratch, 0o777);
     let lossless = Bus::new(&bus, BusOptions::default().with_mode(Mode::Lossless));
     let mut producer = lossless.producer().unwrap();
     producer.publish(b"first\n").unwrap();
@@ -309,11 +309,7 @@ fn retaining_producer_refused_the_rename_in_a_sticky_directory_leaves_no_entry()
         return;
     }
     let scratch = Scratch::in_memory();
-    mode(scratch.dir.path(), 0o755);
-    let dir = scratch.path("bus.d");
-    std::fs::create_dir(&dir).unwrap();
-    mode(&dir, 0o1777);
-    let bus = dir.join("bus");
+    let (dir, bus) = bus_in_dir(&scratch, 0o1777);
     let history = dir.join("bus.history");
     let retain = filebus::ProducerOptions::default().with_retain(std::num::NonZeroU64::new(10));
     let mut retained = Bus::new(&bus, BusOptions::default())
