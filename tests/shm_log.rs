@@ -464,6 +464,18 @@ fn streaming_to_a_consumer(bus: &Path, out: &Path) -> (Proc, ChildStdin, Proc, A
     (producer, stdin, consumer, said)
 }
 
+/// A program's producer on `bus` (through the API, with the log unless it
+/// is off) that published `first`, which `F` holds.
+fn library_producer(bus: &Path, first: &[u8]) -> filebus::Producer {
+    let b = filebus::Bus::new(bus, filebus::BusOptions::default());
+    let mut producer = b.producer().unwrap();
+    producer.publish(first).unwrap();
+    wait_until("the first chunk", || {
+        std::fs::read(bus).is_ok_and(|f| f == first)
+    });
+    producer
+}
+
 /// Stops the consumer of [`streaming_to_a_consumer`] and checks that it got
 /// the first chunk and then every one of `chunks` through the log, or with
 /// the log off the last of them at least.
@@ -556,10 +568,7 @@ fn a_burst_of_whole_batches_rings_for_its_last_records_before_the_producer_waits
 fn a_library_producer_renames_f_soon_after_and_at_once_when_finished_or_dropped() {
     let s = Scratch::in_memory();
     let bus = s.bus();
-    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
-    let mut producer = b.producer().unwrap();
-    producer.publish(record("first", 0).as_bytes()).unwrap();
-    wait_until("the first chunk", || bus.exists());
+    let mut producer = library_producer(&bus, record("first", 0).as_bytes());
     let out = s.path("out");
     let (consumer, said) = our_consumer(&bus, &out);
     wait_for_end(&out, &record("first", 0));
@@ -587,7 +596,9 @@ fn a_library_producer_renames_f_soon_after_and_at_once_when_finished_or_dropped(
     producer.finish().unwrap();
     assert_eq!(std::fs::read_to_string(&bus).unwrap(), finished);
     let dropped = record("dropped", 0);
-    let mut producer = b.producer().unwrap();
+    let mut producer = filebus::Bus::new(&bus, filebus::BusOptions::default())
+        .producer()
+        .unwrap();
     producer.publish(b"again").unwrap();
     producer.publish(dropped.as_bytes()).unwrap();
     drop(producer);
@@ -616,12 +627,7 @@ fn a_library_producer_renames_f_soon_after_and_at_once_when_finished_or_dropped(
 fn a_library_producer_publishing_without_pause_keeps_f_within_the_bound() {
     let s = Scratch::in_memory();
     let bus = s.bus();
-    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
-    let mut producer = b.producer().unwrap();
-    producer.publish(b"first").unwrap();
-    wait_until("the first chunk", || {
-        std::fs::read(&bus).is_ok_and(|f| f == b"first")
-    });
+    let mut producer = library_producer(&bus, b"first");
     // Publishes until `F` has named 50 chunks of the stream, which the
     // bound gives in about 50 ms; the deadline is for a loaded machine.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -650,10 +656,7 @@ fn a_library_producer_publishing_without_pause_keeps_f_within_the_bound() {
 fn a_rename_put_off_that_fails_is_returned_by_finish() {
     let s = Scratch::in_memory();
     let bus = s.bus();
-    let b = filebus::Bus::new(&bus, filebus::BusOptions::default());
-    let mut producer = b.producer().unwrap();
-    producer.publish(b"first").unwrap();
-    wait_until("the first chunk", || bus.exists());
+    let mut producer = library_producer(&bus, b"first");
     std::fs::remove_file(&bus).unwrap();
     std::fs::create_dir(&bus).unwrap();
     let failed = producer
